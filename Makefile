@@ -1,0 +1,48 @@
+# The README's commands. Everything a fresh Debian/Ubuntu machine lacks is installed here.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := ffmpeg samba smbclient fuse3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: dev test bench bench-quick reliability lint setup system-packages venv clean
+
+dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C stops all)
+	$(BIN)/hybrid-pipelines dev
+
+test: setup  ## the whole test suite against real servers
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup  ## every benchmark, one table (writes bench/results.json)
+	$(BIN)/python bench/run_all.py
+
+bench-quick: setup
+	$(BIN)/python bench/run_all.py --quick
+
+lint: setup
+	$(BIN)/ruff check hybrid_pipelines hybrid_pipelines_tests bench
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	-$(BIN)/hybrid-pipelines stack down
+	rm -rf $(VENV) .pytest_cache .ruff_cache

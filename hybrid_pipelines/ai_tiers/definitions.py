@@ -1,0 +1,5 @@
+"""Dagster definitions of the ai_tiers domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

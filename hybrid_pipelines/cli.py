@@ -1,0 +1,97 @@
+"""`hybrid-pipelines`: the operator's console script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from .stack.local_stack import LocalStack
+
+    stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
+    if args.action == "up":
+        stack.up()
+    elif args.action == "down":
+        stack.down()
+        print("stack down")
+    else:
+        rows = stack.status()
+        if not rows:
+            print(f"no stack recorded in {stack.state_dir} (run: hybrid-pipelines stack up)")
+            return 1
+        print(f"{'server':<10} {'address':<34} {'pid':>7}  health")
+        for r in rows:
+            health = "healthy" if r["healthy"] else ("UNHEALTHY" if r["running"] else "DOWN")
+            print(f"{r['server']:<10} {r['address']!s:<34} {r['pid'] or '-'!s:>7}  {health}")
+        return 0 if all(r["healthy"] for r in rows) else 1
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """Stack up, then `dagster dev`; on Ctrl-C or SIGTERM stop dagster and the stack by PID."""
+    from .stack.local_stack import LocalStack
+
+    stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
+    stack.up()
+    env = {**os.environ, **stack.env()}
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
+           str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=repo, start_new_session=True)
+    stopping = False
+
+    def _stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops Dagster and the stack)")
+    try:
+        rc = proc.wait()
+    finally:
+        from .stack.process import stop_pid
+
+        stop_pid(proc.pid, grace=15)
+        stack.down()
+    return rc if not stopping else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-pipelines", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="start, stop or inspect the local stack of real servers")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("--state-dir",
+                    help="data folder of the stack (default: $HP_STACK_DIR or .local)")
+    st.set_defaults(func=_stack)
+
+    dv = sub.add_parser("dev", help="stack up, then `dagster dev`; Ctrl-C stops everything")
+    dv.add_argument("--state-dir")
+    dv.add_argument("--host", default="127.0.0.1")
+    dv.add_argument("--port", type=int, default=3000)
+    dv.set_defaults(func=_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

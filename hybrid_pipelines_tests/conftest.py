@@ -1,0 +1,224 @@
+"""Real servers for the tests: each starts once per session on free 127.0.0.1 ports, with
+data in a temp dir, and is stopped by PID at teardown even when tests fail.
+
+Fixtures that need a backend this machine cannot run skip with the reason; they never pass
+silently. Tests that kill a server use `server_factory` to get one of their own."""
+
+from __future__ import annotations
+
+import atexit
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hybrid_pipelines.resources import (
+    EFSResource,
+    FFprobeResource,
+    FirestoreResource,
+    JuiceFSResource,
+    NASResource,
+    ObjectStoreResource,
+    PostgresResource,
+    SeaweedFSResource,
+    SQLiteCatalogResource,
+)
+from hybrid_pipelines.stack.base import LocalServer
+from hybrid_pipelines.stack.firestore import FirestoreEmulator, emulator_unavailable
+from hybrid_pipelines.stack.juicefs import JuiceFSMount
+from hybrid_pipelines.stack.postgres import PostgresServer
+from hybrid_pipelines.stack.process import LOOPBACK, free_port
+from hybrid_pipelines.stack.samba import SambaServer, samba_available
+from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
+
+_started: list[LocalServer] = []
+
+
+def _stop_all() -> None:
+    while _started:
+        server = _started.pop()
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - teardown must reach every server
+            pass
+
+
+atexit.register(_stop_all)  # a crashed session still leaves no orphan servers
+
+
+def _start(server: LocalServer) -> LocalServer:
+    _started.append(server)
+    server.start()
+    return server
+
+
+def _stop(server: LocalServer) -> None:
+    server.stop()
+    if server in _started:
+        _started.remove(server)
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+ServerFactory = Callable[[str], LocalServer]
+
+
+@pytest.fixture(scope="session")
+def server_factory(stack_dir: Path) -> Iterator[ServerFactory]:
+    """Start a private server of a kind ('postgres', 'seaweedfs', 'samba', 'firestore'), for
+    tests that kill or restart it. Stopped at the end of the session."""
+    mine: list[LocalServer] = []
+    counter = iter(range(10_000))
+
+    def make(kind: str) -> LocalServer:
+        root = stack_dir / f"{kind}-{next(counter)}"
+        server: LocalServer
+        if kind == "postgres":
+            server = PostgresServer(root=root, port=free_port(), password=secrets.token_hex(8),
+                                    durable=False)
+        elif kind == "seaweedfs":
+            server = SeaweedFSServer.on_free_ports(root, "test" + secrets.token_hex(4),
+                                                   secrets.token_hex(12))
+        elif kind == "samba":
+            if why := samba_available():
+                pytest.skip(f"NAS tests need Samba: {why}")
+            server = SambaServer(root=root, port=free_port(), password=secrets.token_hex(8))
+        elif kind == "firestore":
+            if why := emulator_unavailable():
+                pytest.skip(f"Firestore tests need the emulator: {why}")
+            server = FirestoreEmulator(root=root, port=free_port())
+        else:
+            raise ValueError(kind)
+        mine.append(_start(server))
+        return server
+
+    yield make
+    for server in reversed(mine):
+        _stop(server)
+
+
+@pytest.fixture(scope="session")
+def pg_server(server_factory: ServerFactory) -> PostgresServer:
+    server = server_factory("postgres")
+    assert isinstance(server, PostgresServer)
+    return server
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(server_factory: ServerFactory) -> SeaweedFSServer:
+    server = server_factory("seaweedfs")
+    assert isinstance(server, SeaweedFSServer)
+    return server
+
+
+@pytest.fixture(scope="session")
+def samba_server(server_factory: ServerFactory) -> SambaServer:
+    server = server_factory("samba")
+    assert isinstance(server, SambaServer)
+    return server
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(server_factory: ServerFactory) -> FirestoreEmulator:
+    server = server_factory("firestore")
+    assert isinstance(server, FirestoreEmulator)
+    return server
+
+
+@pytest.fixture(scope="session")
+def juicefs_mount(stack_dir: Path, pg_server: PostgresServer,
+                  seaweed_server: SeaweedFSServer) -> Iterator[JuiceFSMount]:
+    mount = JuiceFSMount(
+        root=stack_dir / "juicefs",
+        meta_url=f"postgres://postgres@{LOOPBACK}:{pg_server.port}/juicefs?sslmode=disable",
+        meta_password=pg_server.password, bucket_url=f"{seaweed_server.address}/jfs",
+        access_key=seaweed_server.access_key, secret_key=seaweed_server.secret_key)
+    _start(mount)  # warns and falls back to a plain directory where FUSE is unusable
+    yield mount
+    _stop(mount)
+
+
+# ---- resources pointed at those servers ------------------------------------------------------
+
+def postgres_resource_for(server: PostgresServer, database: str = "hybrid") -> PostgresResource:
+    return PostgresResource(host=LOOPBACK, port=server.port, user=server.user,
+                            password=server.password, database=database)
+
+
+def seaweedfs_resource_for(server: SeaweedFSServer,
+                           bucket: str = "media-cache") -> SeaweedFSResource:
+    return SeaweedFSResource(endpoint_url=server.address, master_url=server.master_url,
+                             aws_access_key_id=server.access_key,
+                             aws_secret_access_key=server.secret_key, bucket=bucket)
+
+
+def object_store_for(server: SeaweedFSServer, bucket: str = "cold-tier") -> ObjectStoreResource:
+    return ObjectStoreResource(endpoint_url=server.address, aws_access_key_id=server.access_key,
+                               aws_secret_access_key=server.secret_key, bucket=bucket)
+
+
+def nas_resource_for(server: SambaServer) -> NASResource:
+    return NASResource(protocol="smb", host=LOOPBACK, port=server.port, share=server.share,
+                       username=server.username, password=server.password)
+
+
+@pytest.fixture(scope="session")
+def postgres_resource(pg_server: PostgresServer) -> PostgresResource:
+    return postgres_resource_for(pg_server)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_resource(seaweed_server: SeaweedFSServer) -> SeaweedFSResource:
+    return seaweedfs_resource_for(seaweed_server)
+
+
+@pytest.fixture(scope="session")
+def object_store_resource(seaweed_server: SeaweedFSServer) -> ObjectStoreResource:
+    return object_store_for(seaweed_server)
+
+
+@pytest.fixture(scope="session")
+def nas_resource(samba_server: SambaServer) -> NASResource:
+    return nas_resource_for(samba_server)
+
+
+@pytest.fixture()
+def local_nas_resource(tmp_path: Path) -> NASResource:
+    root = tmp_path / "nas"
+    root.mkdir()
+    return NASResource(protocol="local", local_root=str(root))
+
+
+@pytest.fixture(scope="session")
+def firestore_resource(firestore_emulator: FirestoreEmulator) -> FirestoreResource:
+    return FirestoreResource(project=firestore_emulator.project_id,
+                             emulator_host=firestore_emulator.address)
+
+
+@pytest.fixture(scope="session")
+def hot_tier_resource(juicefs_mount: JuiceFSMount) -> JuiceFSResource:
+    return JuiceFSResource(mount_path=str(juicefs_mount.mount_path),
+                           require_mount=juicefs_mount.mounted)
+
+
+@pytest.fixture()
+def efs_resource(tmp_path: Path) -> EFSResource:
+    (tmp_path / "efs").mkdir()
+    return EFSResource(mount_path=str(tmp_path / "efs"))
+
+
+@pytest.fixture()
+def catalog_resource(tmp_path: Path) -> SQLiteCatalogResource:
+    return SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+
+
+@pytest.fixture(scope="session")
+def ffprobe_resource() -> FFprobeResource:
+    if not shutil.which("ffprobe"):
+        pytest.skip("ffprobe is not installed (apt-get install ffmpeg)")
+    return FFprobeResource()

@@ -1,0 +1,147 @@
+"""The operator's path: `hybrid-pipelines stack up/status/down` and `hybrid-pipelines dev`
+(what `make dev` runs), on real servers in a temp state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from hybrid_pipelines.stack.process import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "hybrid-pipelines")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def recorded_pids(state: Path) -> list[int]:
+    return [r["pid"] for r in json.loads((state / "stack.json").read_text()).values() if r["pid"]]
+
+
+@pytest.fixture(scope="module")
+def stack_state(tmp_path_factory: pytest.TempPathFactory):
+    state = tmp_path_factory.mktemp("localstack")
+    up = run_cli("stack", "up", "--state-dir", str(state))
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        yield state, up.stdout
+    finally:
+        run_cli("stack", "down", "--state-dir", str(state))
+
+
+def test_stack_up_reports_time_and_every_server_healthy(stack_state) -> None:
+    state, out = stack_state
+    assert "all healthy in" in out
+    status = run_cli("stack", "status", "--state-dir", str(state))
+    assert status.returncode == 0, status.stdout
+    for server in ("postgres", "seaweedfs", "samba", "firestore", "juicefs"):
+        line = next(line for line in status.stdout.splitlines() if line.startswith(server))
+        assert "healthy" in line and "127.0.0.1" in line or server == "juicefs", line
+    env = read_env(state / "stack.env")
+    for var in ("DAGSTER_PG_HOST", "HP_PG_PASSWORD", "HP_NAS_PORT", "HP_SEAWEEDFS_S3_ENDPOINT",
+                "HP_OBJECT_STORE_BUCKET", "HP_JUICEFS_MOUNT_PATH", "FIRESTORE_EMULATOR_HOST",
+                "HP_SQLITE_CATALOG_PATH", "DAGSTER_HOME"):
+        assert env.get(var), var
+    assert oct((state / "stack.env").stat().st_mode)[-3:] == "600"  # it holds passwords
+    share = state / "samba" / "share"
+    assert (share / "WSOP/WSOP 2024/Main Event/Day2.mp4").stat().st_size > 0
+    assert (share / "HCL/HCL 2025/Episode 01.ts").exists()
+
+
+def test_definitions_validate_and_materialize_on_postgres_instance(stack_state) -> None:
+    state, _ = stack_state
+    env = {**read_env(state / "stack.env")}
+    dagster = str(Path(sys.executable).parent / "dagster")
+    full_env = {**os.environ, **env}
+    res = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"],
+                         capture_output=True, text=True, env=full_env, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Validation successful" in res.stderr + res.stdout
+    # A real run recorded in the Postgres instance storage (psycopg2 scheme), with every
+    # backend healthy through its resource.
+    res = subprocess.run([dagster, "asset", "materialize", "--select", "backend_health",
+                          "-m", "hybrid_pipelines.definitions"],
+                         capture_output=True, text=True, env=full_env, cwd=REPO, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "RUN_SUCCESS" in res.stderr + res.stdout
+    import psycopg
+
+    with psycopg.connect(host=env["DAGSTER_PG_HOST"], port=env["DAGSTER_PG_PORT"],
+                         user=env["DAGSTER_PG_USER"], password=env["DAGSTER_PG_PASSWORD"],
+                         dbname=env["DAGSTER_PG_DB"]) as conn:
+        runs = conn.execute("SELECT status FROM runs").fetchall()
+        checks = conn.execute(
+            "SELECT check_name, execution_status FROM asset_check_executions").fetchall()
+    assert ("SUCCESS",) in runs
+    assert len(checks) == 9 and all(status == "SUCCEEDED" for _, status in checks), checks
+
+
+def test_stack_down_leaves_no_process_and_up_reuses_data(stack_state) -> None:
+    state, _ = stack_state
+    pids = recorded_pids(state)
+    secret_before = (state / "secrets.json").read_text()
+    marker = state / "samba" / "share" / "keep-me.txt"
+    marker.write_text("survives a restart")
+    down = run_cli("stack", "down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr
+    assert not [p for p in pids if psutil.pid_exists(p) and
+                psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert run_cli("stack", "status", "--state-dir", str(state)).returncode == 1
+    up = run_cli("stack", "up", "--state-dir", str(state))
+    assert up.returncode == 0, up.stderr
+    assert "seeded" not in up.stdout  # the share kept its files
+    assert marker.read_text() == "survives a restart"
+    assert (state / "secrets.json").read_text() == secret_before
+
+
+def test_dev_brings_up_ui_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """What `make dev` runs. SIGINT to the supervisor, as Ctrl-C in a terminal sends."""
+    port = free_port()
+    proc = subprocess.Popen([CLI, "dev", "--state-dir", str(tmp_path / "dev"), "--port",
+                             str(port)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        loaded = False
+        query = '{ workspaceOrError { ... on Workspace { locationEntries { name ' \
+                'locationOrLoadError { __typename } } } } }'
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                r = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": query},
+                                  timeout=5)
+                entries = r.json()["data"]["workspaceOrError"]["locationEntries"]
+                if entries and entries[0]["locationOrLoadError"]["__typename"] == \
+                        "RepositoryLocation":
+                    loaded = True
+                    break
+            except (requests.RequestException, KeyError, TypeError, ValueError):
+                pass
+            time.sleep(1)
+        assert loaded, "dagster dev did not load the hybrid_pipelines code location"
+        pids = recorded_pids(tmp_path / "dev")
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    left = [p for p in pids + children
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"orphans after Ctrl-C: {left}\n{out[-2000:]}"

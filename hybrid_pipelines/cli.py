@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 
+DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
+
+
 def _stack(args: argparse.Namespace) -> int:
     from .stack.local_stack import LocalStack
 
@@ -79,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--host", default="127.0.0.1")
     dv.add_argument("--port", type=int, default=3000)
     dv.set_defaults(func=_dev)
+
+    # Each domain adds its own commands (probe, simulate-uploads, ...) in `<domain>/commands.py`.
+    import importlib
+
+    for domain in DOMAINS:
+        try:
+            module = importlib.import_module(f"hybrid_pipelines.{domain}.commands")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hybrid_pipelines.{domain}.commands":
+                raise
+            continue
+        module.add_commands(sub)
     return p
 
 

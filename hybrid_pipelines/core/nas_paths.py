@@ -34,5 +34,18 @@ def safe_relpath(path: str) -> str:
     return posixpath.join(*parts) if parts else ""
 
 
+SMB_FORBIDDEN = set('<>:"|?*')
+
+
+def smb_safe_relpath(path: str) -> str:
+    """`safe_relpath`, plus the characters SMB cannot carry in a name (a Linux mount can)."""
+    clean = safe_relpath(path)
+    bad = sorted(SMB_FORBIDDEN & set(clean))
+    if bad:
+        raise UnsafePathError(f"path {path!r} has characters SMB cannot store ({''.join(bad)}); "
+                              "rename the file without them")
+    return clean
+
+
 def join(*parts: str) -> str:
     return safe_relpath("/".join(p.strip("/") for p in parts if p))

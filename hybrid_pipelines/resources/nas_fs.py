@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ..core.nas_paths import UnsafePathError, safe_relpath
+from ..core.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class SMBNAS:
                                         connection_timeout=timeout_s, connection_cache=cache)
 
     def _unc(self, path: str) -> str:
-        rel = safe_relpath(path)
+        rel = smb_safe_relpath(path)
         tail = "\\" + rel.replace("/", "\\") if rel else ""
         return f"\\\\{self.host}\\{self.share}{tail}"
 

@@ -1,0 +1,72 @@
+"""`make bench`: run every benchmark script in bench/ and print one table of claims.
+
+Each script measures the project's figure and its baseline in the same run and prints a line
+`BENCH_JSON {...}`; this collects those lines into one table and bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_script(script: Path, quick: bool, timeout: float) -> tuple[list[dict], str]:
+    argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              cwd=HERE.parent)
+    except subprocess.TimeoutExpired:
+        return [], f"timed out after {timeout:.0f}s"
+    claims: list[dict] = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            payload = json.loads(line[len("BENCH_JSON "):])
+            for claim in payload.get("claims", []):
+                claims.append({"bench": payload.get("bench", script.stem), **claim})
+        else:
+            print(f"  [{script.stem}] {line}")
+    status = f"ok in {time.monotonic() - t0:.0f}s" if proc.returncode == 0 else \
+        f"FAILED (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
+    return claims, status
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes in all")
+    ap.add_argument("--only", nargs="*", help="script names to run (default: all)")
+    args = ap.parse_args()
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py"
+                     and (not args.only or p.stem in args.only))
+    budget = 110 if args.quick else 840
+    all_claims: list[dict] = []
+    statuses: dict[str, str] = {}
+    for script in scripts:
+        print(f"== {script.stem}")
+        claims, status = run_script(script, args.quick, timeout=budget / max(len(scripts), 1)
+                                    * (2 if args.quick else 1.5))
+        statuses[script.stem] = status
+        all_claims.extend(claims)
+    print()
+    header = f"{'bench':<10} {'claim':<58} {'ours':>12} {'baseline':>12} {'unit':<8} {'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    for c in all_claims:
+        print(f"{c['bench']:<10} {c['claim'][:58]:<58} {c['ours']:>12.4g} {c['baseline']:>12.4g} "
+              f"{c['unit']:<8} {c['ratio']:>8.3g}")
+    print()
+    for name, status in statuses.items():
+        print(f"{name}: {status}")
+    (HERE / "results.json").write_text(json.dumps(
+        {"quick": args.quick, "time": time.time(), "claims": all_claims, "scripts": statuses},
+        indent=2))
+    return 0 if all(s.startswith("ok") for s in statuses.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

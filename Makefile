@@ -7,13 +7,16 @@ APT_PACKAGES := ffmpeg samba smbclient fuse3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench bench-quick reliability lint setup system-packages venv clean
+.PHONY: dev test reliability bench bench-quick reliability lint setup system-packages venv clean
 
 dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C stops all)
 	$(BIN)/hybrid-pipelines dev
 
-test: setup  ## the whole test suite against real servers
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup  ## the test suite against real servers (reliability suite: make reliability)
+	$(BIN)/python -m pytest --ignore=hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
+
+reliability: setup  ## faults injected, load, hostile input, secrets; prints a summary
+	$(BIN)/python -m pytest hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
 
 bench: setup  ## every benchmark, one table (writes bench/results.json)
 	$(BIN)/python bench/run_all.py

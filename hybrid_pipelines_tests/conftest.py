@@ -222,3 +222,44 @@ def ffprobe_resource() -> FFprobeResource:
     if not shutil.which("ffprobe"):
         pytest.skip("ffprobe is not installed (apt-get install ffmpeg)")
     return FFprobeResource()
+
+
+# ---- fault ledger: `@pytest.mark.fault("smbd killed mid-scan")` on a fault-injection test -----
+
+_faults: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fault(name): a test that injects this fault and "
+                            "asserts nothing was lost or duplicated and the next run completes")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    marker_names = [m for m in report.keywords if m == "fault"]
+    if not marker_names:
+        return
+    name = getattr(report, "fault_name", None) or report.nodeid
+    if report.when == "call" or report.outcome != "passed":
+        _faults[name] = report.outcome if report.when == "call" or report.failed else "skipped"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    marker = item.get_closest_marker("fault")
+    if marker is not None and marker.args:
+        outcome.get_result().fault_name = str(marker.args[0])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _faults:
+        return
+    survived = sum(1 for v in _faults.values() if v == "passed")
+    lost = sum(1 for v in _faults.values() if v == "failed")
+    skipped = sum(1 for v in _faults.values() if v == "skipped")
+    tr = terminalreporter
+    tr.section("fault injection")
+    for name, outcome in sorted(_faults.items()):
+        tr.write_line(f"  {outcome:<8} {name}")
+    tr.write_line(f"faults injected: {len(_faults) - skipped}, survived: {survived}, "
+                  f"data lost or duplicated: {lost}, not run (skipped): {skipped}")

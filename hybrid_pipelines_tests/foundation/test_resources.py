@@ -47,6 +47,7 @@ def test_postgres_wrong_password(postgres_resource: PostgresResource) -> None:
                        secret="not-the-password")
 
 
+@pytest.mark.fault("PostgreSQL stopped, then back: clear error, reconnect")
 def test_postgres_stopped_then_back(server_factory) -> None:
     server = server_factory("postgres")
     res = postgres_resource_for(server)
@@ -121,6 +122,7 @@ def test_nas_wrong_password(nas_resource: NASResource) -> None:
     assert_clear_error(bad, "NAS", "logon failed", "HP_NAS_PASSWORD", secret="wrong-pass-123")
 
 
+@pytest.mark.fault("smbd stopped, then back: clear error, session replaced")
 def test_nas_stopped_then_reconnects(server_factory) -> None:
     server = server_factory("samba")
     res = nas_resource_for(server)

@@ -61,8 +61,16 @@ def _stop(server: LocalServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("stack")
+def stack_dir() -> Iterator[Path]:
+    """Outside pytest's own temp root: pytest resets that to mode 0700, which locks out the
+    unprivileged user PostgreSQL runs as."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="hp-test-stack-"))
+    root.chmod(0o755)
+    yield root
+    _stop_all()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 ServerFactory = Callable[[str], LocalServer]

@@ -1,0 +1,340 @@
+"""Model weights between the hot tier (JuiceFS) and the cold tier (object store).
+
+Layout: a model is a directory `<hot_prefix>/<model_id>/` on the hot tier and the objects
+`<cold_prefix>/<model_id>/<file>` in the cold bucket. The cold tier keeps every model; hot is
+an extra copy.
+
+Demotion of one model, under the model's advisory lock:
+  1. copy: upload each hot file whose verified cold copy is not already there;
+  2. verify: size + sha256 metadata + MD5 ETag or read-back (core.tier_copy.verify_object);
+  3. update the row to cold (committed);
+  4. delete the hot files.
+The row flips before the delete so it never names a tier without the data: a failure at 4
+leaves leftovers in the hot path, which the next run re-verifies and removes. A failure at any
+earlier step leaves the hot files and the row as they were. Connections must be autocommit
+(locks span several transactions)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ..core import tier_copy
+from ..core.nas_paths import UnsafePathError, safe_relpath
+from ..core.nas_paths import join as join_rel
+from ..core.tier_policy import COLD, HOT, Demotion, ModelState, select_demotions, still_eligible
+from .db import NS_MODEL, PosixTier, advisory_lock
+
+
+class ModelTierError(RuntimeError):
+    """One model could not change tier; its copies and its row are as they were."""
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    hot_prefix: str = "models"
+    cold_prefix: str = "models"
+    storage_class: str | None = None
+    upload_missing: bool = True
+    transfer_config: Any = None
+
+    def hot_rel(self, model_id: str) -> str:
+        return join_rel(self.hot_prefix, model_segment(model_id))
+
+    def cold_prefix_for(self, model_id: str) -> str:
+        return join_rel(self.cold_prefix, model_segment(model_id)) + "/"
+
+
+def model_segment(model_id: str) -> str:
+    """A model id is one path segment: with 'org/name' allowed, model 'org' would own the
+    files of 'org/name' and demoting it would upload and delete them."""
+    try:
+        clean = safe_relpath(model_id)
+    except UnsafePathError:
+        clean = ""
+    if not model_id or "/" in model_id or "\\" in model_id or clean != model_id:
+        raise ModelTierError(f"model id {model_id!r} must be one path segment (no '/', no "
+                             "'..'); name it e.g. 'org--name'")
+    return model_id
+
+
+@dataclass
+class DemotionReport:
+    demoted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    bytes_uploaded: int = 0
+    files_uploaded: int = 0
+    already_in_cold: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    leftovers_removed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model_id: str
+    already_hot: bool
+    files_downloaded: int
+    bytes_downloaded: int
+    size_bytes: int
+    weakly_verified: int = 0
+
+
+def load_models(conn: psycopg.Connection) -> list[ModelState]:
+    rows = conn.execute(
+        "SELECT model_id, tier, size_bytes, last_access FROM model_locations").fetchall()
+    return [ModelState(*r) for r in rows]
+
+
+def load_model(conn: psycopg.Connection, model_id: str) -> ModelState | None:
+    row = conn.execute("SELECT model_id, tier, size_bytes, last_access FROM model_locations "
+                       "WHERE model_id = %s", (model_id,)).fetchone()
+    return ModelState(*row) if row else None
+
+
+def tier_sizes(conn: psycopg.Connection) -> dict[str, int]:
+    out = {"hot_models": 0, "hot_tier_bytes": 0, "cold_models": 0, "cold_only_bytes": 0,
+           "cold_tier_bytes": 0}
+    for tier, count, size in conn.execute(
+            "SELECT tier, count(*), coalesce(sum(size_bytes), 0) FROM model_locations "
+            "GROUP BY tier"):
+        if tier == HOT:
+            out["hot_models"], out["hot_tier_bytes"] = int(count), int(size)
+        else:
+            out["cold_models"], out["cold_only_bytes"] = int(count), int(size)
+    # The cold tier holds every model.
+    out["cold_tier_bytes"] = out["hot_tier_bytes"] + out["cold_only_bytes"]
+    return out
+
+
+def hot_volume_used(hot: PosixTier) -> int:
+    """Bytes used on the hot volume as its file system reports them (JuiceFS: the volume)."""
+    return int(shutil.disk_usage(hot.root()).used)
+
+
+HotFile = tuple[str, Path, int, int]  # (relative name, path, size, mtime_ns) when copied
+
+
+def hot_files(model_dir: Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of a model's files, without our temp files."""
+    out = []
+    for dirpath, _dirs, files in os.walk(model_dir):
+        for name in files:
+            if tier_copy.is_temp_name(name):
+                continue
+            path = Path(dirpath) / name
+            out.append((path.relative_to(model_dir).as_posix(), path))
+    return sorted(out)
+
+
+def _remove_hot_files(files: list[HotFile], model_dir: Path) -> None:
+    """Delete the files that were copied, unless one changed since (then it stays, and the
+    next run's sweep keeps it for lack of a matching cold copy)."""
+    for _rel, path, size, mtime_ns in files:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
+            path.unlink(missing_ok=True)
+    # Empty directories only: anything that appeared meanwhile stays.
+    for dirpath, _dirs, _files in os.walk(model_dir, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+def _ensure_cold_copy(client: Any, bucket: str, key: str, path: Path, layout: ModelLayout,
+                      model_id: str) -> tuple[tier_copy.Digest, bool]:
+    """Returns (digest, uploaded). Raises when the copy cannot be proven."""
+    digest = tier_copy.digest_file(path)
+    try:
+        tier_copy.verify_object(client, bucket, key, digest)
+        return digest, False
+    except tier_copy.CopyError as exc:
+        if not layout.upload_missing:
+            raise ModelTierError(
+                f"model {model_id}: {exc}. Demotion is blocked until the cold copy exists "
+                "(upload it, or set upload_missing: true to let the job copy it)") from exc
+    tier_copy.upload_file(client, bucket, key, path, digest, storage_class=layout.storage_class,
+                          transfer_config=layout.transfer_config)
+    try:
+        tier_copy.verify_object(client, bucket, key, digest)
+    except tier_copy.CopyError as exc:
+        raise ModelTierError(f"model {model_id}: uploaded {tier_copy.s3_url(bucket, key)} but "
+                             f"could not verify it ({exc}); the hot copy is kept") from exc
+    return digest, True
+
+
+def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                 demotion: Demotion, now: datetime, idle_days: int, layout: ModelLayout,
+                 report: DemotionReport) -> None:
+    model_id = demotion.model_id
+    with advisory_lock(conn, NS_MODEL, model_id):
+        current = load_model(conn, model_id)
+        if not still_eligible(demotion, current, now, idle_days):
+            report.skipped[model_id] = "used or moved since selection"
+            return
+        hot.require_healthy()  # a vanished mount looks like missing files: stop first
+        model_dir = hot.path(layout.hot_rel(model_id))
+        files = hot_files(model_dir)
+        if not files:
+            raise ModelTierError(
+                f"model {model_id}: the row says hot but {model_dir} holds no files; check the "
+                "hot tier, or mark the row cold if the cold copy is complete")
+        prefix = layout.cold_prefix_for(model_id)
+        total = 0
+        copied: list[HotFile] = []
+        for rel, path in files:
+            before = path.stat()
+            digest, uploaded = _ensure_cold_copy(client, bucket, prefix + rel, path, layout,
+                                                 model_id)
+            copied.append((rel, path, before.st_size, before.st_mtime_ns))
+            total += digest.size
+            if uploaded:
+                report.files_uploaded += 1
+                report.bytes_uploaded += digest.size
+            else:
+                report.already_in_cold += 1
+        with conn.transaction():
+            cur = conn.execute(
+                "UPDATE model_locations SET tier = 'cold', size_bytes = %s, tier_changed_at = %s "
+                "WHERE model_id = %s AND tier = 'hot'", (total, now, model_id))
+            if cur.rowcount != 1:
+                raise ModelTierError(f"model {model_id}: row changed during demotion")
+        hot.require_healthy()
+        _remove_hot_files(copied, model_dir)
+        report.demoted.append(model_id)
+        report.bytes_freed += total
+
+
+def sweep_leftovers(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                    layout: ModelLayout, report: DemotionReport) -> None:
+    """Hot files of cold models (a delete that failed after the row flipped): each is removed
+    only after its cold copy verifies again."""
+    hot.require_healthy()
+    for model_id, in conn.execute(
+            "SELECT model_id FROM model_locations WHERE tier = 'cold' ORDER BY model_id"
+            ).fetchall():
+        try:
+            model_dir = hot.path(layout.hot_rel(model_id))
+        except ModelTierError as exc:
+            report.errors[model_id] = str(exc)
+            continue
+        if not model_dir.is_dir():
+            continue
+        with advisory_lock(conn, NS_MODEL, model_id):
+            current = load_model(conn, model_id)
+            if current is None or current.tier != COLD:
+                continue
+            prefix = layout.cold_prefix_for(model_id)
+            tier_copy.sweep_temp_files(model_dir, older_than_s=0)  # we hold the model's lock
+            for rel, path in hot_files(model_dir):
+                try:
+                    tier_copy.verify_object(client, bucket, prefix + rel,
+                                            tier_copy.digest_file(path))
+                except tier_copy.CopyError as exc:
+                    report.errors[model_id] = (f"leftover {path} kept: its cold copy does not "
+                                               f"verify ({exc})")
+                    continue
+                path.unlink(missing_ok=True)
+                report.leftovers_removed += 1
+            _remove_hot_files([], model_dir)
+
+
+def run_demotion(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                 now: datetime, idle_days: int, capacity_bytes: int | None,
+                 layout: ModelLayout, log: Callable[[str], None] = print) -> DemotionReport:
+    report = DemotionReport()
+    hot.require_healthy()
+    sweep_leftovers(conn, client, bucket, hot, layout, report)
+    for demotion in select_demotions(load_models(conn), now, idle_days, capacity_bytes):
+        try:
+            demote_model(conn, client, bucket, hot, demotion, now, idle_days, layout, report)
+        except (ModelTierError, tier_copy.CopyError) as exc:
+            report.errors[demotion.model_id] = str(exc)
+            log(f"demotion of {demotion.model_id} failed, hot copy kept: {exc}")
+        else:
+            if demotion.model_id in report.demoted:
+                log(f"demoted {demotion.model_id} ({demotion.reason}, "
+                    f"{demotion.size_bytes} bytes)")
+    return report
+
+
+def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                  model_id: str, now: datetime, layout: ModelLayout) -> Promotion:
+    """Copy a cold model into the hot path, verify, mark it hot. Concurrent calls for one
+    model wait for the lock, then find it hot and download nothing."""
+    model_segment(model_id)
+    with advisory_lock(conn, NS_MODEL, model_id):
+        current = load_model(conn, model_id)
+        if current is None:
+            raise ModelTierError(f"model {model_id!r} is not in model_locations; register it "
+                                 "before asking for a promotion")
+        hot.require_healthy()
+        if current.tier == HOT:
+            with conn.transaction():
+                conn.execute("UPDATE model_locations SET last_access = greatest(last_access, %s)"
+                             " WHERE model_id = %s", (now, model_id))
+            return Promotion(model_id, True, 0, 0, current.size_bytes)
+        prefix = layout.cold_prefix_for(model_id)
+        objects = list_objects(client, bucket, prefix)
+        if not objects:
+            raise ModelTierError(f"model {model_id}: the row says cold but "
+                                 f"{tier_copy.s3_url(bucket, prefix)} holds no objects")
+        model_dir = hot.path(layout.hot_rel(model_id))
+        tier_copy.sweep_temp_files(model_dir, older_than_s=0)  # we hold the model's lock
+        files = downloaded = weak = total = 0
+        for key, size in objects:
+            rel = safe_relpath(key[len(prefix):])
+            dest = model_dir / rel
+            total += size
+            if dest.is_file() and dest.stat().st_size == size and _matches_cold(
+                    client, bucket, key, dest):
+                continue  # a leftover of a failed delete that is still right
+            result = tier_copy.download_verified(client, bucket, key, dest,
+                                                 require_checksum=False)
+            files += 1
+            downloaded += result.digest.size
+            weak += result.verified_by == "size-only"
+        with conn.transaction():
+            conn.execute("UPDATE model_locations SET tier = 'hot', size_bytes = %s, "
+                         "last_access = greatest(last_access, %s), tier_changed_at = %s "
+                         "WHERE model_id = %s", (total, now, now, model_id))
+        return Promotion(model_id, False, files, downloaded, total, weak)
+
+
+def _matches_cold(client: Any, bucket: str, key: str, path: Path) -> bool:
+    try:
+        tier_copy.verify_object(client, bucket, key, tier_copy.digest_file(path))
+        return True
+    except tier_copy.CopyError:
+        return False
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith("/"):
+                out.append((obj["Key"], int(obj["Size"])))
+    return out
+
+
+def hot_rows_missing_files(conn: psycopg.Connection, hot: PosixTier,
+                           layout: ModelLayout) -> list[str]:
+    """Hot rows whose directory is empty or missing on the hot tier (for an asset check)."""
+    missing = []
+    for model_id, in conn.execute(
+            "SELECT model_id FROM model_locations WHERE tier = 'hot' ORDER BY model_id"):
+        if not hot_files(hot.path(layout.hot_rel(model_id))):
+            missing.append(model_id)
+    return missing

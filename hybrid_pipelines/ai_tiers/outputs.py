@@ -1,0 +1,232 @@
+"""Generated outputs (images, audio): hot for a week, then cold unless people keep opening them.
+
+Files live at `<prefix>/<user_id>/YYYY/MM/DD/<uuid>.<ext>` on the hot tier and under the same
+key in the cold bucket. Every change to one output runs under that output's advisory lock, so
+a deletion request and the daily tiering never interleave (a tiering step cannot re-upload an
+output a deletion just removed). Connections must be autocommit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ..core import tier_copy
+from ..core.nas_paths import join as join_rel
+from ..core.tier_policy import OutputState, cutoff, output_action, parse_output_path
+from .db import NS_OUTPUT, PosixTier, advisory_lock
+
+
+class OutputTierError(RuntimeError):
+    """One output could not change tier; its copies and its row are as they were."""
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    hot_prefix: str = "outputs"
+    cold_prefix: str = "outputs"
+    storage_class: str | None = None
+
+    def hot_path(self, hot: PosixTier, rel: str) -> Path:
+        parse_output_path(rel)
+        return hot.path(join_rel(self.hot_prefix, rel))
+
+    def cold_key(self, rel: str) -> str:
+        parse_output_path(rel)
+        return join_rel(self.cold_prefix, rel)
+
+
+@dataclass
+class OutputsReport:
+    demoted: int = 0
+    promoted: int = 0
+    bytes_freed: int = 0
+    bytes_promoted: int = 0
+    bytes_uploaded: int = 0
+    deleted: int = 0
+    requests_done: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+_ROW = "output_id::text, user_id, path, tier, size_bytes, access_count, created_at"
+
+
+def _load(conn: psycopg.Connection, output_id: str) -> tuple[Any, ...] | None:
+    return conn.execute(f"SELECT {_ROW} FROM generated_outputs "  # noqa: S608 - fixed columns
+                        "WHERE output_id = %s", (output_id,)).fetchone()
+
+
+def _state(row: tuple[Any, ...]) -> OutputState:
+    return OutputState(row[0], row[3], row[6], row[5])
+
+
+def candidates(conn: psycopg.Connection, now: datetime, hot_days: int,
+               keep_access_count: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        f"SELECT {_ROW} FROM generated_outputs "  # noqa: S608 - fixed columns
+        "WHERE (tier = 'hot' AND created_at <= %s AND access_count < %s) "
+        "   OR (tier = 'cold' AND access_count >= %s) ORDER BY created_at, output_id",
+        (cutoff(now, hot_days), keep_access_count, keep_access_count)).fetchall()
+
+
+def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+            row: tuple[Any, ...], now: datetime, layout: OutputLayout,
+            report: OutputsReport) -> None:
+    output_id, path_rel = row[0], row[2]
+    src = layout.hot_path(hot, path_rel)
+    key = layout.cold_key(path_rel)
+    hot.require_healthy()
+    if not src.is_file():
+        raise OutputTierError(f"output {output_id}: the row says hot but {src} is missing; "
+                              "check the hot tier mount")
+    digest = tier_copy.digest_file(src)
+    try:
+        tier_copy.verify_object(client, bucket, key, digest)
+    except tier_copy.CopyError:
+        tier_copy.upload_file(client, bucket, key, src, digest,
+                              storage_class=layout.storage_class)
+        report.bytes_uploaded += digest.size
+        tier_copy.verify_object(client, bucket, key, digest)
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE generated_outputs SET tier = 'cold', size_bytes = %s, sha256 = %s, "
+            "cold_verified_at = %s WHERE output_id = %s AND tier = 'hot'",
+            (digest.size, digest.sha256, now, output_id))
+        if cur.rowcount != 1:
+            raise OutputTierError(f"output {output_id}: row changed during demotion")
+    hot.require_healthy()
+    src.unlink(missing_ok=True)
+    report.demoted += 1
+    report.bytes_freed += digest.size
+
+
+def _promote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+             row: tuple[Any, ...], now: datetime, layout: OutputLayout,
+             report: OutputsReport) -> None:
+    output_id, path_rel = row[0], row[2]
+    hot.require_healthy()
+    result = tier_copy.download_verified(client, bucket, layout.cold_key(path_rel),
+                                         layout.hot_path(hot, path_rel))
+    with conn.transaction():
+        conn.execute("UPDATE generated_outputs SET tier = 'hot', size_bytes = %s, sha256 = %s "
+                     "WHERE output_id = %s", (result.digest.size, result.digest.sha256,
+                                              output_id))
+    report.promoted += 1
+    report.bytes_promoted += result.digest.size
+
+
+def run_output_tiering(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                       now: datetime, hot_days: int, keep_access_count: int,
+                       layout: OutputLayout, log: Callable[[str], None] = print
+                       ) -> OutputsReport:
+    report = OutputsReport()
+    hot.require_healthy()
+    process_deletion_requests(conn, client, bucket, hot, now, layout, report)
+    for row in candidates(conn, now, hot_days, keep_access_count):
+        output_id = row[0]
+        try:
+            with advisory_lock(conn, NS_OUTPUT, output_id):
+                current = _load(conn, output_id)
+                action = current and output_action(_state(current), now, hot_days,
+                                                   keep_access_count)
+                if action == "demote":
+                    _demote(conn, client, bucket, hot, current, now, layout, report)
+                elif action == "promote":
+                    _promote(conn, client, bucket, hot, current, now, layout, report)
+        except (OutputTierError, tier_copy.CopyError, ValueError, OSError) as exc:
+            report.errors[output_id] = str(exc)
+            log(f"output {output_id} left as it was: {exc}")
+    return report
+
+
+def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                   user_id: str, output_id: str | None, layout: OutputLayout) -> tuple[int, int]:
+    """Remove a user's output (or all of them) from the hot tier, the cold tier and the table,
+    in that order: a failure part-way leaves the row, so a retry finds what is left.
+    Returns (outputs deleted, bytes)."""
+    if output_id is None:
+        ids = [r[0] for r in conn.execute(
+            "SELECT output_id::text FROM generated_outputs WHERE user_id = %s ORDER BY 1",
+            (user_id,))]
+    else:
+        ids = [output_id]
+    count = size = 0
+    for oid in ids:
+        with advisory_lock(conn, NS_OUTPUT, oid):
+            row = _load(conn, oid)
+            if row is None:
+                continue
+            if row[1] != user_id:
+                raise OutputTierError(f"output {oid} belongs to another user than {user_id!r}; "
+                                      "the deletion request names the wrong user")
+            rel = row[2]
+            hot.require_healthy()
+            layout.hot_path(hot, rel).unlink(missing_ok=True)
+            key = layout.cold_key(rel)
+            client.delete_object(Bucket=bucket, Key=key)
+            if tier_copy.head_object(client, bucket, key) is not None:
+                raise OutputTierError(f"output {oid}: {tier_copy.s3_url(bucket, key)} still "
+                                      "exists after delete; the row is kept for a retry")
+            with conn.transaction():
+                conn.execute("DELETE FROM generated_outputs WHERE output_id = %s", (oid,))
+            count += 1
+            size += int(row[4])
+    return count, size
+
+
+def process_deletion_requests(conn: psycopg.Connection, client: Any, bucket: str,
+                              hot: PosixTier, now: datetime, layout: OutputLayout,
+                              report: OutputsReport, request_id: int | None = None) -> None:
+    where = "status = 'pending'" + (" AND id = %s" if request_id is not None else "")
+    params = (request_id,) if request_id is not None else ()
+    requests = conn.execute(
+        f"SELECT id, user_id, output_id::text FROM output_deletion_requests "  # noqa: S608
+        f"WHERE {where} ORDER BY id", params).fetchall()
+    for rid, user_id, output_id in requests:
+        try:
+            count, _size = delete_outputs(conn, client, bucket, hot, user_id, output_id, layout)
+        except Exception as exc:  # noqa: BLE001 - recorded on the request, then re-raised below
+            with conn.transaction():
+                conn.execute("UPDATE output_deletion_requests SET status = 'failed', "
+                             "processed_at = %s, detail = %s WHERE id = %s",
+                             (now, str(exc)[:1000], rid))
+            report.errors[f"deletion-request-{rid}"] = str(exc)
+            continue
+        with conn.transaction():
+            conn.execute("UPDATE output_deletion_requests SET status = 'done', processed_at = %s,"
+                         " detail = %s WHERE id = %s", (now, f"{count} output(s) removed", rid))
+        report.deleted += count
+        report.requests_done += 1
+
+
+def output_sizes(conn: psycopg.Connection) -> dict[str, int]:
+    out = {"hot_outputs": 0, "hot_bytes": 0, "cold_outputs": 0, "cold_only_bytes": 0}
+    for tier, count, size in conn.execute(
+            "SELECT tier, count(*), coalesce(sum(size_bytes), 0) FROM generated_outputs "
+            "GROUP BY tier"):
+        if tier == "hot":
+            out["hot_outputs"], out["hot_bytes"] = int(count), int(size)
+        else:
+            out["cold_outputs"], out["cold_only_bytes"] = int(count), int(size)
+    return out
+
+
+def bad_paths(conn: psycopg.Connection, limit: int = 20) -> list[str]:
+    """Rows whose path does not follow user_id/YYYY/MM/DD/uuid.ext for their own user/id."""
+    bad = []
+    for oid, user_id, path in conn.execute(
+            "SELECT output_id::text, user_id, path FROM generated_outputs"):
+        try:
+            puser, _day, puuid, _ext = parse_output_path(path)
+        except ValueError:
+            bad.append(path)
+        else:
+            if puser != user_id or puuid != oid:
+                bad.append(path)
+        if len(bad) >= limit:
+            break
+    return bad

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-import unicodedata
 
 MAX_NAME_BYTES = 255
 
@@ -15,13 +14,14 @@ class UnsafePathError(ValueError):
 def safe_relpath(path: str) -> str:
     """Return `path` as a clean share-relative POSIX path ('' is the share root).
 
-    Names are NFC-normalised so that the same title typed on macOS (NFD) and Windows (NFC)
-    is one file, not two. Backslashes count as separators because SMB clients send them."""
+    Characters are kept exactly as given: a Linux NAS stores a name typed on macOS (NFD) and
+    the same name typed on Windows (NFC) as two files, and only the stored form opens.
+    Backslashes count as separators because SMB clients send them."""
     if "\x00" in path:
         raise UnsafePathError(f"path {path!r} contains a NUL byte; rename the file on the NAS")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise UnsafePathError(f"path {path!r} contains control characters; rename the file")
-    unified = unicodedata.normalize("NFC", path.replace("\\", "/"))
+    unified = path.replace("\\", "/")
     if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
         raise UnsafePathError(f"path {path!r} is absolute; give a path relative to the share")
     parts = [p for p in unified.split("/") if p not in ("", ".")]

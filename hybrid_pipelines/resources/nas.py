@@ -14,10 +14,15 @@ ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
             "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT")
 
 
+_LOGON_STATUSES = {0xC000006D, 0xC000006A, 0xC0000064, 0xC0000072, 0xC0000234}
+
+
 def explain_nas_error(exc: BaseException) -> str:
     from smbprotocol.exceptions import LogonFailure, SMBConnectionClosed, SMBOSError
 
-    if isinstance(exc, LogonFailure):
+    if isinstance(exc, LogonFailure) or (
+            isinstance(exc, SMBOSError) and getattr(exc, "ntstatus", None) in _LOGON_STATUSES):
+        # A session refused while opening a file arrives as SMBOSError, not LogonFailure.
         return "logon failed: wrong username or password (HP_NAS_USERNAME / HP_NAS_PASSWORD)"
     if isinstance(exc, ValueError) and "Failed to connect" in str(exc):
         return "cannot connect: the SMB server is down or the host/port is wrong"

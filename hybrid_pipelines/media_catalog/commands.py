@@ -1,0 +1,206 @@
+"""Console commands of the media catalog: `hybrid-pipelines probe PATH...`.
+
+PATH is a local file or folder, or `smb://user@host[:port]/share/path` (password from
+HP_NAS_PASSWORD, never from the URL). Prints one JSON object per file and exits non-zero
+if any file could not be probed as valid media."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+RESULT_KEYS = ("path", "ok", "bytes_read", "format", "duration", "bit_rate", "video_codec",
+               "width", "height", "fps", "audio_codec", "channels", "sample_rate", "error")
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SMBTarget:
+    host: str
+    port: int
+    share: str
+    path: str
+    username: str
+
+
+def parse_smb_url(url: str) -> SMBTarget:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "smb":
+        raise UsageError(f"{url!r} is not an smb:// URL")
+    if parts.password is not None:
+        shown = url.replace(f":{parts.password}@", ":***@", 1)
+        raise UsageError(f"{shown!r} carries a password; put it in HP_NAS_PASSWORD instead "
+                         "(URLs end up in shell history and process lists)")
+    if not parts.hostname:
+        raise UsageError(f"{url!r} has no host; expected smb://user@host:port/share/path")
+    try:
+        port = parts.port or 445
+    except ValueError as exc:
+        raise UsageError(f"{url!r} has an invalid port") from exc
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise UsageError(f"{url!r} names no share; expected smb://user@host:port/share/path")
+    return SMBTarget(parts.hostname, port, segments[0], "/".join(segments[1:]),
+                     unquote(parts.username or ""))
+
+
+def _failure(path: str, error: str) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    out.update(path=path, ok=False, bytes_read=0, error=error)
+    return out
+
+
+def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+    from ..core.probe import probe_path
+
+    root = Path(arg)
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        if not files:
+            yield _failure(arg, "folder holds no files")
+    elif root.exists():
+        files = [root]
+    else:
+        yield _failure(arg, "no such file or folder")
+        return
+    for f in files:
+        shown = str(f)
+        try:
+            res = probe_path(f, ffprobe_path=ffprobe, timeout_s=timeout_s).to_json_dict()
+        except OSError as exc:
+            yield _failure(shown, f"cannot read: {exc.strerror or exc}")
+            continue
+        res["path"] = shown
+        yield res
+
+
+def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+    from ..core.probe import probe
+    from ..resources import NASResource
+    from ..resources.nas import explain_nas_error
+    from ..resources.nas_fs import walk_files
+
+    target = parse_smb_url(arg)
+    nas = NASResource(protocol="smb", host=target.host, port=target.port, share=target.share,
+                      username=target.username,
+                      password=os.environ.get("HP_NAS_PASSWORD", ""))
+    base = arg.rstrip("/")
+    try:
+        fs = nas.fs()
+        entry = fs.stat(target.path)
+        if entry is None:
+            yield _failure(arg, f"not found on {nas.address}")
+            return
+        paths = [e.path for e in walk_files(fs, target.path)] if entry.is_dir else [target.path]
+    except Exception as exc:  # noqa: BLE001 - reported per argument, the others go on
+        yield _failure(arg, explain_nas_error(exc))
+        return
+    for rel in paths:
+        suffix = rel[len(target.path):].lstrip("/") if entry.is_dir else ""
+        shown = f"{base}/{suffix}" if suffix else arg
+        try:
+            with nas.open_reader(rel) as reader:
+                res = probe(reader, ffprobe_path=ffprobe, timeout_s=timeout_s).to_json_dict()
+        except Exception as exc:  # noqa: BLE001 - one line per file, whatever went wrong
+            from ..core.probe import FfprobeNotFoundError
+
+            if isinstance(exc, FfprobeNotFoundError):
+                raise
+            yield _failure(shown, explain_nas_error(exc))
+            continue
+        res["path"] = shown
+        yield res
+
+
+def probe_command(args: argparse.Namespace) -> int:
+    from ..core.probe import FfprobeNotFoundError
+
+    failed = 0
+    for arg in args.paths:
+        try:
+            results = _smb(arg, args.ffprobe, args.timeout) if arg.lower().startswith("smb://") \
+                else _local(arg, args.ffprobe, args.timeout)
+            for res in results:
+                print(json.dumps({k: res.get(k) for k in RESULT_KEYS}, ensure_ascii=False),
+                      flush=True)
+                failed += not res.get("ok")
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except FfprobeNotFoundError as exc:
+            print(f"error: {exc} (install ffmpeg, or set HP_FFPROBE_PATH / --ffprobe)",
+                  file=sys.stderr)
+            return 2
+    return 1 if failed else 0
+
+
+def partitions_command(args: argparse.Namespace) -> int:
+    """List or add the catalog partitions (top-level NAS folders) of the Dagster instance
+    ($DAGSTER_HOME), so a folder can be materialised from the CLI before the sensor ran."""
+    import dagster as dg
+
+    from ..core.catalog_paths import is_ignored_dir_name, partition_key_for
+    from ..resources import build_resources
+    from .settings import PARTITIONS_NAME, CatalogSettings
+
+    instance = dg.DagsterInstance.get()
+    names = list(args.folders)
+    if args.from_nas:
+        settings = CatalogSettings.from_env()
+        nas = build_resources()["nas"].process_config_and_initialize()
+        try:
+            entries = nas.fs().list_dir(settings.nas_root)
+        except Exception as exc:  # noqa: BLE001 - explained to the operator
+            from ..resources.nas import explain_nas_error as explain
+
+            print(f"error: NAS at {nas.address}: {explain(exc)}", file=sys.stderr)
+            return 1
+        names += [e.path.rsplit("/", 1)[-1] for e in entries
+                  if e.is_dir and not is_ignored_dir_name(e.path.rsplit("/", 1)[-1],
+                                                           settings.rules)]
+    known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
+    try:
+        new = sorted({partition_key_for(n) for n in names} - known)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, new)
+    for key in sorted(known | set(new)):
+        print(f"{key}{'  (added)' if key in new else ''}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "probe", help="probe media files (local or smb://) reading only what is needed",
+        description="Probe media files with ffprobe, reading only the bytes the container "
+                    "needs. PATH: a local file or folder, or smb://user@host:port/share/path "
+                    "(password from HP_NAS_PASSWORD). One JSON object per file; exit code 1 if "
+                    "any file is not valid media, 2 on usage errors.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--ffprobe", default=os.environ.get("HP_FFPROBE_PATH", "ffprobe"),
+                   help="ffprobe binary (default: $HP_FFPROBE_PATH or ffprobe)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per ffprobe call")
+    p.set_defaults(func=probe_command)
+
+    cp = sub.add_parser(
+        "catalog-partitions", help="list or add media catalog partitions (top-level NAS folders)",
+        description="List the media catalog's partitions in the Dagster instance ($DAGSTER_HOME),"
+                    " or add some: by folder name, or every top-level folder of the NAS "
+                    "(--from-nas). Then: dagster asset materialize -m "
+                    "hybrid_pipelines.definitions --select 'nas_media_files*' --partition NAME")
+    cp.add_argument("folders", nargs="*", metavar="FOLDER")
+    cp.add_argument("--from-nas", action="store_true",
+                    help="add every top-level folder of the NAS (HP_NAS_* variables)")
+    cp.set_defaults(func=partitions_command)

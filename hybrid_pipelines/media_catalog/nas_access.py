@@ -1,0 +1,129 @@
+"""NAS calls with reconnect and backoff, and a counter of directory listings.
+
+A dropped SMB connection is retried after 1, 2 and 4 s (configurable), reconnecting each
+time (smbclient opens a new session when the pooled one is closed); after the last try the
+run fails with a BackendError naming the NAS, the cause and the variables to check."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ..core.scan_diff import Entry
+from ..resources import BackendError, NASResource
+from ..resources.nas import ENV_VARS, _connection_cache, explain_nas_error
+from ..resources.nas_fs import SMBNAS
+from .smb_listing import LeanSMBLister
+
+T = TypeVar("T")
+DEFAULT_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0)
+_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
+                     errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection trouble worth a reconnect, as opposed to a definitive answer (missing
+    path, wrong password) that no retry can change."""
+    from smbprotocol.exceptions import LogonFailure, SMBConnectionClosed, SMBException, SMBOSError
+
+    if isinstance(exc, LogonFailure):
+        return False
+    if isinstance(exc, SMBConnectionClosed | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, ValueError) and "Failed to connect" in str(exc):
+        return True
+    if isinstance(exc, SMBOSError):
+        return False
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    # Generic smbprotocol failures mid-exchange (broken pipe while signing, lost responses).
+    return type(exc) is SMBException
+
+
+def is_missing(exc: BaseException) -> bool:
+    from smbprotocol.exceptions import SMBOSError
+
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return True
+    return isinstance(exc, SMBOSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
+class NASAccess:
+    """One NAS resource plus the retry policy and counters of a run."""
+
+    def __init__(self, nas: NASResource, retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
+                 log: Callable[[str], None] = lambda m: None,
+                 sleep: Callable[[float], None] = time.sleep, lean_smb: bool = True):
+        self.nas = nas
+        self.delays = tuple(float(d) for d in retry_delays_s)
+        self.log, self.sleep = log, sleep
+        self.listings = 0
+        self.reconnects = 0
+        self._fs = nas.fs()
+        self._lean: LeanSMBLister | None = None
+        if lean_smb and isinstance(self._fs, SMBNAS):
+            self._lean = LeanSMBLister(
+                nas.host, nas.port, nas.share, nas.username, nas.password, nas.timeout_s,
+                _connection_cache(nas.host, nas.port, nas.username, nas.password),
+                fallback=self._generic_list)
+
+    def _generic_list(self, path: str) -> list[Entry]:
+        return [Entry(e.path, e.is_dir, e.size, e.mtime) for e in self._fs.list_dir(path)]
+
+    @property
+    def lean_fallbacks(self) -> int:
+        return self._lean.fallbacks if isinstance(self._lean, LeanSMBLister) else 0
+
+    @property
+    def address(self) -> str:
+        return self.nas.address
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run `fn`, retrying connection errors after each configured delay."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_transient(exc):
+                    raise
+                if attempt >= len(self.delays):
+                    tries = len(self.delays) + 1
+                    waits = ", ".join(f"{d:g}" for d in self.delays) or "none"
+                    raise BackendError(
+                        "NAS", self.address,
+                        f"{explain_nas_error(exc)} while {what}; gave up after {tries} attempts "
+                        f"(waited {waits} s between them). The scan checkpoint is kept: the "
+                        "next run resumes where this one stopped", ENV_VARS) from exc
+                delay = self.delays[attempt]
+                attempt += 1
+                self.reconnects += 1
+                self.log(f"NAS {self.address}: {explain_nas_error(exc)} while {what}; "
+                         f"reconnecting in {delay:g} s (try {attempt + 1} of "
+                         f"{len(self.delays) + 1})")
+                self.sleep(delay)
+                self._fs = self.nas.fs()
+
+    def list_dir(self, path: str) -> list[Entry] | None:
+        """The directory's entries, or None when it no longer exists."""
+        def run() -> list[Entry]:
+            if self._lean is not None:
+                return self._lean.list_dir(path)
+            return self._generic_list(path)
+
+        try:
+            entries = self.call(f"listing {path or '/'!r}", run)
+        except Exception as exc:
+            if is_missing(exc):
+                return None
+            raise
+        self.listings += 1
+        return entries
+
+    def stat(self, path: str) -> Entry | None:
+        e = self.call(f"reading the attributes of {path!r}", lambda: self._fs.stat(path))
+        return None if e is None else Entry(e.path, e.is_dir, e.size, e.mtime)
+
+

@@ -1,0 +1,368 @@
+"""Scan one catalog folder of the NAS into the SQLite catalog, and detect changes cheaply.
+
+The scan walks depth first in name order and lists only the directories that
+`scan_diff.listing_reason` says must be listed; unchanged leaf directories cost nothing.
+Every 100 files the rows, the directory records and the checkpoint commit in one
+transaction, so a scan killed mid-way resumes after `last_path` with no duplicates: the
+subtrees before it are skipped, and a directory's record only moves once all its files
+are committed (otherwise a crash could make the next scan skip files it never saw).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from ..core.catalog_paths import is_ignored, is_ignored_dir_name
+from ..core.scan_diff import (
+    CHANGED,
+    CONFIRMED,
+    DELETED,
+    GROWING,
+    NEW,
+    PENDING,
+    STABLE,
+    DirState,
+    Entry,
+    FileDecision,
+    Gone,
+    Observed,
+    Progress,
+    diff_listing,
+    file_done,
+    listing_reason,
+    pair_renames,
+    subtree_done,
+)
+from .catalog_store import CatalogStore, Checkpoint, parent_of
+from .nas_access import NASAccess
+from .settings import CatalogSettings
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ScanReport:
+    scan_id: str
+    partition_key: str
+    mode: str
+    resumed: bool
+    attempts: int
+    found: int = 0  # live files in the partition after the scan
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    renamed: int = 0
+    growing: int = 0
+    confirmed: int = 0
+    pending: int = 0  # still being written: not probed yet
+    to_probe: int = 0
+    bytes: int = 0
+    processed_files: int = 0
+    dirs_listed: int = 0
+    dirs_skipped: int = 0
+    ignored: int = 0
+    reconnects: int = 0
+    folder_missing: bool = False
+    elapsed_s: float = 0.0
+
+    def metadata(self) -> dict[str, int | float]:
+        skip = {"scan_id", "partition_key", "mode", "resumed", "folder_missing"}
+        out: dict[str, int | float] = {k: v for k, v in asdict(self).items() if k not in skip}
+        out["resumed"] = int(self.resumed)
+        out["full_reconcile"] = int(self.mode == "full")
+        out["files_per_s"] = round(self.processed_files / self.elapsed_s, 1) \
+            if self.elapsed_s > 0 else 0.0
+        return out
+
+
+@dataclass
+class _Batch:
+    files: list[FileDecision] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    dirs: list[DirState] = field(default_factory=list)
+    gone_dirs: list[str] = field(default_factory=list)
+    last_path: str | None = None
+    processed: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def size(self) -> int:
+        return self.processed + len(self.deleted)
+
+
+class Scanner:
+    def __init__(self, store: CatalogStore, nas: NASAccess, settings: CatalogSettings,
+                 log: Log = lambda m: None, on_batch: Callable[[Checkpoint], None] | None = None,
+                 progress_every_s: float = 5.0, clock: Callable[[], float] = time.time):
+        self.store, self.nas, self.settings = store, nas, settings
+        self.log, self.on_batch, self.clock = log, on_batch, clock
+        self.progress_every_s = progress_every_s
+
+    # ------------------------------------------------------------------ public
+
+    def scan(self, partition_key: str, folder: str, *, full: bool = False) -> ScanReport:
+        store = self.store
+        top = self.settings.folder_path(folder)
+        store.ensure_folder(partition_key, top)
+        expected = store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid"))
+        cp = store.open_checkpoint(partition_key, "full" if full else "incremental")
+        if cp.resumed:
+            self.log(f"resuming scan {cp.scan_id} of {partition_key!r} after "
+                     f"{cp.last_path!r} ({cp.processed_files} files already done, "
+                     f"attempt {cp.attempts})")
+        report = ScanReport(cp.scan_id, partition_key, cp.mode, cp.resumed, cp.attempts)
+        self._cp, self._report, self._full = cp, report, cp.mode == "full"
+        self._batch = _Batch()
+        self._listed_before = cp.dirs_listed
+        self._progress = Progress(self.clock(), expected_total=expected or None,
+                                  done=cp.processed_files)
+        self._last_log = self.clock()
+        t0 = time.monotonic()
+        try:
+            self._known_dirs = store.dir_states(partition_key)
+            self._children: dict[str, list[str]] = defaultdict(list)
+            for path in self._known_dirs:
+                self._children[parent_of(path)].append(path)
+            self._pending_dirs = store.pending_dirs(partition_key)
+            top_mtime = self._top_mtime(top)
+            if top_mtime is None:
+                self._folder_gone(partition_key, top)
+            else:
+                self._visit(top, top_mtime)
+            self._flush()
+            self._renames()
+            store.finish_checkpoint(cp, top)
+        except BaseException as exc:
+            try:
+                self._batch = _Batch()  # an unflushed batch is simply redone on resume
+                store.fail_checkpoint(cp, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+        report.elapsed_s = round(time.monotonic() - t0, 3)
+        self._finish_report(report, cp)
+        return report
+
+    # ------------------------------------------------------------------ walk
+
+    def _top_mtime(self, top: str) -> float | None:
+        parent = parent_of(top)
+        entries = self.nas.list_dir(parent)
+        if not entries:
+            # An unmounted share or a wrong root looks exactly like "everything was deleted":
+            # refuse rather than wipe the catalog.
+            raise RuntimeError(
+                f"the catalogued root {parent or '/'!r} on {self.nas.address} is "
+                f"{'missing' if entries is None else 'empty'}; refusing to mark the files "
+                f"of {top!r} deleted. Check that the share is mounted and HP_CATALOG_NAS_ROOT")
+        for e in entries:
+            if e.path == top and e.is_dir:
+                return e.mtime
+        return None
+
+    def _folder_gone(self, partition_key: str, top: str) -> None:
+        self.log(f"folder {top!r} is gone from the NAS: marking its files deleted")
+        self._report.folder_missing = True
+        for path in self.store.live_paths_of_partition(partition_key):
+            self._add_deleted(path)
+        self._batch.gone_dirs.append(top)
+
+    def _visit(self, d: str, observed_mtime: float) -> None:
+        cp = self._cp
+        if subtree_done(d, cp.last_path):
+            return
+        reason = listing_reason(observed_mtime, self._known_dirs.get(d), full=self._full,
+                                has_pending=d in self._pending_dirs)
+        if reason is None:
+            self._report.dirs_skipped += 1
+            return
+        entries = self.nas.list_dir(d)
+        if entries is None:  # vanished since its parent was listed
+            for path in self.store.live_paths_below(d):
+                self._add_deleted(path)
+            self._batch.gone_dirs.append(d)
+            return
+        rules, rel = self.settings.rules, self.settings.relative
+
+        def ignored(e: Entry) -> bool:
+            if e.is_dir:
+                return is_ignored_dir_name(e.name, rules)
+            return is_ignored(rel(e.path), rules)
+
+        known_files = self.store.files_in_dir(d)
+        diff = diff_listing(entries, known_files, self._children.get(d, ()), self.clock(),
+                            self.settings.stability, ignored)
+        self._report.ignored += diff.ignored
+        for path in diff.deleted_files:
+            self._add_deleted(path)
+        for gone in diff.gone_dirs:
+            for path in self.store.live_paths_below(gone):
+                self._add_deleted(path)
+            self._batch.gone_dirs.append(gone)
+        for child in diff.children:
+            if isinstance(child, Entry):
+                self._visit(child.path, child.mtime)
+            elif not file_done(child.obs.path, cp.last_path):
+                self._add_file(child)
+        self._batch.dirs.append(DirState(d, observed_mtime, bool(diff.subdirs)))
+        self._maybe_flush()
+
+    def _add_file(self, decision: FileDecision) -> None:
+        b = self._batch
+        b.processed += 1
+        b.last_path = decision.obs.path
+        if decision.writes:
+            b.files.append(decision)
+            b.counts[decision.kind] += 1
+        self._maybe_flush()
+
+    def _add_deleted(self, path: str) -> None:
+        self._batch.deleted.append(path)
+        self._batch.counts["deleted"] += 1
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._batch.size >= self.settings.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        b, cp = self._batch, self._cp
+        if not (b.size or b.dirs or b.gone_dirs):
+            return
+        listed = self._listed_before + self.nas.listings
+        counts = dict(b.counts)
+        self.store.write_scan_batch(
+            cp, files=b.files, deleted=b.deleted, dirs=b.dirs, gone_dirs=b.gone_dirs,
+            last_path=b.last_path, processed=b.processed,
+            counts={"new": counts.get(NEW, 0),
+                    "changed": counts.get(CHANGED, 0) + counts.get(GROWING, 0),
+                    "deleted": counts.get("deleted", 0)},
+            dirs_listed=listed)
+        r = self._report
+        r.growing += counts.get(GROWING, 0)
+        r.confirmed += counts.get(CONFIRMED, 0)
+        self._batch = _Batch()
+        self._progress.done = cp.processed_files
+        now = self.clock()
+        if now - self._last_log >= self.progress_every_s:
+            self._last_log = now
+            self.log(self._progress.line(f"scan {cp.partition_key!r}", now)
+                     + f", {listed} directories listed")
+        if self.on_batch is not None:
+            self.on_batch(cp)
+
+    def _renames(self) -> None:
+        gone, new = self.store.rename_candidates(self._cp)
+        if not gone or not new:
+            return
+        pairs = pair_renames([Gone(*g) for g in gone], [Observed(*n) for n in new])
+        if pairs:
+            self.store.apply_renames(pairs)
+            self._report.renamed = len(pairs)
+            self.log(f"{len(pairs)} renamed or moved file(s) keep their probe results")
+
+    def _finish_report(self, r: ScanReport, cp: Checkpoint) -> None:
+        counts = self.store.status_counts(cp.partition_key)
+        r.new, r.changed, r.deleted = cp.new_files, cp.changed_files, cp.deleted_files
+        r.processed_files = cp.processed_files
+        r.dirs_listed = cp.dirs_listed
+        r.found = sum(v for k, v in counts.items() if k != DELETED)
+        r.pending = counts.get(PENDING, 0)
+        r.to_probe = counts.get(STABLE, 0)
+        r.bytes = self.store.live_bytes(cp.partition_key)
+        r.reconnects = self.nas.reconnects
+
+
+# ---------------------------------------------------------------------- change detection
+
+
+@dataclass
+class Changes:
+    """What a cheap look at one partition found; empty means nothing to do."""
+
+    partition_key: str
+    reasons: list[str] = field(default_factory=list)
+    busy: bool = False  # a scan of it is in progress (checkpoint updated recently)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(sorted(self.reasons)).encode()).hexdigest()[:16]
+
+    def summary(self, limit: int = 3) -> str:
+        more = f" (+{len(self.reasons) - limit} more)" if len(self.reasons) > limit else ""
+        return "; ".join(self.reasons[:limit]) + more
+
+
+def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSettings,
+                   partition_key: str, top: str, top_mtime: float | None,
+                   now: float | None = None, busy_for_s: float = 600.0) -> Changes:
+    """Read-only: does the partition need a run? Lists only inner directories and those with
+    files still being written; a changed or new directory is reported without listing it
+    (the run will). Also reports unfinished work in the catalog (a failed scan, files
+    waiting for a probe, a catalog or Firestore copy behind the files)."""
+    now = time.time() if now is None else now
+    out = Changes(partition_key)
+    unfinished = store.unfinished_scan(partition_key)
+    if unfinished:
+        scan_id, _last, status, updated_at = unfinished
+        if status == "running" and now - updated_at < busy_for_s:
+            out.busy = True  # a run is scanning it right now; look again next tick
+            return out
+        # Stale 'running' (the run died) or 'failed': the next run resumes it.
+        out.reasons.append(f"unfinished scan {scan_id} ({status})")
+    known_dirs = store.dir_states(partition_key)
+    if top_mtime is None:
+        if store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid")):
+            out.reasons.append(f"folder {top!r} is gone")
+        return out
+    if not known_dirs:
+        out.reasons.append(f"never scanned: {top!r}")
+        return out
+    waiting = store.count_files(partition_key, (STABLE,))
+    if waiting:
+        out.reasons.append(f"{waiting} stable file(s) waiting for a probe")
+    file_seq = store.partition_max_seq(partition_key)
+    if file_seq > store.get_state(f"catalog:{partition_key}")[0] \
+            or file_seq > store.get_state(f"firestore:{partition_key}")[0]:
+        out.reasons.append(f"catalog or Firestore behind change {file_seq}")
+    children: dict[str, list[str]] = defaultdict(list)
+    for path in known_dirs:
+        children[parent_of(path)].append(path)
+    pending_dirs = store.pending_dirs(partition_key)
+    rules = settings.rules
+
+    def visit(d: str, mtime: float) -> None:
+        known = known_dirs.get(d)
+        reason = listing_reason(mtime, known, full=False, has_pending=d in pending_dirs)
+        if reason in ("new", "changed"):
+            out.reasons.append(f"directory {d!r} {reason} (mtime {mtime!r})")
+            return
+        if reason is None:
+            return
+        entries = nas.list_dir(d)
+        if entries is None:
+            out.reasons.append(f"directory {d!r} vanished")
+            return
+
+        def ignored(e: Entry) -> bool:
+            return is_ignored_dir_name(e.name, rules) if e.is_dir \
+                else is_ignored(settings.relative(e.path), rules)
+
+        diff = diff_listing(entries, store.files_in_dir(d), children.get(d, ()), now,
+                            settings.stability, ignored)
+        for child in diff.children:
+            if isinstance(child, Entry):
+                visit(child.path, child.mtime)
+            elif child.writes:
+                o = child.obs
+                out.reasons.append(f"file {o.path!r} {child.kind} (size {o.size}, "
+                                   f"mtime {o.mtime!r})")
+        out.reasons.extend(f"file {p!r} deleted" for p in diff.deleted_files)
+        out.reasons.extend(f"directory {p!r} deleted" for p in diff.gone_dirs)
+
+    visit(top, top_mtime)
+    return out

@@ -1,0 +1,112 @@
+"""Settings of the media catalog chain, from environment variables (all optional).
+
+HP_CATALOG_NAS_ROOT       folder of the share whose subfolders are the catalogs ('' = share root)
+HP_CATALOG_RULES          JSON object (or @/path/to/rules.json) overriding CatalogRules
+HP_CATALOG_MIN_STABLE_S   seconds between two equal looks before a new file counts as stable (30)
+HP_CATALOG_QUIET_S        a new file whose mtime is this old is stable at first sight (600; 0=off)
+HP_CATALOG_RETRY_DELAYS   NAS reconnect delays in seconds, comma separated ("1,2,4")
+HP_CATALOG_PROBE_WORKERS  parallel probes (2)
+HP_CATALOG_FIRESTORE_BATCH  writes per Firestore commit (500, the most Firestore documents)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..core.catalog_paths import CatalogRules
+from ..core.nas_paths import safe_relpath
+from ..core.scan_diff import StabilityRule
+from .nas_access import DEFAULT_RETRY_DELAYS_S
+
+ENV_VARS = ("HP_CATALOG_NAS_ROOT", "HP_CATALOG_RULES", "HP_CATALOG_MIN_STABLE_S",
+            "HP_CATALOG_QUIET_S", "HP_CATALOG_RETRY_DELAYS", "HP_CATALOG_PROBE_WORKERS",
+            "HP_CATALOG_FIRESTORE_BATCH")
+CATALOG_TAG = "hybrid_pipelines/catalog"
+PARTITIONS_NAME = "media_catalog_folders"
+FIRESTORE_MAX_BATCH = 500
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a number") from exc
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+def parse_delays(raw: str, source: str = "HP_CATALOG_RETRY_DELAYS") -> tuple[float, ...]:
+    try:
+        delays = tuple(float(x) for x in raw.split(",") if x.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{source}={raw!r} must be comma-separated seconds, e.g. 1,2,4") \
+            from exc
+    if any(d < 0 for d in delays):
+        raise SettingsError(f"{source}={raw!r}: delays must be >= 0")
+    return delays
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    nas_root: str = ""
+    rules: CatalogRules = field(default_factory=CatalogRules)
+    stability: StabilityRule = field(default_factory=StabilityRule)
+    retry_delays_s: tuple[float, ...] = DEFAULT_RETRY_DELAYS_S
+    batch_size: int = 100
+    probe_workers: int = 2
+    firestore_batch: int = FIRESTORE_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.firestore_batch <= FIRESTORE_MAX_BATCH:
+            raise SettingsError(f"Firestore batch size must be 1..{FIRESTORE_MAX_BATCH}, "
+                                f"got {self.firestore_batch}")
+        if self.batch_size < 1 or self.probe_workers < 1:
+            raise SettingsError("batch size and probe workers must be >= 1")
+        object.__setattr__(self, "nas_root", safe_relpath(self.nas_root))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:
+        env = os.environ if environ is None else environ
+        stability = StabilityRule(
+            min_stable_s=_float(env, "HP_CATALOG_MIN_STABLE_S", StabilityRule.min_stable_s),
+            quiet_s=_float(env, "HP_CATALOG_QUIET_S", StabilityRule.quiet_s))
+        delays = env.get("HP_CATALOG_RETRY_DELAYS", "")
+        return cls(
+            nas_root=env.get("HP_CATALOG_NAS_ROOT", ""),
+            rules=CatalogRules.from_env(env),
+            stability=stability,
+            retry_delays_s=parse_delays(delays) if delays.strip() else DEFAULT_RETRY_DELAYS_S,
+            probe_workers=int(_float(env, "HP_CATALOG_PROBE_WORKERS", 2)),
+            firestore_batch=int(_float(env, "HP_CATALOG_FIRESTORE_BATCH", FIRESTORE_MAX_BATCH)),
+        )
+
+    def with_overrides(self, **kw: Any) -> CatalogSettings:
+        """Apply run-config overrides; None means 'keep the environment's value'."""
+        kw = {k: v for k, v in kw.items() if v is not None}
+        stab = {k: kw.pop(k) for k in ("min_stable_s", "quiet_s") if k in kw}
+        if stab:
+            kw["stability"] = replace(self.stability, **stab)
+        if "retry_delays_s" in kw:
+            kw["retry_delays_s"] = tuple(float(d) for d in kw["retry_delays_s"])
+        return replace(self, **kw)
+
+    def folder_path(self, folder: str) -> str:
+        """Share-relative path of a catalog's top-level folder."""
+        return safe_relpath(f"{self.nas_root}/{folder}" if self.nas_root else folder)
+
+    def relative(self, path: str) -> str:
+        """A share-relative path made relative to the catalogued root (for the rules)."""
+        if not self.nas_root:
+            return path
+        return path[len(self.nas_root) + 1:] if path.startswith(self.nas_root + "/") else path

@@ -1,0 +1,76 @@
+"""A rescan of an unchanged tree lists far fewer directories than the first scan (counted,
+not timed); a new file is found by listing only its directory; in-place growth, which no
+directory timestamp shows, is caught by the full reconcile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.scan import Scanner, ScanReport
+from hybrid_pipelines.media_catalog.settings import CatalogSettings
+from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+from hybrid_pipelines.stack.samba import SambaServer
+
+from .conftest import put, unique
+
+SEASONS, EPISODES, FILES = 3, 8, 3
+LEAVES = SEASONS * EPISODES
+ALL_DIRS = 1 + SEASONS + LEAVES  # the folder, its seasons, their episodes
+
+
+@pytest.fixture()
+def tree(samba_server: SambaServer) -> tuple[str, Path]:
+    folder = unique("Rescan")
+    for s in range(SEASONS):
+        for e in range(EPISODES):
+            for f in range(FILES):
+                put(samba_server.share_dir, f"{folder}/S{s}/E{e:02d}/part {f}.mp4",
+                    bytes([f]) * (100 + f))
+    return folder, samba_server.share_dir
+
+
+def _scan(nas: NASResource, catalog: SQLiteCatalogResource, folder: str,
+          full: bool = False) -> tuple[ScanReport, int]:
+    settings = CatalogSettings()
+    with catalog.connect() as conn:
+        access = NASAccess(nas, (0.05,))
+        report = Scanner(CatalogStore(conn), access, settings).scan(folder, folder, full=full)
+    return report, access.listings
+
+
+def test_rescan_lists_only_inner_and_changed_directories(
+        tree: tuple[str, Path], nas_resource: NASResource, tmp_path: Path) -> None:
+    folder, share = tree
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+
+    first, listed_first = _scan(nas_resource, catalog, folder)
+    assert first.new == first.found == LEAVES * FILES
+    assert listed_first == 1 + ALL_DIRS  # the share root (for the folder's timestamp) + all
+
+    again, listed_again = _scan(nas_resource, catalog, folder)
+    assert (again.new, again.changed, again.deleted) == (0, 0, 0)
+    assert listed_again == 1 + 1 + SEASONS  # root, folder, seasons: no episode directory
+    assert again.dirs_skipped == LEAVES
+    assert listed_again * 5 < listed_first
+
+    put(share, f"{folder}/S1/E03/part 9.mp4", b"new")
+    added, listed_added = _scan(nas_resource, catalog, folder)
+    assert (added.new, added.found) == (1, LEAVES * FILES + 1)
+    assert listed_added == listed_again + 1  # the one directory whose timestamp moved
+
+    target = share / folder / "S2" / "E05" / "part 1.mp4"
+    stamp = os.stat(target.parent).st_mtime_ns
+    with target.open("ab") as f:
+        f.write(b"appended in place")
+    assert os.stat(target.parent).st_mtime_ns == stamp
+    missed, _ = _scan(nas_resource, catalog, folder)
+    assert missed.changed == 0  # by design: the nightly full reconcile is there for this
+    full, listed_full = _scan(nas_resource, catalog, folder, full=True)
+    assert full.changed == 1
+    assert listed_full == 1 + ALL_DIRS

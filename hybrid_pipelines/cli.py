@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
 
 
@@ -43,7 +42,14 @@ def _dev(args: argparse.Namespace) -> int:
     stack.up()
     env = {**os.environ, **stack.env()}
     repo = Path(__file__).resolve().parents[1]
-    cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
+    dagster = str(Path(sys.executable).parent / "dagster")
+    # The media catalog's assets share one SQLite writer: one op of that pool at a time, also
+    # for runs launched from the asset graph (which carry no job tag).
+    from .media_catalog.assets import POOL
+
+    subprocess.run([dagster, "instance", "concurrency", "set", POOL, "1"], env=env, cwd=repo,
+                   check=False, capture_output=True, timeout=120)
+    cmd = [dagster, "dev", "-w",
            str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     proc = subprocess.Popen(cmd, env=env, cwd=repo, start_new_session=True)
     stopping = False

@@ -84,6 +84,17 @@ def server_factory(stack_dir: Path) -> Iterator[ServerFactory]:
     counter = iter(range(10_000))
 
     def make(kind: str) -> LocalServer:
+        # A free port can be taken by another process between our check and the server's
+        # bind (parallel test sessions, benches): try again on fresh ports, in a fresh dir.
+        for attempt in range(3):
+            try:
+                return _make(kind)
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _make(kind: str) -> LocalServer:
         root = stack_dir / f"{kind}-{next(counter)}"
         server: LocalServer
         if kind == "postgres":
@@ -102,7 +113,12 @@ def server_factory(stack_dir: Path) -> Iterator[ServerFactory]:
             server = FirestoreEmulator(root=root, port=free_port())
         else:
             raise ValueError(kind)
-        mine.append(_start(server))
+        try:
+            _start(server)
+        except RuntimeError:
+            _stop(server)
+            raise
+        mine.append(server)
         return server
 
     yield make

@@ -1,0 +1,196 @@
+"""Hybrid-cache assets: seaweedfs_cache (uploads recorded in Postgres, measured) ->
+nas_replicas (pending sync) -> cache_evictions; recached_files brings NAS-only uploads back."""
+
+import dagster as dg
+
+from ..core.cache_alarms import CacheStats, evaluate
+from ..resources import NASResource, PostgresResource, SeaweedFSResource
+from .config import (
+    DEFAULT_CAPACITY_BYTES,
+    CacheStatsConfig,
+    EvictionConfig,
+    RecacheConfig,
+    SyncConfig,
+)
+from .eviction import measure_usage, run_eviction
+from .health_gate import NAS, SEAWEEDFS, record
+from .recache import run_recache
+from .runtime import backend_gates, blocked, health_metadata, prepare, probes, s3_client
+from .stats import QueueStats, queue_stats
+from .sync import run_pending_sync
+
+GROUP = "hybrid_cache"
+ALARM_CHECKS = ("cache_usage_ok", "sync_queue_ok", "sync_failure_rate_ok", "cache_hit_rate_ok",
+                "cache_backends_healthy")
+
+
+def _usage_percent(stats: QueueStats, capacity: int) -> float:
+    return round(100.0 * stats.cached_bytes / capacity, 3) if capacity > 0 else 0.0
+
+
+def _numbers(stats: QueueStats, health: dict[str, int], *, bytes_synced: int = 0,
+             files_evicted: int = 0) -> dict:
+    """The numbers every hybrid-cache run reports, so each plots as one series in the UI.
+    Usage here is the rows' cached bytes against HP_CACHE_CAPACITY_BYTES; the measuring
+    assets (seaweedfs_cache, cache_evictions) overwrite it with the bucket's real bytes."""
+    return {**stats.metadata(), **health, "bytes_synced": bytes_synced,
+            "files_evicted": files_evicted,
+            "cache_usage_percent": _usage_percent(stats, DEFAULT_CAPACITY_BYTES),
+            "usage_from_bucket": 0}
+
+
+def _skip(context: dg.AssetExecutionContext, reason: str, metadata: dict) -> None:
+    """A skipped run records an observation (numbers + reason), not a materialisation."""
+    context.log.warning(f"skipped: {reason}")
+    context.log_event(dg.AssetObservation(
+        asset_key=context.asset_key,
+        metadata={**metadata, "skipped": 1, "skip_reason": dg.MetadataValue.text(reason)}))
+
+
+@dg.asset(
+    group_name=GROUP,
+    description="The SeaweedFS cache as the file server recorded it in file_metadata: bytes in "
+                "the cache bucket against capacity, queue, hit rate, backend health. Checks "
+                "warn at the platform's alarm thresholds.",
+    check_specs=[dg.AssetCheckSpec(name, asset="seaweedfs_cache") for name in ALARM_CHECKS],
+)
+def seaweedfs_cache(context: dg.AssetExecutionContext, config: CacheStatsConfig,
+                    postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
+    prepare(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        gates = backend_gates(conn, seaweedfs, nas, config.breaker_policy())
+        stats = queue_stats(conn)
+    health = health_metadata(gates)
+    meta: dict = _numbers(stats, health)
+    if gates[SEAWEEDFS].healthy:
+        usage = measure_usage(s3_client(seaweedfs), seaweedfs.bucket, config.key_prefix,
+                              config.capacity_bytes)
+        meta |= {"cache_usage_bytes": usage.bytes, "cache_objects": usage.objects,
+                 "cache_usage_percent": round(usage.percent, 3), "usage_from_bucket": 1}
+    else:
+        # The bucket cannot be listed: the rows' sizes are the best estimate we have.
+        meta |= {"cache_usage_bytes": stats.cached_bytes,
+                 "cache_usage_percent": _usage_percent(stats, config.capacity_bytes),
+                 "usage_from_bucket": 0}
+    meta["cache_capacity_bytes"] = config.capacity_bytes
+    yield dg.MaterializeResult(metadata=meta)
+    alarms = evaluate(CacheStats(meta["cache_usage_percent"], stats.sync_queue_size,
+                                 stats.sync_failure_rate, stats.cache_hit_rate,
+                                 bool(health["seaweed_health"]), bool(health["nas_health"])))
+    for alarm in alarms:
+        yield dg.AssetCheckResult(check_name=alarm.check_name, passed=alarm.passed,
+                                  severity=dg.AssetCheckSeverity.WARN,
+                                  description=alarm.description,
+                                  metadata={"value": float(alarm.value),
+                                            "threshold": float(alarm.threshold)})
+
+
+@dg.asset(
+    group_name=GROUP, deps=[seaweedfs_cache], output_required=False,
+    description="Verified NAS copies of cached uploads: the pending-sync queue drained in "
+                "batches (SHA-256 checked on the NAS before the row is marked synced).",
+)
+def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
+                 postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
+    settings = config.settings()
+    policy = config.breaker_policy()
+    prepare(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        gates = backend_gates(conn, seaweedfs, nas, policy)
+        health = health_metadata(gates)
+        if reason := blocked(gates, (SEAWEEDFS, NAS)):
+            stats = queue_stats(conn)
+            _skip(context, f"pending sync skipped, no attempt charged: {reason}",
+                  {**_numbers(stats, health), "files_synced": 0})
+            return
+        report = run_pending_sync(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+                                  settings, probes=probes(seaweedfs, nas))
+        if report.stopped_reason:
+            record(conn, report.stopped_backend, False, report.stopped_reason, policy)
+            health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0
+            context.log.warning(f"stopped early: {report.stopped_reason}")
+        stats = queue_stats(conn)
+    for err in report.errors[:20]:
+        context.log.warning(err)
+    yield dg.MaterializeResult(metadata={
+        **_numbers(stats, health, bytes_synced=report.bytes_synced),
+        "files_claimed": report.claimed, "files_synced": report.synced,
+        "attempts_failed": report.failed_attempts,
+        "files_failed": report.failed_final, "files_released": report.released,
+        "leases_expired": report.leases_expired, "leases_lost": report.leases_lost,
+        "run_failure_rate": round(report.failure_rate, 4),
+        "stopped_reason": dg.MetadataValue.text(report.stopped_reason or "-"),
+    })
+
+
+@dg.asset(
+    group_name=GROUP, deps=[seaweedfs_cache, nas_replicas], output_required=False,
+    description="Cache eviction: above the usage threshold, delete cached objects whose NAS "
+                "copy is synced and verified (LRU/LFU/FIFO) down to the target.",
+)
+def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
+                    postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
+    settings = config.settings()
+    prepare(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        gates = backend_gates(conn, seaweedfs, nas, config.breaker_policy())
+        health = health_metadata(gates)
+        # Evicting while the NAS is down would leave readers with no copy they can reach.
+        if reason := blocked(gates, (SEAWEEDFS, NAS)):
+            stats = queue_stats(conn)
+            _skip(context, f"eviction skipped: {reason}",
+                  {**_numbers(stats, health), "bytes_evicted": 0})
+            return
+        report = run_eviction(conn, s3_client(seaweedfs), seaweedfs.bucket, settings)
+        stats = queue_stats(conn)
+    if report.shortfall_bytes:
+        context.log.warning(f"{report.shortfall_bytes} bytes still above the target: not enough "
+                            "cached files are synced and verified on the NAS yet")
+    for err in report.errors:
+        context.log.warning(f"delete failed: {err}")
+    yield dg.MaterializeResult(metadata={
+        **_numbers(stats, health, files_evicted=report.files_evicted),
+        "policy": dg.MetadataValue.text(report.policy),
+        "bytes_evicted": report.bytes_evicted,
+        "bytes_needed": report.bytes_needed, "shortfall_bytes": report.shortfall_bytes,
+        "delete_errors": report.delete_errors,
+        "cache_usage_bytes_before": report.usage_before.bytes,
+        "cache_usage_percent_before": round(report.usage_before.percent, 3),
+        "cache_usage_percent": round(report.usage_after_percent, 3), "usage_from_bucket": 1,
+        "cache_capacity_bytes": settings.capacity_bytes,
+    })
+
+
+@dg.asset(
+    group_name=GROUP, deps=[nas_replicas], output_required=False,
+    description="Uploads written straight to the NAS while SeaweedFS was down, copied back "
+                "into the cache (hash-checked) once it is healthy again.",
+)
+def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
+                   postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
+    policy = config.breaker_policy()
+    prepare(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        gates = backend_gates(conn, seaweedfs, nas, policy)
+        health = health_metadata(gates)
+        if reason := blocked(gates, (SEAWEEDFS, NAS)):
+            stats = queue_stats(conn)
+            _skip(context, f"re-cache skipped: {reason}",
+                  {**_numbers(stats, health), "files_recached": 0})
+            return
+        report = run_recache(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+                             config.settings(),
+                             probes=probes(seaweedfs, nas))
+        if report.stopped_reason:
+            record(conn, report.stopped_backend, False, report.stopped_reason, policy)
+            health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0
+            context.log.warning(f"stopped early: {report.stopped_reason}")
+        stats = queue_stats(conn)
+    for err in report.errors[:20]:
+        context.log.warning(err)
+    yield dg.MaterializeResult(metadata={
+        **_numbers(stats, health),
+        "files_recached": report.recached, "bytes_recached": report.bytes_recached,
+        "recache_failed": report.failed, "recache_refused": report.refused,
+        "stopped_reason": dg.MetadataValue.text(report.stopped_reason or "-"),
+    })

@@ -1,0 +1,100 @@
+"""`hybrid-pipelines simulate-uploads N`: feed the hybrid cache the way the file server does."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..resources import NASResource, PostgresResource, SeaweedFSResource
+
+
+def stack_env_path() -> Path:
+    return Path(os.environ.get("HP_STACK_DIR", ".local")) / "stack.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def connection_env(env_file: Path | None = None) -> dict[str, str]:
+    """HP_* variables from the environment, falling back to the local stack's stack.env."""
+    return {**read_env_file(env_file or stack_env_path()), **os.environ}
+
+
+def resources_from_env(env: Mapping[str, str]) -> tuple[PostgresResource, SeaweedFSResource,
+                                                        NASResource]:
+    pg = PostgresResource(host=env.get("HP_PG_HOST", "127.0.0.1"),
+                          port=int(env.get("HP_PG_PORT", "5432")),
+                          user=env.get("HP_PG_USER", "postgres"),
+                          password=env.get("HP_PG_PASSWORD", ""),
+                          database=env.get("HP_PG_DATABASE", "hybrid"))
+    sw = SeaweedFSResource(endpoint_url=env.get("HP_SEAWEEDFS_S3_ENDPOINT",
+                                                "http://127.0.0.1:8333"),
+                           master_url=env.get("HP_SEAWEEDFS_MASTER_URL", ""),
+                           aws_access_key_id=env.get("HP_SEAWEEDFS_ACCESS_KEY", ""),
+                           aws_secret_access_key=env.get("HP_SEAWEEDFS_SECRET_KEY", ""),
+                           bucket=env.get("HP_SEAWEEDFS_BUCKET", "media-cache"),
+                           max_attempts=2)
+    nas = NASResource(protocol=env.get("HP_NAS_PROTOCOL", "local"),
+                      host=env.get("HP_NAS_HOST", "127.0.0.1"),
+                      port=int(env.get("HP_NAS_PORT", "445")),
+                      share=env.get("HP_NAS_SHARE", "media"),
+                      username=env.get("HP_NAS_USERNAME", ""),
+                      password=env.get("HP_NAS_PASSWORD", ""),
+                      local_root=env.get("HP_NAS_LOCAL_ROOT", ".local/nas"))
+    return pg, sw, nas
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .runtime import prepare
+    from .uploads import MIB, simulate_uploads
+
+    if args.count < 0:
+        raise RuntimeError(f"N must be 0 or more, got {args.count}")
+    pg, sw, nas = resources_from_env(connection_env(Path(args.env_file) if args.env_file
+                                                    else None))
+    pg.require_healthy()
+    prepare(pg)
+    health = sw.health()
+    nas_fs = None
+    if not health.ok:
+        print(f"SeaweedFS is down ({health.detail}): uploads go straight to the NAS and are "
+              "flagged for re-cache, as the file server does")
+        nas.require_healthy()
+        nas_fs = nas.fs()
+    with pg.connect(autocommit=True) as conn:
+        report = simulate_uploads(conn, sw.get_client(), sw.bucket, args.count, nas=nas_fs,
+                                  seaweed_up=health.ok, seed=args.seed,
+                                  max_size=int(args.max_size_mb * MIB),
+                                  key_prefix=args.key_prefix, nas_prefix=args.nas_prefix)
+    print(f"{args.count} uploads ({report.bytes / MIB:.1f} MiB): {report.cached} to SeaweedFS "
+          f"({sw.bucket}), {report.to_nas} straight to the NAS; rows in file_metadata on "
+          f"{pg.address}")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    sim = subparsers.add_parser(
+        "simulate-uploads",
+        help="write N files of mixed sizes to SeaweedFS and file_metadata, like the file server",
+        description="Connection details come from HP_* environment variables, else from the "
+                    "local stack's stack.env ($HP_STACK_DIR or .local).")
+    sim.add_argument("count", type=int, metavar="N", help="number of uploads")
+    sim.add_argument("--seed", type=int, default=None,
+                     help="random seed for sizes and contents (default: random)")
+    sim.add_argument("--max-size-mb", type=float, default=16.0,
+                     help="largest file in MiB (default 16)")
+    sim.add_argument("--key-prefix", default="uploads/", help="object key prefix")
+    sim.add_argument("--nas-prefix", default="uploads", help="NAS folder for the copies")
+    sim.add_argument("--env-file", help="env file to read (default: $HP_STACK_DIR/stack.env)")
+    sim.set_defaults(func=_simulate)

@@ -1,0 +1,137 @@
+"""Re-cache: files the file server wrote straight to the NAS while SeaweedFS was down
+(cache_status NULL, recache_requested) are streamed back into the cache once it recovers.
+
+One row at a time, locked for the copy (FOR UPDATE SKIP LOCKED), so two runs never copy the
+same file; the object is written under its final key and the row is flipped to 'cached' only
+after the bytes read from the NAS matched the recorded SHA-256 and the object's size is right."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from boto3.s3.transfer import TransferConfig
+
+from ..core.hashing_copy import CHUNK_SIZE, HashingReader
+from ..resources.nas_fs import NASFileSystem
+from .sync import BackendDown, Probe, describe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecacheSettings:
+    max_files: int = 500
+    key_prefix: str = "uploads/"
+    chunk_size: int = 8 * CHUNK_SIZE  # multipart part size; memory per copy is one part
+
+
+@dataclass
+class RecacheReport:
+    recached: int = 0
+    bytes_recached: int = 0
+    failed: int = 0
+    refused: int = 0  # NAS copy does not match the recorded hash: left for an operator
+    stopped_reason: str = ""
+    stopped_backend: str = ""
+    recached_ids: list[UUID] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class HashMismatch(RuntimeError):
+    pass
+
+
+def recache_key(prefix: str, file_id: UUID, stored_name: str) -> str:
+    return posixpath.join(prefix, str(file_id), stored_name) if prefix else \
+        f"{file_id}/{stored_name}"
+
+
+def _claim_one(conn: psycopg.Connection, skip: list[UUID]) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT id, stored_name, size, hash, nas_path, seaweed_fid FROM file_metadata"
+        " WHERE recache_requested AND cache_status IS NULL AND nas_status = 'synced'"
+        "   AND nas_path IS NOT NULL AND NOT (id = ANY(%s))"
+        " ORDER BY sync_priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        (skip,)).fetchone()
+
+
+def copy_to_cache(s3: Any, bucket: str, nas: NASFileSystem, nas_path: str, key: str,
+                  size: int, expected: str | None, chunk_size: int) -> str:
+    """Stream a NAS file into the cache, hashing on the way; returns the SHA-256. On a mismatch
+    the object is deleted again, so the cache never serves bytes the row does not describe."""
+    config = TransferConfig(multipart_threshold=chunk_size, multipart_chunksize=chunk_size,
+                            use_threads=False)
+    with nas.open_read(nas_path) as fh:
+        reader = HashingReader(fh, CHUNK_SIZE)
+        s3.upload_fileobj(reader, bucket, key, Config=config)
+    got = reader.result()
+    if got.size != size or (expected and got.sha256 != expected.lower()):
+        s3.delete_object(Bucket=bucket, Key=key)
+        raise HashMismatch(f"NAS copy {nas_path} has {got.size} bytes with SHA-256 "
+                           f"{got.sha256[:12]}..., the row records {size} bytes "
+                           f"{(expected or '?')[:12]}...")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    if int(head["ContentLength"]) != size:
+        s3.delete_object(Bucket=bucket, Key=key)
+        raise HashMismatch(f"cache object {key} holds {head['ContentLength']} bytes after "
+                           f"upload, expected {size}")
+    return got.sha256
+
+
+def run_recache(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
+                settings: RecacheSettings | None = None, *,
+                probes: dict[str, Probe] | None = None,
+                on_file: Callable[[UUID], None] | None = None) -> RecacheReport:
+    """`conn` must be in autocommit mode; each file is one transaction."""
+    settings = settings or RecacheSettings()
+    report = RecacheReport()
+    skip: list[UUID] = []
+    while report.recached + report.failed + report.refused < settings.max_files:
+        with conn.transaction():
+            row = _claim_one(conn, skip)
+            if row is None:
+                break
+            file_id, stored_name, size, expected, nas_path, fid = row
+            key = fid or recache_key(settings.key_prefix, file_id, stored_name)
+            try:
+                sha = copy_to_cache(s3, bucket, nas, nas_path, key, size, expected,
+                                    settings.chunk_size)
+            except HashMismatch as exc:
+                # The NAS copy is not the uploaded file: caching it would spread the damage.
+                conn.execute(
+                    "UPDATE file_metadata SET recache_requested = false, nas_verified_at = NULL,"
+                    " last_error = %s, updated_at = now() WHERE id = %s",
+                    (f"re-cache refused: {exc}"[:2000], file_id))
+                report.refused += 1
+                report.errors.append(f"{file_id}: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - outage or bad file; find out which
+                for backend, probe in (probes or {}).items():
+                    health = probe()
+                    if not health.ok:
+                        report.stopped_reason = str(BackendDown(backend, health.detail))
+                        report.stopped_backend = backend
+                        return report
+                conn.execute("UPDATE file_metadata SET last_error = %s WHERE id = %s",
+                             (f"re-cache failed: {describe(exc)}", file_id))
+                skip.append(file_id)
+                report.failed += 1
+                report.errors.append(f"{file_id}: {describe(exc)}")
+                continue
+            conn.execute(
+                "UPDATE file_metadata SET cache_status = 'cached', seaweed_fid = %s,"
+                " recache_requested = false, hash = COALESCE(hash, %s),"
+                " nas_verified_at = now(), last_error = NULL, updated_at = now() WHERE id = %s",
+                (key, sha, file_id))
+        report.recached += 1
+        report.bytes_recached += size
+        report.recached_ids.append(file_id)
+        if on_file:
+            on_file(file_id)
+    return report

@@ -53,12 +53,21 @@ class SeaweedFSServer(LocalServer):
 
     @classmethod
     def on_free_ports(cls, root, access_key: str, secret_key: str) -> SeaweedFSServer:
-        ports = set()
+        server = cls(root=root, access_key=access_key, secret_key=secret_key)
+        server.pick_ports()
+        return server
+
+    def pick_ports(self) -> None:
+        """Four HTTP ports whose gRPC twins (+10000) are free too and clash with none."""
+        taken: set[int] = set()
+        ports: list[int] = []
         while len(ports) < 4:
-            ports.add(free_port_with_grpc())
-        m, v, f, s3 = sorted(ports)
-        return cls(root=root, master_port=m, volume_port=v, filer_port=f, s3_port=s3,
-                   access_key=access_key, secret_key=secret_key)
+            p = free_port_with_grpc()
+            if {p, p + GRPC_OFFSET} & taken:
+                continue
+            taken |= {p, p + GRPC_OFFSET}
+            ports.append(p)
+        self.master_port, self.volume_port, self.filer_port, self.s3_port = sorted(ports)
 
     @property
     def address(self) -> str:
@@ -78,6 +87,18 @@ class SeaweedFSServer(LocalServer):
         return str(path)
 
     def start(self) -> None:
+        # Another process can bind one of our eight ports between the check and weed's own
+        # bind (weed then exits): pick fresh ports and try again.
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except RuntimeError as exc:
+                if "exited" not in str(exc) or attempt == 2:
+                    raise
+                self.pick_ports()
+
+    def _start_once(self) -> None:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         argv = [weed_binary(), "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={data}",

@@ -69,8 +69,28 @@ def _dev(args: argparse.Namespace) -> int:
         from .stack.process import stop_pid
 
         stop_pid(proc.pid, grace=15)
+        # The code server and in-flight run workers live in dagster dev's process group and
+        # may ignore SIGTERM for a while: end the whole group before the servers they use.
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            _wait_group_gone(proc.pid, wait_s)
         stack.down()
     return rc if not stopping else 0
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

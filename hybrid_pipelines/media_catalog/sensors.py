@@ -29,7 +29,7 @@ def _partitions_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
     job=media_catalog_job, minimum_interval_seconds=SENSOR_INTERVAL_S,
     # Stopped until an operator turns it on (UI or `dagster sensor start`), so a fresh
     # deployment never starts scanning a NAS before its settings were checked.
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the NAS every 60 s; one run per changed top-level folder.",
 )
 def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResource,

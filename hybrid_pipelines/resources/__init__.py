@@ -68,5 +68,6 @@ def build_resources() -> dict[str, Any]:
         "firestore": FirestoreResource(
             project=_env("HP_FIRESTORE_PROJECT", "demo-hybrid"),
             emulator_host=_env("FIRESTORE_EMULATOR_HOST", "")),
-        "ffprobe": FFprobeResource(path=_env("HP_FFPROBE_PATH", "ffprobe")),
+        "ffprobe": FFprobeResource(path=_env("HP_FFPROBE_PATH", "ffprobe"),
+                                   timeout_s=float(os.environ.get("HP_FFPROBE_TIMEOUT", "30"))),
     }

@@ -87,6 +87,7 @@ class LocalStack:
             "HP_SQLITE_CATALOG_PATH": str(self.state_dir / "catalog" / "catalog.db"),
             "HP_EFS_MOUNT_PATH": str(self.state_dir / "efs"),
             "HP_FFPROBE_PATH": "ffprobe",
+            "HP_FFPROBE_TIMEOUT": "30",
             "DAGSTER_HOME": str(self.state_dir / "dagster_home"),
         }
         for server in self.servers.values():

@@ -1,0 +1,70 @@
+"""One `hybrid-pipelines dev` for the whole e2e package (CLI and browser tests share it).
+
+The tests take the instance over as an operator would before a demo: every schedule and
+sensor is stopped and the runs they already queued or started are canceled, so the
+project's own automation does not compete with (or race) what the tests launch. The media
+catalog backfill is launched here, right after the code location loads, because it spends
+most of its time waiting for daemon iterations; test_ui checks that it completed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybrid_pipelines.stack.process import free_port
+
+from .dev_instance import (
+    DevInstance,
+    ensure_partition,
+    launch_asset_backfill,
+    settle_runs,
+    stop_automation,
+)
+from .project import media_chain, nas_folders
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+class E2E:
+    """What the e2e tests share: the instance, and the backfill launched at start."""
+
+    def __init__(self, dev: DevInstance) -> None:
+        self.dev = dev
+        self.chain = media_chain()
+        self.backfill_id: str | None = None
+        self.backfill_partition: str | None = None
+        self.nas_sensor_started_at: float | None = None
+        self.ui_run_id: str | None = None
+
+
+@pytest.fixture(scope="package")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    root = tmp_path_factory.mktemp("e2e")
+    dev = DevInstance(state_dir=root / "state", port=free_port(), log_path=root / "dev.log")
+    try:
+        dev.start()
+        stop_automation(dev)
+        settle_runs(dev)
+        shared = E2E(dev)
+        chain = shared.chain
+        if chain.present:
+            key = nas_folders(dev.state_dir)[0].name
+            ensure_partition(dev, chain.partitions_def_name, key)
+            shared.backfill_partition = key
+            shared.backfill_id = launch_asset_backfill(dev, chain.asset_paths, key)
+        yield shared
+    finally:
+        checked = dev.stopped_leftovers is not None  # test_ui_browser's last test asserted it
+        leftovers = dev.stop()
+        dev.kill_leftovers()
+    # When that test did not run (a subset was selected), the check happens here.
+    assert checked or not leftovers, \
+        f"processes left after stopping dev: {dev.describe(leftovers)}"
+
+
+@pytest.fixture(scope="package")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,260 @@
+"""The operator's command line against the stack that `hybrid-pipelines dev` runs: Dagster's
+own CLI on the Postgres instance (materialize, execute, schedules, sensors) and the project's
+`hybrid-pipelines` commands (help, one-line errors)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybrid_pipelines.cli import build_parser
+
+from . import project
+from .dev_instance import REPO, ensure_partition, schedule_status, sensor_state
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+MODULE = ["-m", "hybrid_pipelines.definitions"]
+WORKSPACE = ["-w", str(REPO / "workspace.yaml")]
+RUN_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")
+# Python warnings from libraries (e.g. platformdirs without XDG_RUNTIME_DIR) are not the
+# command's own output.
+QUIET = {"PYTHONWARNINGS": "ignore"}
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 180):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **QUIET, **(env or {})})
+
+
+def dagster(*args: str, env: dict[str, str], timeout: float = 180):
+    return run([str(BIN / "dagster"), *args], env=env, timeout=timeout)
+
+
+def lines(res: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list:
+    out = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += command_paths(sub, (*prefix, name))
+    return out
+
+
+def runnable_jobs() -> list:
+    """Every job, with a skip reason where a CLI run needs more than the seeded stack."""
+    params = []
+    for job in project.job_defs():
+        reason = None
+        if job.partitions_def is not None:
+            reason = (f"{job.name} is partitioned: the partition backfill and the "
+                      "partitioned `asset materialize` cover it")
+        elif project.job_needs_config(job):
+            reason = f"{job.name} needs run config (a request naming real items)"
+        params.append(pytest.param(job.name, id=job.name,
+                                   marks=[pytest.mark.skip(reason=reason)] if reason else []))
+    return params
+
+
+# --- the project's own commands -----------------------------------------------------------
+
+def test_every_project_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    # The console script itself, once (each process imports every domain's commands).
+    top = run([str(BIN / "hybrid-pipelines"), "--help"], timeout=120)
+    assert top.returncode == 0 and top.stdout.startswith("usage: hybrid-pipelines"), top.stderr
+    parser = build_parser()
+    paths = command_paths(parser)
+    assert ("stack",) in paths and ("dev",) in paths
+    for path in paths[1:]:
+        shown = " ".join(("hybrid-pipelines", *path))
+        assert path[0] in top.stdout, f"{path[0]} is not in `hybrid-pipelines --help`"
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*path, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0, f"`{shown} --help` exited {done.value.code}"
+        assert out.startswith(f"usage: {shown}"), out[:300]
+        assert len(out.splitlines()) > 2, f"`{shown} --help` explains nothing"
+
+
+def test_project_commands_fail_with_one_clear_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    cases = [
+        (["stack", "status", "--state-dir", "/nonexistent/hp"], "/nonexistent/hp"),
+        # A state dir that is a file (a typo): an error line naming it, not a traceback.
+        (["stack", "up", "--state-dir", str(a_file)], str(a_file)),
+    ]
+    for argv, named in cases:
+        res = run([str(BIN / "hybrid-pipelines"), *argv], timeout=60)
+        out = lines(res)
+        shown = "hybrid-pipelines " + " ".join(argv)
+        assert res.returncode != 0, f"`{shown}` succeeded"
+        assert "Traceback" not in res.stdout + res.stderr, f"`{shown}` printed a traceback:\n" \
+            + "\n".join(out[-8:])
+        assert len(out) == 1 and named in out[0], f"`{shown}` should print one line naming " \
+                                                  f"{named}, got: {out}"
+    bad_port = run([str(BIN / "hybrid-pipelines"), "dev", "--port", "notanumber"], timeout=60)
+    assert bad_port.returncode == 2
+    assert lines(bad_port)[-1].startswith("hybrid-pipelines dev: error: argument --port")
+
+
+def test_dagster_errors_name_the_bad_selection_and_config(tmp_path: Path) -> None:
+    """Dagster prints its own traceback for these (we cannot change that); what we check is
+    that the run is refused and the last line names the bad input."""
+    env = {"DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("ops:\n  no_such_op:\n    config: {}\n")
+    with ThreadPoolExecutor(2) as pool:
+        sel = pool.submit(dagster, "asset", "materialize", "--select", "no_such_asset", *MODULE,
+                          env=env)
+        cfg = pool.submit(dagster, "job", "execute", "-j", "backend_health_job", *MODULE,
+                          "-c", str(bad_config), env=env)
+    sel, cfg = sel.result(), cfg.result()
+    assert sel.returncode != 0 and "no_such_asset" in lines(sel)[-1], lines(sel)[-3:]
+    assert cfg.returncode != 0
+    assert any("no_such_op" in ln for ln in lines(cfg)[-3:]), lines(cfg)[-3:]
+    assert "RUN_START" not in cfg.stdout + cfg.stderr, "a run started with invalid config"
+
+
+# --- Dagster's CLI on the stack's instance -------------------------------------------------
+
+def test_stack_env_provides_every_resource_variable(e2e) -> None:
+    from hybrid_pipelines_tests.deploy.deploy_files import (
+        FIRESTORE_ALTERNATIVES,
+        env_vars_read_by_code,
+    )
+
+    env = e2e.dev.env()
+    read = {n for n, mods in env_vars_read_by_code().items()
+            if any("/resources/" in m for m in mods)}
+    missing = sorted(read - FIRESTORE_ALTERNATIVES - set(env))
+    assert not missing, f".local/stack.env lacks {missing}"
+    assert env.keys() & FIRESTORE_ALTERNATIVES
+    assert (Path(env["DAGSTER_HOME"]) / "dagster.yaml").exists()
+
+
+def run_status(e2e, run_id: str) -> str:
+    return e2e.dev.graphql("""query($id: ID!) { runOrError(runId: $id) { ... on Run {
+      status } } }""", {"id": run_id})["runOrError"].get("status", "missing")
+
+
+def finished_run_id(res: subprocess.CompletedProcess, what: str) -> str:
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, f"`{what}` failed:\n{out[-3000:]}"
+    done = [ln for ln in out.splitlines() if "RUN_SUCCESS" in ln]
+    assert done, f"`{what}` printed no RUN_SUCCESS:\n{out[-2000:]}"
+    return RUN_ID.search(done[0]).group(1)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(e2e, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Any]]:
+    """Every `dagster asset materialize` / `dagster job execute` / `dagster schedule|sensor`
+    call of this module, three at a time against the stack's instance (each is its own
+    process, as the operator runs it). Jobs on the default executor get `in_process` run
+    config: one process per run instead of one per step, which keeps this module fast."""
+    in_process = tmp_path_factory.mktemp("cli") / "in_process.yaml"
+    in_process.write_text("execution:\n  config:\n    in_process: {}\n")
+    env = e2e.dev.env()
+    commands: dict[str, list[str]] = {
+        "asset:backend_health": ["asset", "materialize", "--select", "backend_health", *MODULE],
+    }
+    if e2e.chain.present:
+        folders = [d.name for d in project.nas_folders(e2e.dev.state_dir)]
+        # Another folder than the backfill's, so the two never touch the same partition.
+        key = next((f for f in folders if f != e2e.backfill_partition), folders[0])
+        ensure_partition(e2e.dev, e2e.chain.partitions_def_name, key)
+        commands[f"partition:{key}"] = ["asset", "materialize", "--select", project.CHAIN[0],
+                                        "--partition", key, *MODULE]
+    for param in runnable_jobs():
+        if not param.marks:
+            name = param.values[0]
+            job = next(j for j in project.job_defs() if j.name == name)
+            config = ["-c", str(in_process)] \
+                if job.executor_def.name == "multi_or_in_process_executor" else []
+            commands[f"job:{name}"] = ["job", "execute", "-j", name, *MODULE, *config]
+    with ThreadPoolExecutor(3) as pool:
+        # The schedule/sensor switching is sequential but independent of the runs: it goes
+        # first so that it overlaps with them.
+        switching = pool.submit(switch_from_cli, e2e, env)
+        futures = {k: pool.submit(dagster, *argv, env=env) for k, argv in commands.items()}
+    results: dict[str, tuple[str, Any]] = {
+        k: ("dagster " + " ".join(commands[k]), f.result()) for k, f in futures.items()}
+    results["automation"] = ("dagster schedule|sensor start|stop", switching.result())
+    return results
+
+
+def test_asset_materialize_records_the_run_in_the_stack_instance(e2e, cli_runs) -> None:
+    what, res = cli_runs["asset:backend_health"]
+    # The webserver reads the same Postgres instance: the CLI's run is visible there.
+    assert run_status(e2e, finished_run_id(res, what)) == "SUCCESS"
+
+
+def test_asset_materialize_one_partition(e2e, cli_runs) -> None:
+    if not e2e.chain.present:
+        pytest.skip(e2e.chain.skip_reason)
+    (key, (what, res)), = [(k.split(":", 1)[1], v) for k, v in cli_runs.items()
+                           if k.startswith("partition:")]
+    run = e2e.dev.graphql("""query($id: ID!) { runOrError(runId: $id) { ... on Run {
+      status tags { key value } } } }""", {"id": finished_run_id(res, what)})["runOrError"]
+    assert run["status"] == "SUCCESS"
+    assert {"key": "dagster/partition", "value": key} in run["tags"]
+
+
+@pytest.mark.parametrize("job_name", runnable_jobs())
+def test_job_execute(e2e, cli_runs, job_name: str) -> None:
+    what, res = cli_runs[f"job:{job_name}"]
+    assert run_status(e2e, finished_run_id(res, what)) == "SUCCESS"
+
+
+def automation_targets(e2e) -> list[tuple[str, str]]:
+    """One schedule and one sensor to switch from the CLI."""
+    schedules, sensors = project.schedule_names(), project.sensor_names()
+    targets = []
+    if schedules:
+        targets.append(("schedule", "backend_health_job_schedule"
+                        if "backend_health_job_schedule" in schedules else schedules[0]))
+    if sensors:
+        # Not the NAS sensor: the browser test starts that one from the UI.
+        targets.append(("sensor", next((n for n in sensors if n != project.nas_sensor()),
+                                       sensors[0])))
+    return targets
+
+
+def switch_from_cli(e2e, env: dict[str, str]) -> list[tuple[str, str, str, Any, str]]:
+    """`dagster schedule|sensor start`, then `stop`; the state the webserver sees after each."""
+
+    def status(kind: str, name: str) -> str:
+        return schedule_status(e2e.dev, name) if kind == "schedule" \
+            else sensor_state(e2e.dev, name)["status"]
+
+    steps = [(kind, name, "before", None, status(kind, name))
+             for kind, name in automation_targets(e2e)]
+    for action in ("start", "stop"):
+        for kind, name in automation_targets(e2e):
+            res = dagster(kind, action, name, *WORKSPACE, env=env)
+            steps.append((kind, name, action, res, status(kind, name)))
+    return steps
+
+
+def test_schedule_and_sensor_start_and_stop_from_cli(e2e, cli_runs) -> None:
+    """`dagster schedule|sensor start|stop` write the state the webserver and daemon read."""
+    if not automation_targets(e2e):
+        pytest.skip("no schedule or sensor in hybrid_pipelines.definitions")
+    expected = {"before": "STOPPED", "start": "RUNNING", "stop": "STOPPED"}
+    for kind, name, action, res, status in cli_runs["automation"][1]:
+        if res is not None:
+            assert res.returncode == 0, f"`dagster {kind} {action} {name}`: {lines(res)[-5:]}"
+        assert status == expected[action], f"{kind} {name} is {status} after {action}"

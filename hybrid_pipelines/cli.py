@@ -81,6 +81,32 @@ def _dev(args: argparse.Namespace) -> int:
     return rc if not stopping else 0
 
 
+def _dagster(args: argparse.Namespace) -> int:
+    """Dagster's own CLI, with its errors as one line (bad selection, bad config, unknown
+    job): the class and message an operator acts on; --traceback shows the stack."""
+    import click
+    from dagster._cli import cli as dagster_cli
+
+    argv = [a for a in args.dagster_args if a != "--traceback"]
+    try:
+        dagster_cli.main(args=argv, prog_name="hybrid-pipelines dagster", standalone_mode=False)
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # noqa: BLE001 - the whole point: one line, not a trace
+        if "--traceback" in args.dagster_args:
+            raise
+        message = " ".join(str(exc).split())
+        print(f"error: {type(exc).__name__}: {message} (add --traceback for details)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
     import time
 
@@ -109,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--port", type=int, default=3000)
     dv.set_defaults(func=_dev)
 
+    dg_cmd = sub.add_parser(
+        "dagster", add_help=False,
+        help="Dagster's CLI (asset materialize, job execute, schedule/sensor start|stop, ...) "
+             "with errors as one line; --traceback for the stack")
+    dg_cmd.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    dg_cmd.set_defaults(func=_dagster)
+
     # Each domain adds its own commands (probe, simulate-uploads, ...) in `<domain>/commands.py`.
     import importlib
 
@@ -124,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dagster"]:  # everything after it, --help included, is Dagster's
+        return _dagster(argparse.Namespace(dagster_args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

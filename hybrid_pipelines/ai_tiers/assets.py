@@ -62,6 +62,16 @@ class EfsSyncConfig(ClockConfig):
         default=False, description="Also delete mirrored files whose object was deleted.")
 
 
+def require_non_negative(**fields: int) -> None:
+    """Refuse negative run-config values by their field name. A negative age would make the
+    cutoff lie in the future and a negative budget would demote every hot model, so nothing
+    runs until the operator fixes the value."""
+    for name, value in fields.items():
+        if value < 0:
+            raise ValueError(f"config `{name}` = {value} must be 0 or more; fix {name} in "
+                             "the run config")
+
+
 def model_layout(config: ModelDemotionConfig) -> models.ModelLayout:
     return models.ModelLayout(hot_prefix=config.hot_prefix, cold_prefix=config.cold_prefix,
                               upload_missing=config.upload_missing)
@@ -81,6 +91,8 @@ def model_locations(context: dg.AssetExecutionContext, config: ModelDemotionConf
                     postgres: PostgresResource, object_store: ObjectStoreResource,
                     hot_tier: JuiceFSResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
+    require_non_negative(idle_days=config.idle_days,
+                         hot_capacity_bytes=config.hot_capacity_bytes)
     postgres.apply_schema(SCHEMA)
     with postgres.connect(autocommit=True) as conn:
         report = models.run_demotion(
@@ -112,6 +124,7 @@ user_contexts = dg.AssetSpec(
 def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                           postgres: PostgresResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
+    require_non_negative(idle_days=config.idle_days)
     postgres.apply_schema(SCHEMA)
     with postgres.connect(autocommit=True) as conn:
         report = contexts.archive_contexts(conn, cutoff(now, config.idle_days), now,
@@ -133,6 +146,7 @@ def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig
                          postgres: PostgresResource,
                          object_store: ObjectStoreResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
+    require_non_negative(expire_after_days=config.expire_after_days)
     postgres.apply_schema(SCHEMA)
     with postgres.connect(autocommit=True) as conn:
         report = contexts.expire_archive(
@@ -156,6 +170,7 @@ def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
                       postgres: PostgresResource, object_store: ObjectStoreResource,
                       hot_tier: JuiceFSResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
+    require_non_negative(hot_days=config.hot_days, keep_access_count=config.keep_access_count)
     postgres.apply_schema(SCHEMA)
     layout = outputs.OutputLayout(config.hot_prefix, config.cold_prefix)
     with postgres.connect(autocommit=True) as conn:

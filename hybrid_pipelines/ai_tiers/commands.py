@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..core.env import env_port
 from ..resources import PostgresResource
 
 SCHEMA = "ai_tiers"
@@ -20,7 +21,7 @@ SCHEMA = "ai_tiers"
 def _postgres() -> PostgresResource:
     env = os.environ.get
     return PostgresResource(host=env("HP_PG_HOST", "127.0.0.1"),
-                            port=int(env("HP_PG_PORT", "5432")),
+                            port=env_port(os.environ, "HP_PG_PORT", 5432),
                             user=env("HP_PG_USER", "postgres"),
                             password=env("HP_PG_PASSWORD", ""),
                             database=env("HP_PG_DATABASE", "hybrid"))

@@ -56,9 +56,10 @@ def _skip(context: dg.AssetExecutionContext, reason: str, metadata: dict) -> Non
 )
 def seaweedfs_cache(context: dg.AssetExecutionContext, config: CacheStatsConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
+    policy = config.breaker_policy()  # bad run config fails before any backend is touched
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
-        gates = backend_gates(conn, seaweedfs, nas, config.breaker_policy())
+        gates = backend_gates(conn, seaweedfs, nas, policy)
         stats = queue_stats(conn)
     health = health_metadata(gates)
     meta: dict = _numbers(stats, health)
@@ -131,9 +132,10 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
 def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     settings = config.settings()
+    policy = config.breaker_policy()
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
-        gates = backend_gates(conn, seaweedfs, nas, config.breaker_policy())
+        gates = backend_gates(conn, seaweedfs, nas, policy)
         health = health_metadata(gates)
         # Evicting while the NAS is down would leave readers with no copy they can reach.
         if reason := blocked(gates, (SEAWEEDFS, NAS)):
@@ -169,6 +171,7 @@ def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
 def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
                    postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     policy = config.breaker_policy()
+    settings = config.settings()  # bad run config fails before any backend is touched
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
         gates = backend_gates(conn, seaweedfs, nas, policy)
@@ -179,8 +182,7 @@ def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
                   {**_numbers(stats, health), "files_recached": 0})
             return
         report = run_recache(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
-                             config.settings(),
-                             probes=probes(seaweedfs, nas))
+                             settings, probes=probes(seaweedfs, nas))
         if report.stopped_reason:
             record(conn, report.stopped_backend, False, report.stopped_reason, policy)
             health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0

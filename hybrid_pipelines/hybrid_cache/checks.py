@@ -20,6 +20,7 @@ from .runtime import backend_gates, blocked, health_metadata, prepare, s3_client
 def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfig,
                       postgres: PostgresResource, seaweedfs: SeaweedFSResource,
                       nas: NASResource) -> dg.AssetCheckResult:
+    settings = config.settings()  # bad run config fails before any backend is touched
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
         gates = backend_gates(conn, seaweedfs, nas, BreakerPolicy())
@@ -29,7 +30,7 @@ def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfi
                 description=f"audit not possible: {reason}",
                 metadata={**health_metadata(gates), "skipped": 1})
         report = run_audit(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
-                           config.settings())
+                           settings)
     for err in report.errors[:20]:
         context.log.warning(err)
     drift = report.drift_items
@@ -50,6 +51,7 @@ def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfi
 def reconcile_cache(context: dg.OpExecutionContext, config: AuditConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource,
                     nas: NASResource) -> None:
+    settings = config.settings()  # bad run config fails before any backend is touched
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
         gates = backend_gates(conn, seaweedfs, nas, BreakerPolicy())
@@ -57,7 +59,7 @@ def reconcile_cache(context: dg.OpExecutionContext, config: AuditConfig,
             raise dg.Failure(f"reconcile needs both backends: {reason}",
                              metadata=health_metadata(gates))
         result = run_reconcile(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
-                               config.settings())
+                               settings)
     for err in result.audit.errors[:20]:
         context.log.warning(err)
     meta = result.metadata()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..core.env import env_port
 from ..resources import NASResource, PostgresResource, SeaweedFSResource
 
 
@@ -34,7 +35,7 @@ def connection_env(env_file: Path | None = None) -> dict[str, str]:
 def resources_from_env(env: Mapping[str, str]) -> tuple[PostgresResource, SeaweedFSResource,
                                                         NASResource]:
     pg = PostgresResource(host=env.get("HP_PG_HOST", "127.0.0.1"),
-                          port=int(env.get("HP_PG_PORT", "5432")),
+                          port=env_port(env, "HP_PG_PORT", 5432),
                           user=env.get("HP_PG_USER", "postgres"),
                           password=env.get("HP_PG_PASSWORD", ""),
                           database=env.get("HP_PG_DATABASE", "hybrid"))
@@ -47,7 +48,7 @@ def resources_from_env(env: Mapping[str, str]) -> tuple[PostgresResource, Seawee
                            max_attempts=2)
     nas = NASResource(protocol=env.get("HP_NAS_PROTOCOL", "local"),
                       host=env.get("HP_NAS_HOST", "127.0.0.1"),
-                      port=int(env.get("HP_NAS_PORT", "445")),
+                      port=env_port(env, "HP_NAS_PORT", 445),
                       share=env.get("HP_NAS_SHARE", "media"),
                       username=env.get("HP_NAS_USERNAME", ""),
                       password=env.get("HP_NAS_PASSWORD", ""),

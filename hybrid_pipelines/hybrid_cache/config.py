@@ -39,6 +39,12 @@ class BreakerConfig(dg.Config):
                                                         "letting one trial call through.")
 
     def breaker_policy(self) -> BreakerPolicy:
+        # Checked here, not only in BreakerPolicy, so the message names the run config field.
+        if self.breaker_failures < 1:
+            raise ValueError(f"breaker_failures must be >= 1, got {self.breaker_failures} "
+                             "(consecutive failed health checks before the breaker opens)")
+        if self.breaker_cooldown_s < 0:
+            raise ValueError(f"breaker_cooldown_s must be >= 0, got {self.breaker_cooldown_s}")
         return BreakerPolicy(self.breaker_failures, self.breaker_cooldown_s)
 
 

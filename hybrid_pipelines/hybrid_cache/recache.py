@@ -30,6 +30,11 @@ class RecacheSettings:
     key_prefix: str = "uploads/"
     chunk_size: int = 8 * CHUNK_SIZE  # multipart part size; memory per copy is one part
 
+    def __post_init__(self) -> None:
+        if self.max_files < 1:
+            raise ValueError(f"max_files must be >= 1, got {self.max_files} (files re-cached "
+                             "per run; the default is 500)")
+
 
 @dataclass
 class RecacheReport:

@@ -6,12 +6,15 @@ import hashlib
 import threading
 from typing import Any
 
+import psycopg
 import requests
 
 from ..core.circuit_breaker import BreakerPolicy
 from ..resources import NASResource, PostgresResource, SeaweedFSResource
-from ..resources.errors import Health, probe_health
+from ..resources.errors import BackendError, Health, probe_health
 from ..resources.object_store import explain_s3_error
+from ..resources.postgres import ENV_VARS as PG_ENV_VARS
+from ..resources.postgres import explain_pg_error
 from .health_gate import NAS, SEAWEEDFS, GateResult, gate
 
 SCHEMA = "hybrid_cache"
@@ -20,7 +23,13 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 def prepare(postgres: PostgresResource) -> None:
-    postgres.apply_schema(SCHEMA)
+    """Apply the schema; PostgreSQL being unreachable is a BackendError naming the server and
+    the HP_PG_* variables, not a raw psycopg traceback."""
+    try:
+        postgres.apply_schema(SCHEMA)
+    except psycopg.OperationalError as exc:
+        raise BackendError("PostgreSQL", postgres.address, explain_pg_error(exc),
+                           PG_ENV_VARS) from exc
 
 
 def s3_client(seaweedfs: SeaweedFSResource) -> Any:

@@ -68,11 +68,26 @@ class CatalogSettings:
     firestore_batch: int = FIRESTORE_MAX_BATCH
 
     def __post_init__(self) -> None:
+        # Each message names both places the value can come from: the run config field and
+        # the environment variable behind its default.
         if not 1 <= self.firestore_batch <= FIRESTORE_MAX_BATCH:
             raise SettingsError(f"Firestore batch size must be 1..{FIRESTORE_MAX_BATCH}, "
-                                f"got {self.firestore_batch}")
+                                f"got {self.firestore_batch} (run config batch_size of "
+                                "firestore_catalog, or HP_CATALOG_FIRESTORE_BATCH)")
         if self.batch_size < 1 or self.probe_workers < 1:
-            raise SettingsError("batch size and probe workers must be >= 1")
+            raise SettingsError(f"batch size and probe workers must be >= 1, got batch_size="
+                                f"{self.batch_size}, workers={self.probe_workers} (run config "
+                                "batch_size / workers, or HP_CATALOG_PROBE_WORKERS)")
+        if any(d < 0 for d in self.retry_delays_s):
+            raise SettingsError(f"retry_delays_s={list(self.retry_delays_s)}: NAS retry delays "
+                                "must be >= 0 seconds (run config retry_delays_s, or "
+                                "HP_CATALOG_RETRY_DELAYS), e.g. [1, 2, 4]")
+        for name, env in (("min_stable_s", "HP_CATALOG_MIN_STABLE_S"),
+                          ("quiet_s", "HP_CATALOG_QUIET_S")):
+            value = getattr(self.stability, name)
+            if value < 0:
+                raise SettingsError(f"{name}={value} must be >= 0 seconds (run config {name}, "
+                                    f"or {env})")
         object.__setattr__(self, "nas_root", safe_relpath(self.nas_root))
 
     @classmethod

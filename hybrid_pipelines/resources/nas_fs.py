@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat as pystat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,23 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ..core.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
+
+
+class NotRegularFileError(UnsafePathError):
+    """A named pipe, socket or device on a mounted share: opening it can block forever (a
+    FIFO waits for a writer) or read without end (/dev/zero), so it is never opened."""
+
+
+def _kind(mode: int) -> str:
+    if pystat.S_ISFIFO(mode):
+        return "a named pipe"
+    if pystat.S_ISSOCK(mode):
+        return "a socket"
+    if pystat.S_ISCHR(mode) or pystat.S_ISBLK(mode):
+        return "a device"
+    if pystat.S_ISDIR(mode):
+        return "a directory"
+    return "a special file"
 
 
 @dataclass(frozen=True)
@@ -108,7 +126,26 @@ class LocalNAS:
         return self._entry(safe_relpath(path), st, full.is_dir())
 
     def open_read(self, path: str) -> IO[bytes]:
-        return open(self._abs(path), "rb", buffering=0)  # noqa: SIM115 - caller closes
+        full = self._abs(path)  # confined: a symlink out of the share is refused here
+        self._require_regular(path, os.stat(full).st_mode)
+        # O_NONBLOCK so that a regular file swapped for a FIFO after the check cannot block
+        # open(); the check is repeated on the opened descriptor, then blocking is restored.
+        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._require_regular(path, os.fstat(fd).st_mode)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _require_regular(path: str, mode: int) -> None:
+        if not pystat.S_ISREG(mode):
+            raise NotRegularFileError(
+                f"path {path!r} is not a regular file ({_kind(mode)}: named pipe/device/socket "
+                "files on the share are never read); remove it from the share or move it out "
+                "of the catalogued folders")
 
     def open_write(self, path: str) -> IO[bytes]:
         return open(self._abs(path), "wb")  # noqa: SIM115 - caller closes

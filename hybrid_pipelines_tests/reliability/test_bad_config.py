@@ -87,14 +87,8 @@ def _catalog_run(setup: dict[str, Any], asset: Any, config: dict[str, Any] | Non
     (nas_media_files, {"batch_size": -5}, "batch size"),
     (media_probes, {"workers": 0}, "probe workers"),
     (firestore_catalog, {"batch_size": 501}, "Firestore batch size must be 1..500, got 501"),
-    pytest.param(nas_media_files, {"retry_delays_s": [1, -2]}, "retry_delays_s",
-                 marks=bug("media_catalog/settings.py CatalogSettings.with_overrides accepts "
-                           "negative retry_delays_s from run config (parse_delays checks only "
-                           "the env var); the run goes on and time.sleep(-2) raises on the "
-                           "first NAS outage")),
-    pytest.param(nas_media_files, {"min_stable_s": -1.0}, "min_stable_s",
-                 marks=bug("media_catalog/settings.py with_overrides accepts a negative "
-                           "min_stable_s/quiet_s from run config (the env vars are checked)")),
+    pytest.param(nas_media_files, {"retry_delays_s": [1, -2]}, "retry_delays_s"),
+    pytest.param(nas_media_files, {"min_stable_s": -1.0}, "min_stable_s"),
 ], ids=["scan-batch-negative", "probe-workers-zero", "firestore-batch-501",
         "retry-delay-negative", "min-stable-negative"])
 def test_catalog_run_config_errors_name_the_setting(catalog_setup: dict[str, Any], asset: Any,
@@ -115,10 +109,7 @@ def test_catalog_run_config_errors_name_the_setting(catalog_setup: dict[str, Any
     ({"HP_CATALOG_RETRY_DELAYS": "1,x,4"}, "HP_CATALOG_RETRY_DELAYS='1,x,4' must be"),
     ({"HP_CATALOG_QUIET_S": "-1"}, "HP_CATALOG_QUIET_S='-1' must be >= 0"),
     ({"HP_CATALOG_NAS_ROOT": "../etc"}, "climbs out of the share"),
-    pytest.param({"HP_CATALOG_FIRESTORE_BATCH": "9999"}, "HP_CATALOG_FIRESTORE_BATCH",
-                 marks=bug("media_catalog/settings.py CatalogSettings.__post_init__ says "
-                           "'Firestore batch size must be 1..500, got 9999' without naming "
-                           "HP_CATALOG_FIRESTORE_BATCH")),
+    pytest.param({"HP_CATALOG_FIRESTORE_BATCH": "9999"}, "HP_CATALOG_FIRESTORE_BATCH"),
 ], ids=["rules-not-json", "rules-unknown-key", "rules-file-missing", "workers-nan",
         "delays-nan", "quiet-negative", "root-escapes", "firestore-batch-env"])
 def test_catalog_env_errors_name_the_variable(catalog_setup: dict[str, Any],
@@ -159,12 +150,8 @@ def test_resource_port_not_a_number_fails_before_the_run_naming_it(
 
 
 @pytest.mark.parametrize("argv", [
-    pytest.param(["ai-tiers", "status"], marks=bug(
-        "ai_tiers/commands.py _postgres() does int(HP_PG_PORT): a ValueError traceback "
-        "'invalid literal for int()' that never names HP_PG_PORT")),
-    pytest.param(["simulate-uploads", "1"], marks=bug(
-        "hybrid_cache/commands.py resources_from_env() does int(HP_PG_PORT) and "
-        "int(HP_NAS_PORT): a ValueError traceback that never names the variable")),
+    pytest.param(["ai-tiers", "status"]),
+    pytest.param(["simulate-uploads", "1"]),
 ], ids=["ai-tiers-status", "simulate-uploads"])
 def test_cli_port_not_a_number_is_a_clear_error(argv: list[str], tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HP_PG_PORT": "abc", "HP_NAS_PORT": "abc",
@@ -208,12 +195,8 @@ def cache_defs(private_pg: PostgresServer, seaweed_server: SeaweedFSServer,
     ("cache_eviction", "cache_evictions", {"batch_size": -1}, "batch_size"),
     ("pending_sync", "nas_replicas", {"batch_size": -5}, "batch_size must be >= 1, got -5"),
     ("pending_sync", "nas_replicas", {"retry_delay_s": -1.0}, "retry_delay_s must be >= 0"),
-    pytest.param("pending_sync", "nas_replicas", {"breaker_failures": 0}, "breaker_failures",
-                 marks=bug("core/circuit_breaker.py BreakerPolicy says 'failure_threshold "
-                           "must be >= 1, got 0': the run config field is breaker_failures")),
-    pytest.param("recache", "recached_files", {"max_files": -1}, "max_files",
-                 marks=bug("hybrid_cache/recache.py RecacheSettings does not validate "
-                           "max_files: -1 runs and re-caches nothing, silently")),
+    pytest.param("pending_sync", "nas_replicas", {"breaker_failures": 0}, "breaker_failures"),
+    pytest.param("recache", "recached_files", {"max_files": -1}, "max_files"),
 ], ids=["policy-unknown", "threshold-above-1", "target-above-threshold", "capacity-zero",
         "evict-batch-negative", "sync-batch-negative", "retry-delay-negative",
         "breaker-failures-zero", "recache-max-files-negative"])
@@ -253,12 +236,8 @@ def ai_pg(private_pg: PostgresServer) -> PostgresResource:
 @pytest.mark.parametrize(("asset", "config", "message"), [
     (user_contexts_archive, {"batch_size": 0}, "batch_size must be at least 1, got 0"),
     (user_contexts_archive, {"now": "yesterday"}, "config `now` = 'yesterday' is not an ISO"),
-    pytest.param(user_contexts_archive, {"idle_days": -1}, "idle_days",
-                 marks=bug("core/tier_policy.py cutoff() says 'an age of -1 days makes no "
-                           "sense' without naming idle_days (same for expire_after_days, "
-                           "hot_days)")),
-    pytest.param(user_context_exports, {"expire_after_days": -5}, "expire_after_days",
-                 marks=bug("core/tier_policy.py cutoff() does not name expire_after_days")),
+    pytest.param(user_contexts_archive, {"idle_days": -1}, "idle_days"),
+    pytest.param(user_context_exports, {"expire_after_days": -5}, "expire_after_days"),
 ], ids=["archive-batch-zero", "now-not-a-date", "idle-days-negative", "expire-days-negative"])
 def test_ai_tier_run_config_errors_name_the_setting(ai_pg: PostgresResource,
                                                     seaweed_server: SeaweedFSServer,
@@ -275,9 +254,6 @@ def test_ai_tier_run_config_errors_name_the_setting(ai_pg: PostgresResource,
         assert conn.execute("SELECT count(*) FROM user_contexts").fetchone()[0] == 1
 
 
-@bug("ai_tiers/assets.py model_locations passes a negative hot_capacity_bytes to "
-     "core/tier_policy.select_demotions, where any non-zero value is a budget: -1 demotes "
-     "every hot model, however recently used")
 def test_negative_hot_capacity_is_refused_not_a_mass_demotion(
         ai_pg: PostgresResource, seaweed_server: SeaweedFSServer, tmp_path: Path) -> None:
     hot = JuiceFSResource(mount_path=str(tmp_path / "hot"), require_mount=False)

@@ -176,10 +176,6 @@ def test_corrupt_and_adversarial_media_are_recorded_invalid_with_a_reason(
     assert metadata_of(again, "firestore_catalog")["synced"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "domain bug: LocalNAS.open_read (hybrid_pipelines/resources/nas_fs.py) opens a FIFO "
-    "listed by LocalNAS.list_dir as a 0-byte file; open() waits for a writer forever, so "
-    "media_probes hangs (and ignores SIGTERM). Non-regular files must be refused."))
 def test_special_files_on_a_mounted_share_are_refused_not_waited_on(tmp_path: Path) -> None:
     root = tmp_path / "nas"
     d = root / "Specials" / "S1"

@@ -162,11 +162,30 @@ class LocalStack:
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self._link_dagster_yaml()
         self.save()
+        self._create_dagster_schema(log)
         for w in self.warnings:
             log(f"WARNING: {w}")
         elapsed = time.monotonic() - t0
         log(f"stack up: all healthy in {elapsed:.1f}s; environment in {self.env_file}")
         return elapsed
+
+    def _create_dagster_schema(self, log: Callable[[str], None]) -> None:
+        """Create the Dagster instance's tables once, before the webserver, daemon and CLI
+        processes race to create them on first use (Postgres then refuses the duplicate)."""
+        import subprocess
+        import sys
+
+        marker = self.state_dir / "dagster_home" / ".schema-ready"
+        if marker.exists():
+            return
+        dagster = str(Path(sys.executable).parent / "dagster")
+        res = subprocess.run([dagster, "instance", "migrate"], env={**os.environ, **self.env()},
+                             capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
+            raise RuntimeError(f"creating the Dagster instance tables failed: {tail[0]}")
+        marker.touch()
+        log("  dagster instance tables ready")
 
     def _timed_start(self, name: str) -> float:
         t = time.monotonic()

@@ -1,9 +1,14 @@
 """Hybrid-cache assets: seaweedfs_cache (uploads recorded in Postgres, measured) ->
 nas_replicas (pending sync) -> cache_evictions; recached_files brings NAS-only uploads back."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
+import psycopg
 
 from ..core.cache_alarms import CacheStats, evaluate
+from ..core.circuit_breaker import BreakerPolicy
 from ..resources import NASResource, PostgresResource, SeaweedFSResource
 from .config import (
     DEFAULT_CAPACITY_BYTES,
@@ -14,10 +19,10 @@ from .config import (
 )
 from .eviction import measure_usage, run_eviction
 from .health_gate import NAS, SEAWEEDFS, record
-from .recache import run_recache
+from .recache import RecacheReport, run_recache
 from .runtime import backend_gates, blocked, health_metadata, prepare, probes, s3_client
 from .stats import QueueStats, queue_stats
-from .sync import run_pending_sync
+from .sync import SyncReport, run_pending_sync
 
 GROUP = "hybrid_cache"
 ALARM_CHECKS = ("cache_usage_ok", "sync_queue_ok", "sync_failure_rate_ok", "cache_hit_rate_ok",
@@ -45,6 +50,35 @@ def _skip(context: dg.AssetExecutionContext, reason: str, metadata: dict) -> Non
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key,
         metadata={**metadata, "skipped": 1, "skip_reason": dg.MetadataValue.text(reason)}))
+
+
+@contextmanager
+def _gated(context: dg.AssetExecutionContext, postgres: PostgresResource,
+           seaweedfs: SeaweedFSResource, nas: NASResource, policy: BreakerPolicy, what: str,
+           zero_metric: str) -> Iterator[tuple[psycopg.Connection, dict[str, int]] | None]:
+    """Open the metadata connection and consult both backends' breakers. Yields the
+    connection and the health numbers, or None after recording a skip (no attempt charged)
+    when SeaweedFS or the NAS is down: every cache job needs both."""
+    prepare(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        gates = backend_gates(conn, seaweedfs, nas, policy)
+        health = health_metadata(gates)
+        if reason := blocked(gates, (SEAWEEDFS, NAS)):
+            _skip(context, f"{what} skipped: {reason}",
+                  {**_numbers(queue_stats(conn), health), zero_metric: 0})
+            yield None
+        else:
+            yield conn, health
+
+
+def _note_stop(context: dg.AssetExecutionContext, conn: psycopg.Connection,
+               report: SyncReport | RecacheReport, health: dict[str, int],
+               policy: BreakerPolicy) -> None:
+    """A backend that failed mid-run opens its breaker and shows as unhealthy."""
+    if report.stopped_reason:
+        record(conn, report.stopped_backend, False, report.stopped_reason, policy)
+        health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0
+        context.log.warning(f"stopped early: {report.stopped_reason}")
 
 
 @dg.asset(
@@ -95,21 +129,14 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
                  postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     settings = config.settings()
     policy = config.breaker_policy()
-    prepare(postgres)
-    with postgres.connect(autocommit=True) as conn:
-        gates = backend_gates(conn, seaweedfs, nas, policy)
-        health = health_metadata(gates)
-        if reason := blocked(gates, (SEAWEEDFS, NAS)):
-            stats = queue_stats(conn)
-            _skip(context, f"pending sync skipped, no attempt charged: {reason}",
-                  {**_numbers(stats, health), "files_synced": 0})
+    with _gated(context, postgres, seaweedfs, nas, policy,
+                "pending sync (no attempt charged)", "files_synced") as gate:
+        if gate is None:
             return
+        conn, health = gate
         report = run_pending_sync(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
                                   settings, probes=probes(seaweedfs, nas))
-        if report.stopped_reason:
-            record(conn, report.stopped_backend, False, report.stopped_reason, policy)
-            health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0
-            context.log.warning(f"stopped early: {report.stopped_reason}")
+        _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
     for err in report.errors[:20]:
         context.log.warning(err)
@@ -133,16 +160,11 @@ def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     settings = config.settings()
     policy = config.breaker_policy()
-    prepare(postgres)
-    with postgres.connect(autocommit=True) as conn:
-        gates = backend_gates(conn, seaweedfs, nas, policy)
-        health = health_metadata(gates)
-        # Evicting while the NAS is down would leave readers with no copy they can reach.
-        if reason := blocked(gates, (SEAWEEDFS, NAS)):
-            stats = queue_stats(conn)
-            _skip(context, f"eviction skipped: {reason}",
-                  {**_numbers(stats, health), "bytes_evicted": 0})
+    # Evicting while the NAS is down would leave readers with no copy they can reach.
+    with _gated(context, postgres, seaweedfs, nas, policy, "eviction", "bytes_evicted") as gate:
+        if gate is None:
             return
+        conn, health = gate
         report = run_eviction(conn, s3_client(seaweedfs), seaweedfs.bucket, settings)
         stats = queue_stats(conn)
     if report.shortfall_bytes:
@@ -172,21 +194,13 @@ def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
                    postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     policy = config.breaker_policy()
     settings = config.settings()  # bad run config fails before any backend is touched
-    prepare(postgres)
-    with postgres.connect(autocommit=True) as conn:
-        gates = backend_gates(conn, seaweedfs, nas, policy)
-        health = health_metadata(gates)
-        if reason := blocked(gates, (SEAWEEDFS, NAS)):
-            stats = queue_stats(conn)
-            _skip(context, f"re-cache skipped: {reason}",
-                  {**_numbers(stats, health), "files_recached": 0})
+    with _gated(context, postgres, seaweedfs, nas, policy, "re-cache", "files_recached") as gate:
+        if gate is None:
             return
+        conn, health = gate
         report = run_recache(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
                              settings, probes=probes(seaweedfs, nas))
-        if report.stopped_reason:
-            record(conn, report.stopped_backend, False, report.stopped_reason, policy)
-            health["seaweed_health" if report.stopped_backend == SEAWEEDFS else "nas_health"] = 0
-            context.log.warning(f"stopped early: {report.stopped_reason}")
+        _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
     for err in report.errors[:20]:
         context.log.warning(err)

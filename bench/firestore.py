@@ -27,6 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _claims import claim  # bench/ is on sys.path when a script runs
+
 from hybrid_pipelines.media_catalog.catalog_build import build_catalog  # noqa: E402
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore  # noqa: E402
 from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync  # noqa: E402
@@ -93,11 +95,6 @@ def documents(sync: FirestoreSync, store: CatalogStore) -> list[tuple[Any, dict[
         if doc is not None:
             out.append((sync._ref(ch.kind, row), doc))  # noqa: SLF001
     return out
-
-
-def claim(text: str, ours: float, baseline: float, unit: str) -> dict[str, object]:
-    return {"claim": text, "ours": round(ours, 4), "baseline": round(baseline, 4), "unit": unit,
-            "ratio": round(ours / baseline, 4) if baseline else 0.0}
 
 
 def main() -> int:

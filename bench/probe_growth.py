@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _claims import claim  # bench/ is on sys.path when a script runs
+
 from hybrid_pipelines.core import media_fixtures as mf  # noqa: E402
 from hybrid_pipelines.core.mp4_boxes import BoxError, walk_boxes  # noqa: E402
 from hybrid_pipelines.core.probe import probe  # noqa: E402
@@ -60,11 +62,6 @@ def fmt(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}B"
-
-
-def claim(text: str, ours: float, baseline: float, unit: str) -> dict[str, object]:
-    return {"claim": text, "ours": round(ours, 4), "baseline": round(baseline, 4), "unit": unit,
-            "ratio": round(ours / baseline, 4) if baseline else 0.0}
 
 
 def main() -> int:

@@ -44,6 +44,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="script names to run (default: all)")
     args = ap.parse_args()
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py"
+                     and not p.name.startswith("_")
                      and (not args.only or p.stem in args.only))
     # A fixed cap per script: each --quick script is meant to take well under a minute, and
     # the whole --quick run under two; a stuck script must not hold up the rest.

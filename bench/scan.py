@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _claims import claim  # bench/ is on sys.path when a script runs
+
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore  # noqa: E402
 from hybrid_pipelines.media_catalog.nas_access import NASAccess  # noqa: E402
 from hybrid_pipelines.media_catalog.scan import Scanner  # noqa: E402
@@ -100,11 +102,6 @@ def lean_walk(nas: NASResource) -> tuple[float, int, int]:
             else:
                 n += 1
     return time.perf_counter() - t0, n, access.listings
-
-
-def claim(text: str, ours: float, baseline: float, unit: str) -> dict[str, object]:
-    return {"claim": text, "ours": round(ours, 4), "baseline": round(baseline, 4), "unit": unit,
-            "ratio": round(ours / baseline, 4) if baseline else 0.0}
 
 
 def main() -> int:

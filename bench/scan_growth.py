@@ -23,6 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _claims import claim  # noqa: E402 - bench/ is on sys.path when a script runs
+
 from hybrid_pipelines.resources import NASResource  # noqa: E402
 from hybrid_pipelines.stack.process import free_port  # noqa: E402
 from hybrid_pipelines.stack.samba import SambaServer, samba_available  # noqa: E402
@@ -45,11 +47,6 @@ def shape(n: int) -> tuple[int, int, int]:
     leaves = max(1, n // PER_DIR)
     seasons = max(d for d in range(1, int(leaves ** 0.5) + 1) if leaves % d == 0)
     return seasons, leaves // seasons, PER_DIR
-
-
-def claim(text: str, ours: float, baseline: float, unit: str) -> dict[str, object]:
-    return {"claim": text, "ours": round(ours, 4), "baseline": round(baseline, 4), "unit": unit,
-            "ratio": round(ours / baseline, 4) if baseline else 0.0}
 
 
 def main() -> int:

@@ -24,6 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _claims import claim  # noqa: E402 - bench/ is on sys.path when a script runs
+
 from hybrid_pipelines.hybrid_cache.runtime import prepare  # noqa: E402
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync  # noqa: E402
 from hybrid_pipelines.hybrid_cache.uploads import PatternStream, upload_to_cache  # noqa: E402
@@ -38,11 +40,6 @@ def _sync_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def claim(text: str, ours: float, baseline: float, unit: str) -> dict[str, object]:
-    return {"claim": text, "ours": round(ours, 4), "baseline": round(baseline, 4), "unit": unit,
-            "ratio": round(ours / baseline, 4) if baseline else 0.0}
 
 
 def main() -> int:

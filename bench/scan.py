@@ -104,16 +104,21 @@ def lean_walk(nas: NASResource) -> tuple[float, int, int]:
     return time.perf_counter() - t0, n, access.listings
 
 
+def cannot_run() -> str | None:
+    """Why this machine cannot run the scan benches (Samba, and smbclient as the baseline)."""
+    if why := samba_available():
+        return why
+    if not shutil.which("smbclient"):
+        return "smbclient is not installed (apt-get install smbclient)"
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~5,000 files, under a minute")
     args = ap.parse_args()
-    if why := samba_available():
+    if why := cannot_run():
         print(f"cannot run: {why}", file=sys.stderr)
-        return 2
-    if not shutil.which("smbclient"):
-        print("cannot run: smbclient is not installed (apt-get install smbclient)",
-              file=sys.stderr)
         return 2
     seasons, episodes, per_dir = (10, 10, 50) if args.quick else (50, 21, 48)
     tmp = Path(tempfile.mkdtemp(prefix="bench-scan-"))

@@ -27,7 +27,7 @@ from _claims import claim  # noqa: E402 - bench/ is on sys.path when a script ru
 
 from hybrid_pipelines.resources import NASResource  # noqa: E402
 from hybrid_pipelines.stack.process import free_port  # noqa: E402
-from hybrid_pipelines.stack.samba import SambaServer, samba_available  # noqa: E402
+from hybrid_pipelines.stack.samba import SambaServer  # noqa: E402
 
 
 def _scan_bench():
@@ -54,15 +54,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2,000 and 5,000 files")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     args = ap.parse_args()
-    if why := samba_available():
+    sb = _scan_bench()
+    if why := sb.cannot_run():
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
-    if not shutil.which("smbclient"):
-        print("cannot run: smbclient is not installed (apt-get install smbclient)",
-              file=sys.stderr)
-        return 2
     sizes = args.sizes or ([2_000, 5_000] if args.quick else [10_000, 50_000, 100_000])
-    sb = _scan_bench()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scan-growth-"))
     server = SambaServer(root=tmp / "samba", port=free_port(), password=secrets.token_hex(12))
     rows = []

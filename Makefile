@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg samba smbclient fuse3 chromium
+# util-linux: `unshare` runs PostgreSQL as non-root when we are root (stack/postgres.py).
+APT_PACKAGES := ffmpeg samba smbclient fuse3 chromium default-jre-headless util-linux
+# Not in Debian: Google's Cloud SDK repository ships the Firestore emulator.
+FIRESTORE_PACKAGE := google-cloud-cli-firestore-emulator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -37,6 +40,10 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@dpkg -s $(FIRESTORE_PACKAGE) >/dev/null 2>&1 || echo "NOTE: the Firestore emulator is not \
+	installed: its tests skip (and fail under CI=true) and the stack runs without it. Install \
+	$(FIRESTORE_PACKAGE) from Google's Cloud SDK apt repository \
+	(suite cloud-sdk), e.g. sudo apt-get install $(FIRESTORE_PACKAGE)." >&2
 
 venv: $(VENV)/.installed
 

@@ -2,11 +2,15 @@
 data in a temp dir, and is stopped by PID at teardown even when tests fail.
 
 Fixtures that need a backend this machine cannot run skip with the reason; they never pass
-silently. Tests that kill a server use `server_factory` to get one of their own."""
+silently. Under CI (`CI=true`) or `HP_REQUIRE_ALL_BACKENDS=1` every skip and every stand-in (a
+plain directory for the JuiceFS mount) fails the run instead, with the same reason, so CI
+cannot be green with a backend missing. Every run ends with the list of skips and reasons.
+Tests that kill a server use `server_factory` to get one of their own."""
 
 from __future__ import annotations
 
 import atexit
+import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -36,6 +40,17 @@ from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
 _started: list[LocalServer] = []
 
 
+def require_all_backends() -> bool:
+    """CI must be red, not quietly green, when a backend is missing."""
+    flag = os.environ.get("HP_REQUIRE_ALL_BACKENDS", "").strip().lower()
+    if flag:
+        return flag not in ("0", "false", "no")
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+STRICT_WHY = "CI=true or HP_REQUIRE_ALL_BACKENDS=1: a missing backend fails the run"
+
+
 def _stop_all() -> None:
     while _started:
         server = _started.pop()
@@ -62,12 +77,11 @@ def _stop(server: LocalServer) -> None:
 
 @pytest.fixture(scope="session")
 def stack_dir() -> Iterator[Path]:
-    """Outside pytest's own temp root: pytest resets that to mode 0700, which locks out the
-    unprivileged user PostgreSQL runs as."""
+    """A short path outside pytest's temp root (Samba and JuiceFS put sockets there), mode
+    0700 like the rest: PostgreSQL runs with the invoking user's access (stack/postgres.py)."""
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="hp-test-stack-"))
-    root.chmod(0o755)
     yield root
     _stop_all()
     shutil.rmtree(root, ignore_errors=True)
@@ -163,6 +177,12 @@ def juicefs_mount(stack_dir: Path, pg_server: PostgresServer,
         meta_password=pg_server.password, bucket_url=f"{seaweed_server.address}/jfs",
         access_key=seaweed_server.access_key, secret_key=seaweed_server.secret_key)
     _start(mount)  # warns and falls back to a plain directory where FUSE is unusable
+    if not mount.mounted:
+        _stand_ins.append(f"JuiceFS hot tier is a plain directory at {mount.mount_path}: "
+                          "/dev/fuse is not usable here (needs fuse3 and /dev/fuse)")
+        if require_all_backends():
+            _stop(mount)
+            pytest.fail(f"{_stand_ins[-1]} ({STRICT_WHY})", pytrace=False)
     yield mount
     _stop(mount)
 
@@ -267,21 +287,50 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _faults[name] = report.outcome if report.when == "call" or report.failed else "skipped"
 
 
+_skips: dict[str, str] = {}
+_stand_ins: list[str] = []
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     outcome = yield
+    report: pytest.TestReport = outcome.get_result()
     marker = item.get_closest_marker("fault")
     if marker is not None and marker.args:
-        outcome.get_result().fault_name = str(marker.args[0])
+        report.fault_name = str(marker.args[0])
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        _skips[item.nodeid] = reason
+        if require_all_backends():
+            report.outcome = "failed"
+            report.longrepr = f"skipped, which fails the run here ({STRICT_WHY}): {reason}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    tr = terminalreporter
+    if _skips or _stand_ins:
+        tr.section("skipped or stood in (missing backends and their reasons)")
+        for reason in _stand_ins:
+            tr.write_line(f"  stand-in  {reason}")
+        by_reason: dict[str, list[str]] = {}
+        for nodeid, reason in _skips.items():
+            by_reason.setdefault(reason, []).append(nodeid)
+        for reason, nodeids in sorted(by_reason.items()):
+            tr.write_line(f"  {len(nodeids):>3} skipped: {reason}  (e.g. {nodeids[0]})")
+        verdict = "FAILED the run" if require_all_backends() else "allowed outside CI"
+        tr.write_line(f"{len(_skips)} skipped, {len(_stand_ins)} stand-ins: {verdict}")
     if not _faults:
         return
     survived = sum(1 for v in _faults.values() if v == "passed")
     lost = sum(1 for v in _faults.values() if v == "failed")
     skipped = sum(1 for v in _faults.values() if v == "skipped")
-    tr = terminalreporter
     tr.section("fault injection")
     for name, outcome in sorted(_faults.items()):
         tr.write_line(f"  {outcome:<8} {name}")

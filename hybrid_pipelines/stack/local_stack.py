@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .base import LocalServer
 from .firestore import FirestoreEmulator, emulator_unavailable
+from .instance_config import write_instance_yaml
 from .juicefs import JuiceFSMount
 from .postgres import PostgresServer
-from .process import LOOPBACK, free_port, port_open
+from .process import LOOPBACK, free_port, port_open, wait_until
 from .samba import SambaServer, samba_available
 from .seaweedfs import SeaweedFSServer
 from .seed import seed_share
@@ -145,6 +146,7 @@ class LocalStack:
                 futures = {n: pool.submit(self._timed_start, n) for n in first}
                 for name, fut in futures.items():
                     log(f"  {name:<10} up in {fut.result():5.1f}s  {self.servers[name].address}")
+            self._point_juicefs_at_s3()
             log(f"  {'juicefs':<10} up in {self._timed_start('juicefs'):5.1f}s  "
                 f"{self.servers['juicefs'].address}")
         except BaseException:
@@ -160,7 +162,7 @@ class LocalStack:
             log(f"  seeded the NAS share with {len(created)} sample media files")
         for sub in ("catalog", "efs", "dagster_home"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._link_dagster_yaml()
+        write_instance_yaml(self.state_dir / "dagster_home")
         self.save()
         self._create_dagster_schema(log)
         for w in self.warnings:
@@ -187,6 +189,14 @@ class LocalStack:
         marker.touch()
         log("  dagster instance tables ready")
 
+    def _point_juicefs_at_s3(self) -> None:
+        """JuiceFS formats and mounts against the S3 gateway as it is now: SeaweedFS may have
+        moved to fresh ports after losing a bind race, and must answer S3 requests first."""
+        sw, jfs = self.servers["seaweedfs"], self.servers["juicefs"]
+        assert isinstance(sw, SeaweedFSServer) and isinstance(jfs, JuiceFSMount)
+        jfs.bucket_url = f"{sw.address}/jfs"
+        wait_until(sw.s3_ready, 60, f"SeaweedFS S3 gateway on {sw.address}", sw.log_path)
+
     def _timed_start(self, name: str) -> float:
         t = time.monotonic()
         self.servers[name].start()
@@ -197,13 +207,6 @@ class LocalStack:
         path = samba.share_dir if isinstance(samba, SambaServer) else self.state_dir / "nas"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def _link_dagster_yaml(self) -> None:
-        home = self.state_dir / "dagster_home"
-        repo_yaml = Path(__file__).resolve().parents[2] / "dagster.yaml"
-        target = home / "dagster.yaml"
-        if repo_yaml.exists() and not target.exists():
-            target.symlink_to(repo_yaml)
 
     def down(self, log: Callable[[str], None] = print) -> None:
         for name in reversed(START_ORDER):

@@ -112,7 +112,8 @@ class SeaweedFSServer(LocalServer):
                 "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self._write_identity()}"]
         proc = spawn(argv, self.log_path)
         self.pid = proc.pid
-        wait_until(self.healthy, 60, f"SeaweedFS S3 gateway on {self.address}", self.log_path, proc)
+        wait_until(self.s3_ready, 60, f"SeaweedFS S3 gateway on {self.address}", self.log_path,
+                   proc)
         self.ensure_buckets()
 
     def s3_client(self):
@@ -122,7 +123,7 @@ class SeaweedFSServer(LocalServer):
         return boto3.client("s3", endpoint_url=self.address, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, region_name="us-east-1",
                             config=Config(s3={"addressing_style": "path"},
-                                          retries={"max_attempts": 2}))
+                                          retries={"max_attempts": 2}, connect_timeout=5))
 
     def ensure_buckets(self) -> None:
         client = self.s3_client()
@@ -137,6 +138,17 @@ class SeaweedFSServer(LocalServer):
             ok_s3 = requests.get(f"{self.address}/healthz", timeout=1).ok
             return ok_master and ok_s3
         except requests.RequestException:
+            return False
+
+    def s3_ready(self) -> bool:
+        """Healthy and serving S3 requests with our identity (a signed ListBuckets), which is
+        what JuiceFS's format and the jobs need; /healthz can answer a moment earlier."""
+        if not self.healthy():
+            return False
+        try:
+            self.s3_client().list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
             return False
 
     def env(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from hybrid_pipelines.stack.process import free_port
+from hybrid_pipelines_tests.conftest import require_all_backends
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "hybrid-pipelines")
@@ -52,7 +53,10 @@ def test_stack_up_reports_time_and_every_server_healthy(stack_state) -> None:
     assert status.returncode == 0, status.stdout
     for server in ("postgres", "seaweedfs", "samba", "firestore", "juicefs"):
         line = next(line for line in status.stdout.splitlines() if line.startswith(server))
-        assert "healthy" in line and "127.0.0.1" in line or server == "juicefs", line
+        assert "healthy" in line, line
+        assert "127.0.0.1" in line or server == "juicefs", line  # juicefs: its mount path
+    if require_all_backends():  # a fallback (no Samba, no emulator, no FUSE) is a WARNING line
+        assert "WARNING" not in out, out
     env = read_env(state / "stack.env")
     for var in ("DAGSTER_PG_HOST", "HP_PG_PASSWORD", "HP_NAS_PORT", "HP_SEAWEEDFS_S3_ENDPOINT",
                 "HP_OBJECT_STORE_BUCKET", "HP_JUICEFS_MOUNT_PATH", "FIRESTORE_EMULATOR_HOST",
@@ -145,3 +149,30 @@ def test_dev_brings_up_ui_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     left = [p for p in pids + children
             if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"orphans after Ctrl-C: {left}\n{out[-2000:]}"
+
+
+def test_dagster_cli_in_project_folder_without_stack_env_uses_a_throwaway_instance() -> None:
+    """The README's promise: no DAGSTER_HOME, no DAGSTER_PG_*: a throwaway instance, not a
+    traceback about a missing variable of the stack's Postgres storage."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DAGSTER_", "HP_")) and k != "FIRESTORE_EMULATOR_HOST"}
+    dagster = str(Path(sys.executable).parent / "dagster")
+    res = subprocess.run([dagster, "definitions", "validate", "-m", "hybrid_pipelines.definitions"],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Validation successful" in res.stderr + res.stdout
+    assert "DAGSTER_PG" not in res.stderr + res.stdout
+
+
+def test_stack_instance_is_the_project_policies_plus_postgres(tmp_path: Path) -> None:
+    import yaml
+
+    from hybrid_pipelines.stack.instance_config import PROJECT_YAML, write_instance_yaml
+
+    (tmp_path / "dagster.yaml").symlink_to(PROJECT_YAML)  # what earlier versions left
+    config = yaml.safe_load(write_instance_yaml(tmp_path).read_text())
+    project = yaml.safe_load(PROJECT_YAML.read_text())
+    assert "storage" not in project
+    assert {k: v for k, v in config.items() if k != "storage"} == project
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert not (tmp_path / "dagster.yaml").is_symlink()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hybrid_pipelines.stack.instance_config import write_instance_yaml
+
 from .load_location import POOL_RUNS, RUNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +38,7 @@ def test_fifty_sensor_runs_respect_limits(pg_server, tmp_path: Path) -> None:
                       if t.get("value") == "nas_sync")
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    write_instance_yaml(home)  # the project's dagster.yaml + Postgres storage, as the stack's
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
         "module_name": "hybrid_pipelines_tests.reliability.load_location",

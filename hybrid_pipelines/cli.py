@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
@@ -35,50 +36,84 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    """Stack up, then `dagster dev`; on Ctrl-C or SIGTERM stop dagster and the stack by PID."""
+    """Stack up, then `dagster dev`; on Ctrl-C or SIGTERM stop dagster and the stack by PID.
+    Every wait on the way out is bounded, and the stack goes down whatever happens."""
     from .stack.local_stack import LocalStack
 
     stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
-    stack.up()
-    env = {**os.environ, **stack.env()}
-    repo = Path(__file__).resolve().parents[1]
-    dagster = str(Path(sys.executable).parent / "dagster")
-    # The media catalog's assets share one SQLite writer: one op of that pool at a time, also
-    # for runs launched from the asset graph (which carry no job tag).
-    from .media_catalog.assets import POOL
+    proc: subprocess.Popen[bytes] | None = None
+    starting = True
+    stop_requested = False
 
-    subprocess.run([dagster, "instance", "concurrency", "set", POOL, "1"], env=env, cwd=repo,
-                   check=False, capture_output=True, timeout=120)
-    cmd = [dagster, "dev", "-w",
-           str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=repo, start_new_session=True)
-    stopping = False
+    def _on_stop_signal(_sig: int, _frame: object) -> None:
+        nonlocal stop_requested
+        if stop_requested:
+            return  # the shutdown under way is bounded: a second Ctrl-C must not cut it short
+        stop_requested = True
+        if starting:
+            raise KeyboardInterrupt  # unwinds stack.up(), which stops what it started
+        # Later only the flag: an exception could land between Popen and `proc = ...`, or in
+        # the cleanup below, and lose dagster's PID or the stack.down().
 
-    def _stop(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            proc.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops Dagster and the stack)")
+    # Installed first: signal.signal replaces an inherited SIG_IGN (`cmd &` in a script starts
+    # us with SIGINT and SIGTERM ignored), and a caught signal is reset to its default action
+    # on exec, so the stack's servers do not inherit "ignored" either.
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    rc = 0
     try:
-        rc = proc.wait()
-    finally:
-        from .stack.process import stop_pid
+        stack.up()
+        env = {**os.environ, **stack.env()}
+        repo = Path(__file__).resolve().parents[1]
+        dagster = str(Path(sys.executable).parent / "dagster")
+        # The media catalog's assets share one SQLite writer: one op of that pool at a time,
+        # also for runs launched from the asset graph (which carry no job tag).
+        from .media_catalog.assets import POOL
 
-        stop_pid(proc.pid, grace=15)
-        # The code server and in-flight run workers live in dagster dev's process group and
-        # may ignore SIGTERM for a while: end the whole group before the servers they use.
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            _wait_group_gone(proc.pid, wait_s)
-        stack.down()
-    return rc if not stopping else 0
+        subprocess.run([dagster, "instance", "concurrency", "set", POOL, "1"], env=env, cwd=repo,
+                       check=False, capture_output=True, timeout=120)
+        starting = False
+        if not stop_requested:
+            cmd = [dagster, "dev", "-w",
+                   str(repo / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+            proc = subprocess.Popen(cmd, env=env, cwd=repo, start_new_session=True,
+                                    preexec_fn=_default_stop_signals)
+            print(f"Dagster UI: http://{args.host}:{args.port}  "
+                  "(Ctrl-C stops Dagster and the stack)")
+            while proc.poll() is None and not stop_requested:
+                time.sleep(0.2)
+            rc = 0 if stop_requested else proc.returncode
+    finally:
+        try:
+            starting = False  # inside the try: even a signal raised right here runs stack.down()
+            if proc is not None:
+                _stop_dagster(proc)
+        finally:
+            stack.down()
+    return rc
+
+
+def _default_stop_signals() -> None:
+    """In `dagster dev`'s child, before exec. An ignored signal stays ignored across exec, and
+    `dagster dev` maps SIGTERM to whatever SIGINT does: an inherited SIG_IGN makes it deaf to
+    both. Our handlers already make exec reset them; this says so without relying on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to `dagster dev` and its children, SIGKILL after 15 s; then the rest of its
+    process group (start_new_session: pgid == its PID), SIGTERM then SIGKILL: code servers
+    and run workers can outlive it, and they use the stack's servers, which go down next."""
+    from .stack.process import stop_pid
+
+    stop_pid(proc.pid, grace=15)
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        _wait_group_gone(proc.pid, wait_s)
 
 
 def _dagster(args: argparse.Namespace) -> int:
@@ -108,8 +143,6 @@ def _dagster(args: argparse.Namespace) -> int:
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

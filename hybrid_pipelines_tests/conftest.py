@@ -179,7 +179,7 @@ def juicefs_mount(stack_dir: Path, pg_server: PostgresServer,
     _start(mount)  # warns and falls back to a plain directory where FUSE is unusable
     if not mount.mounted:
         _stand_ins.append(f"JuiceFS hot tier is a plain directory at {mount.mount_path}: "
-                          "/dev/fuse is not usable here (needs fuse3 and /dev/fuse)")
+                          f"{mount.fallback_reason}")
         if require_all_backends():
             _stop(mount)
             pytest.fail(f"{_stand_ins[-1]} ({STRICT_WHY})", pytrace=False)

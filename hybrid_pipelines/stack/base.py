@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,6 +64,9 @@ class LocalServer:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> LocalServer:
-        fields = dict(rec)
-        fields["root"] = Path(fields["root"])
-        return cls(**fields)
+        """Fields another version of the project recorded but this one lacks are dropped, so
+        `stack down` still stops what a newer or older `stack up` started."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in rec.items() if k in known}
+        values["root"] = Path(values["root"])
+        return cls(**values)

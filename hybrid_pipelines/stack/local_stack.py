@@ -155,7 +155,8 @@ class LocalStack:
             raise
         jfs = self.servers["juicefs"]
         if isinstance(jfs, JuiceFSMount) and not jfs.mounted:
-            self.warnings.append("JuiceFS: /dev/fuse not usable; hot tier is a plain directory.")
+            self.warnings.append(f"JuiceFS: {jfs.fallback_reason}; the hot tier is a plain "
+                                 f"directory at {jfs.mount_path}.")
         nas_dir = self.nas_dir()
         created = seed_share(nas_dir)
         if created:

@@ -83,25 +83,43 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def stop_pid(pid: int | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Stop a server and every process it forked (they share its session)."""
-    if not pid_alive(pid):
-        return
-    assert pid is not None
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
+def _session_members(sid: int) -> list[psutil.Process]:
+    """Processes still in the session a server started (spawn() makes it a session leader).
+    Linux does not hand out a PID that is still some session's id, so these are the server's
+    own, even orphans whose parent died first."""
+    members = []
+    for proc in psutil.process_iter():
         try:
-            p.send_signal(sig)
+            if os.getsid(proc.pid) == sid:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def stop_pid(pid: int | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop a server and every process it forked: its descendants, and whatever is left of its
+    session when the server itself died first (orphaned workers)."""
+    if not pid:
+        return
+    procs = {p.pid: p for p in _session_members(pid)}
+    if pid_alive(pid):
+        try:
+            root = psutil.Process(pid)
+            procs |= {p.pid: p for p in [root, *root.children(recursive=True)]}
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    if not procs:
+        return
+    for p in procs.values():
+        try:
+            p.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
     for p in alive:
         try:
             p.kill()
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     psutil.wait_procs(alive, timeout=5)

@@ -49,12 +49,11 @@ def missing_backend() -> str | None:
 @pytest.fixture(scope="module")
 def state_dir() -> Iterator[Path]:
     """One data folder for both tests: the second start reuses it, as an operator's restart
-    does (and skips initdb). Outside pytest's temp root, which is 0700: PostgreSQL runs as an
-    unprivileged user that has to traverse the folder's parents."""
+    does (and skips initdb). A short path outside pytest's temp root (sockets live there); mode
+    0700, like a user's home."""
     if why := missing_backend():
         pytest.skip(f"`hybrid-pipelines dev` needs the local stack: {why}")
     root = Path(tempfile.mkdtemp(prefix="hp-dev-shutdown-"))
-    root.chmod(0o755)
     yield root / "state"
     stack_down(root / "state")  # no-op after a clean stop
     if not mounts_under(root):  # never delete through a mount that is still there

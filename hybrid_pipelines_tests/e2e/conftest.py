@@ -3,8 +3,7 @@
 The tests take the instance over as an operator would before a demo: every schedule and
 sensor is stopped and the runs they already queued or started are canceled, so the
 project's own automation does not compete with (or race) what the tests launch. The media
-catalog backfill is launched here, right after the code location loads, because it spends
-most of its time waiting for daemon iterations; test_ui checks that it completed."""
+catalog backfill is launched from the browser, as an operator does (test_ui_browser)."""
 
 from __future__ import annotations
 
@@ -15,26 +14,21 @@ import pytest
 
 from hybrid_pipelines.stack.process import free_port
 
-from .dev_instance import (
-    DevInstance,
-    ensure_partition,
-    launch_asset_backfill,
-    settle_runs,
-    stop_automation,
-)
-from .project import media_chain, nas_folders
+from .dev_instance import DevInstance, settle_runs, stop_automation
+from .project import media_chain
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 class E2E:
-    """What the e2e tests share: the instance, and the backfill launched at start."""
+    """What the e2e tests share: the instance, and what one test launched for a later one
+    to check (the UI's run and backfill, the NAS sensor's start)."""
 
     def __init__(self, dev: DevInstance) -> None:
         self.dev = dev
         self.chain = media_chain()
         self.backfill_id: str | None = None
-        self.backfill_partition: str | None = None
+        self.backfill_partitions: list[str] = []
         self.nas_sensor_started_at: float | None = None
         self.ui_run_id: str | None = None
 
@@ -47,14 +41,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         dev.start()
         stop_automation(dev)
         settle_runs(dev)
-        shared = E2E(dev)
-        chain = shared.chain
-        if chain.present:
-            key = nas_folders(dev.state_dir)[0].name
-            ensure_partition(dev, chain.partitions_def_name, key)
-            shared.backfill_partition = key
-            shared.backfill_id = launch_asset_backfill(dev, chain.asset_paths, key)
-        yield shared
+        yield E2E(dev)
     finally:
         checked = dev.stopped_leftovers is not None  # test_ui_browser's last test asserted it
         leftovers = dev.stop()

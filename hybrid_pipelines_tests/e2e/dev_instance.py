@@ -287,17 +287,3 @@ def ensure_partition(dev: DevInstance, partitions_def: str, key: str) -> None:
     kind = res["addDynamicPartition"]["__typename"]
     if kind not in {"AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"}:
         raise GraphQLError(f"adding partition {key} to {partitions_def}: {res}")
-
-
-def launch_asset_backfill(dev: DevInstance, asset_paths: list[tuple[str, ...]],
-                          key: str) -> str:
-    """What the UI's "Materialize" over a partition selection does; returns the backfill id."""
-    res = dev.graphql("""mutation($p: LaunchBackfillParams!) {
-      launchPartitionBackfill(backfillParams: $p) { __typename
-        ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-                      {"p": {"partitionNames": [key], "fromFailure": False,
-                             "assetSelection": [{"path": list(k)} for k in asset_paths]}})
-    out = res["launchPartitionBackfill"]
-    if out["__typename"] != "LaunchBackfillSuccess":
-        raise GraphQLError(f"backfill of {key} was not launched: {out}")
-    return out["backfillId"]

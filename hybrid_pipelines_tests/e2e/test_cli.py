@@ -1,6 +1,7 @@
 """The operator's command line against the stack that `hybrid-pipelines dev` runs: Dagster's
-own CLI on the Postgres instance (materialize, execute, schedules, sensors) and the project's
-`hybrid-pipelines` commands (help, one-line errors)."""
+own CLI on the Postgres instance (materialize, execute, schedules, sensors; the on-demand
+AI-tier jobs with a run config file naming items seeded in the stack's stores) and the
+project's `hybrid-pipelines` commands (help, one-line errors)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hybrid_pipelines.cli import build_parser
 
-from . import project
+from . import ai_tier_jobs, project
 from .dev_instance import REPO, ensure_partition, schedule_status, sensor_state
 
 pytestmark = pytest.mark.slow
@@ -53,19 +55,20 @@ def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ())
     return out
 
 
-def runnable_jobs() -> list:
-    """Every job, with a skip reason where a CLI run needs more than the seeded stack."""
-    params = []
-    for job in project.job_defs():
-        reason = None
-        if job.partitions_def is not None:
-            reason = (f"{job.name} is partitioned: the partition backfill and the "
-                      "partitioned `asset materialize` cover it")
-        elif project.job_needs_config(job):
-            reason = f"{job.name} needs run config (a request naming real items)"
-        params.append(pytest.param(job.name, id=job.name,
-                                   marks=[pytest.mark.skip(reason=reason)] if reason else []))
-    return params
+def runnable_jobs() -> list[str]:
+    """Every unpartitioned job. Partitioned jobs (media_catalog_job) run through the partition
+    backfill of the browser test and the partitioned `asset materialize` below, not here: a
+    skip would fail CI. A job that needs run config runs with a scenario of ai_tier_jobs
+    (seeded items, a config file naming them); one without a scenario fails its test."""
+    return [job.name for job in project.job_defs() if job.partitions_def is None]
+
+
+def write_run_config(path: Path, run_config: dict[str, Any], in_process: bool) -> Path:
+    """A run config file as the operator writes one for `dagster job execute -c`."""
+    if in_process:
+        run_config = {**run_config, "execution": {"config": {"in_process": {}}}}
+    path.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    return path
 
 
 # --- the project's own commands -----------------------------------------------------------
@@ -166,31 +169,47 @@ def finished_run_id(res: subprocess.CompletedProcess, what: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_runs(e2e, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Any]]:
+def stores(e2e) -> ai_tier_jobs.Stores:
+    return ai_tier_jobs.Stores.of(e2e.dev.env())
+
+
+@pytest.fixture(scope="module")
+def config_scenarios(stores) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The on-demand jobs' items, seeded in the stack's stores before any CLI run starts."""
+    return ai_tier_jobs.seed_all(stores)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(e2e, config_scenarios, tmp_path_factory: pytest.TempPathFactory
+             ) -> dict[str, tuple[str, Any]]:
     """Every `dagster asset materialize` / `dagster job execute` / `dagster schedule|sensor`
     call of this module, three at a time against the stack's instance (each is its own
     process, as the operator runs it). Jobs on the default executor get `in_process` run
-    config: one process per run instead of one per step, which keeps this module fast."""
-    in_process = tmp_path_factory.mktemp("cli") / "in_process.yaml"
-    in_process.write_text("execution:\n  config:\n    in_process: {}\n")
+    config: one process per run instead of one per step, which keeps this module fast.
+    The jobs that need run config get a file of their own: their scenario's plus that."""
+    configs = tmp_path_factory.mktemp("cli")
+    in_process = write_run_config(configs / "in_process.yaml", {}, in_process=True)
     env = e2e.dev.env()
     commands: dict[str, list[str]] = {
         "asset:backend_health": ["asset", "materialize", "--select", "backend_health", *MODULE],
     }
     if e2e.chain.present:
-        folders = [d.name for d in project.nas_folders(e2e.dev.state_dir)]
-        # Another folder than the backfill's, so the two never touch the same partition.
-        key = next((f for f in folders if f != e2e.backfill_partition), folders[0])
+        # The cheapest folder. The browser tests' backfill comes after this module's runs.
+        key = project.nas_folders(e2e.dev.state_dir)[0].name
         ensure_partition(e2e.dev, e2e.chain.partitions_def_name, key)
         commands[f"partition:{key}"] = ["asset", "materialize", "--select", project.CHAIN[0],
                                         "--partition", key, *MODULE]
-    for param in runnable_jobs():
-        if not param.marks:
-            name = param.values[0]
-            job = next(j for j in project.job_defs() if j.name == name)
-            config = ["-c", str(in_process)] \
-                if job.executor_def.name == "multi_or_in_process_executor" else []
-            commands[f"job:{name}"] = ["job", "execute", "-j", name, *MODULE, *config]
+    for name in runnable_jobs():
+        job = next(j for j in project.job_defs() if j.name == name)
+        default_executor = job.executor_def.name == "multi_or_in_process_executor"
+        if name in config_scenarios:
+            config = ["-c", str(write_run_config(
+                configs / f"{name}.yaml", config_scenarios[name][1], default_executor))]
+        elif project.job_needs_config(job):
+            continue  # test_job_execute fails it: no scenario says what to run it on
+        else:
+            config = ["-c", str(in_process)] if default_executor else []
+        commands[f"job:{name}"] = ["job", "execute", "-j", name, *MODULE, *config]
     with ThreadPoolExecutor(3) as pool:
         # The schedule/sensor switching is sequential but independent of the runs: it goes
         # first so that it overlaps with them.
@@ -220,9 +239,16 @@ def test_asset_materialize_one_partition(e2e, cli_runs) -> None:
 
 
 @pytest.mark.parametrize("job_name", runnable_jobs())
-def test_job_execute(e2e, cli_runs, job_name: str) -> None:
+def test_job_execute(e2e, cli_runs, config_scenarios, stores, job_name: str) -> None:
+    """`dagster job execute` of every job; the on-demand AI-tier jobs with a run config file
+    naming seeded items, and their effect checked in the stores themselves."""
+    if f"job:{job_name}" not in cli_runs:
+        pytest.fail(f"{job_name} needs run config and ai_tier_jobs.py has no scenario for it "
+                    "(items to seed and the run config naming them)")
     what, res = cli_runs[f"job:{job_name}"]
     assert run_status(e2e, finished_run_id(res, what)) == "SUCCESS"
+    if job_name in config_scenarios:
+        config_scenarios[job_name][0].verify(stores)
 
 
 def automation_targets(e2e) -> list[tuple[str, str]]:

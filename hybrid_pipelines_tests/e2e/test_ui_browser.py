@@ -1,12 +1,14 @@
 """The Dagster UI of `hybrid-pipelines dev` in a real headless Chromium: lineage,
 materialising from the UI, the Automation page and the NAS sensor's ticks, a media catalog
-backfill, and Ctrl-C leaving no process behind. Screenshots go to test-artifacts/."""
+backfill launched and followed from the UI, and Ctrl-C leaving no process behind.
+Screenshots go to test-artifacts/ (the backfill's also when a step fails)."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from .dev_instance import (
     REPOSITORY,
     RUN_QUERY,
     TERMINAL_RUN,
+    ensure_partition,
     sensor_state,
     wait_for_run,
 )
@@ -29,6 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 VIEWPORT = {"width": 1600, "height": 1000}
+BACKFILL_TIMEOUT_S = 240
 
 NODES_JS = """() => Array.from(document.querySelectorAll('foreignObject'))
   .filter(f => !f.classList.contains('group') && f.firstElementChild)
@@ -70,6 +74,19 @@ def page(browser, e2e) -> Iterator[Any]:
         context.close()
 
 
+@contextmanager
+def screenshot_on_failure(page: Any, path: Path) -> Iterator[None]:
+    """The page as it was when a step failed, for the test's report."""
+    try:
+        yield
+    except BaseException:
+        try:
+            page.screenshot(path=str(path))
+        except Exception:  # noqa: BLE001 - the original failure matters, not this one
+            pass
+        raise
+
+
 def label_matches(name: str, label: str) -> bool:
     """The graph shows a name whole, or shortened with an ellipsis when zoomed out."""
     if "…" not in label:
@@ -90,8 +107,45 @@ def edge_between(src: dict, dst: dict, edges: list[list[float]]) -> bool:
                for sx, sy, ex, ey in edges)
 
 
+def test_launch_the_media_catalog_backfill_from_the_catalog(page, e2e, artifacts) -> None:
+    """As an operator does: tick the media catalog's assets in the catalog, "Materialize
+    selected", pick the NAS folders in the launch dialog, "Launch backfill". Launched first:
+    it spends most of its time waiting for daemon iterations, while the next tests run;
+    test_media_catalog_backfill_completes follows it to the end."""
+    if not e2e.chain.present:
+        pytest.skip(e2e.chain.skip_reason)
+    # One partition per top-level NAS folder, as the NAS sensor (stopped here) registers
+    # them. Two: for a single partition the dialog launches one run, not a backfill.
+    keys = sorted(d.name for d in project.nas_folders(e2e.dev.state_dir)[:2])
+    assert len(keys) == 2, f"the stack's NAS share needs two top-level folders, has {keys}"
+    for key in keys:
+        ensure_partition(e2e.dev, e2e.chain.partitions_def_name, key)
+    with screenshot_on_failure(page, artifacts / "backfill-launch-failed.png"):
+        page.goto(f"{e2e.dev.url}/assets")
+        for name in project.CHAIN:
+            box = page.get_by_test_id(f"checkbox-{name}")
+            page.locator("label").filter(has=box).click()  # the input itself is hidden
+            assert box.is_checked(), f"{name} is not ticked in the catalog"
+        page.get_by_role("button", name=re.compile(r"Materialize selected")).click()
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        dialog.get_by_text(f"materialize {len(project.CHAIN)} assets").wait_for()
+        dialog.get_by_text(re.compile(r"^Select a partition")).click()
+        for key in keys:
+            page.get_by_placeholder("Filter partitions").fill(key)
+            page.get_by_role("menuitem").filter(has=page.get_by_text(key, exact=True)).click()
+        dialog.get_by_text(re.compile(r"^Launch runs to materialize")).click()  # close the list
+        page.get_by_placeholder("Filter partitions").wait_for(state="hidden")
+        dialog.get_by_text(f"{len(keys)} partitions", exact=True).wait_for()
+        page.screenshot(path=str(artifacts / "backfill-launch-dialog.png"))
+        dialog.get_by_role("button", name="Launch backfill", exact=True).click()
+        toast = page.get_by_text(re.compile(r"Created backfill [a-z0-9]+")).first
+        toast.wait_for()
+    e2e.backfill_id = re.search(r"Created backfill ([a-z0-9]+)", toast.inner_text()).group(1)
+    e2e.backfill_partitions = keys
+
+
 def test_launch_a_materialization_from_the_ui(page, e2e) -> None:
-    """Launched first; the run proceeds while the next tests look at the lineage."""
+    """Launched early; the run proceeds while the next tests look at the lineage."""
     asset = "backend_health"
     if asset not in project.asset_names():
         pytest.skip(f"{asset} is not in the definitions")
@@ -201,30 +255,72 @@ def test_the_ui_run_finishes_and_the_asset_shows_materialized(page, e2e, artifac
     assert "Never materialized" not in row and "Materialized" in row, row
 
 
+BACKFILL_DONE = re.compile(r"\b(Success|Succeeded|Failed|Failure|Canceled|Canceling|"
+                           r"Completed)\b")
+# Any status, in an element's text content (where words of adjacent cells run together).
+BACKFILL_ANY = re.compile(r"Requested|Queued|Started|In progress|Success|Succeeded|Failed|"
+                          r"Failure|Canceled|Canceling|Completed")
+
+
+def link_named(page: Any, text: str) -> Any:
+    """A link showing exactly `text` (its accessible name also holds its icon's label, and
+    shortened names hold the text twice)."""
+    return page.get_by_role("link").filter(has=page.get_by_text(text, exact=True))
+
+
 def test_media_catalog_backfill_completes(page, e2e, artifacts) -> None:
+    """Followed as an operator does: the Runs page's Backfills tab lists it and shows it
+    reach Success within a bound; its own page says Succeeded for every asset of the chain
+    in each partition picked. The instance's own record of it must agree."""
     if not e2e.chain.present:
         pytest.skip(e2e.chain.skip_reason)
+    from playwright.sync_api import expect  # importable: the browser fixture checked it
+
+    backfill_id, keys = e2e.backfill_id, e2e.backfill_partitions
+    if backfill_id is None:
+        pytest.skip("no backfill was launched from the UI (see the first test)")
+    with screenshot_on_failure(page, artifacts / "backfill-failed.png"):
+        page.goto(f"{e2e.dev.url}/runs")
+        page.get_by_role("tab", name="Backfills").click()
+        link = link_named(page, backfill_id)
+        link.wait_for()
+        # The smallest block holding the backfill's id and a status: its row of the list.
+        row = page.locator("div").filter(has=link).filter(has_text=BACKFILL_ANY).last
+        # The list refreshes itself; each check reads it again.
+        deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+        text = row.inner_text()
+        while not BACKFILL_DONE.search(text.replace(backfill_id, "")):
+            assert time.monotonic() < deadline, \
+                f"backfill {backfill_id} not done after {BACKFILL_TIMEOUT_S}s: {text!r}"
+            page.wait_for_timeout(2000)
+            text = row.inner_text()
+        assert "Success" in text, f"backfill {backfill_id} ended as: {text!r}"
+
+        link.click()
+        page.wait_for_url(re.compile(f"/runs/b/{backfill_id}"))
+        status = page.get_by_text("Status", exact=True).first.locator(
+            "xpath=following-sibling::*[1]")
+        expect(status).to_have_text("Succeeded")
+        for key in keys:  # the partition selection lists the folders picked
+            page.get_by_text(key, exact=True).first.wait_for()
+        for name in project.CHAIN:
+            asset_row = page.locator("div").filter(has=link_named(page, name)).filter(
+                has_text="% completed").last
+            expect(asset_row).to_contain_text("100% completed")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(artifacts / "backfill.png"))
+
     query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
       ... on PartitionBackfill { status error { message }
         assetBackfillData { assetBackfillStatuses { ... on AssetPartitionsStatusCounts {
           assetKey { path } numPartitionsTargeted numPartitionsMaterialized
           numPartitionsFailed } } } } } }"""
-    deadline = time.monotonic() + 240
-    while True:
-        backfill = e2e.dev.graphql(query, {"id": e2e.backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] not in {"REQUESTED", "CANCELING"} or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    backfill = e2e.dev.graphql(query, {"id": backfill_id})["partitionBackfillOrError"]
     counts = backfill["assetBackfillData"]["assetBackfillStatuses"]
     assert backfill["status"] == "COMPLETED_SUCCESS", (backfill["status"], backfill["error"],
                                                        counts)
     done = {"/".join(c["assetKey"]["path"]): c["numPartitionsMaterialized"] for c in counts}
-    assert all(done.get(name) == 1 for name in project.CHAIN), done
-    page.goto(f"{e2e.dev.url}/runs/b/{e2e.backfill_id}")
-    page.get_by_text(e2e.backfill_partition or "", exact=True).first.wait_for()
-    page.get_by_text("Succeeded", exact=True).first.wait_for()
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(artifacts / "backfill.png"))
+    assert all(done.get(name) == len(keys) for name in project.CHAIN), done
 
 
 def test_start_the_nas_sensor_from_the_ui(page, e2e) -> None:

@@ -10,7 +10,7 @@ FIRESTORE_PACKAGE := google-cloud-cli-firestore-emulator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: dev test reliability bench bench-quick reliability lint setup system-packages venv clean
+.PHONY: dev test reliability bench bench-quick reliability lint check-defs setup system-packages venv clean
 
 dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C stops all)
 	$(BIN)/hybrid-pipelines dev
@@ -26,6 +26,9 @@ bench: setup  ## every benchmark, one table (writes bench/results.json)
 
 bench-quick: setup
 	$(BIN)/python bench/run_all.py --quick
+
+check-defs: setup  ## dg's own check that every definition under hybrid_pipelines/defs loads
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 lint: setup
 	$(BIN)/ruff check hybrid_pipelines hybrid_pipelines_tests bench

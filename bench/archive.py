@@ -34,8 +34,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hybrid_pipelines.ai_tiers import contexts  # noqa: E402
-from hybrid_pipelines.stack.postgres import PostgresServer  # noqa: E402
-from hybrid_pipelines.stack.process import free_port  # noqa: E402
+from hybrid_pipelines.dev.stack.postgres import PostgresServer  # noqa: E402
+from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
 
 BATCH = 10_000
 NOW = datetime(2025, 3, 31, 3, 0, tzinfo=UTC)

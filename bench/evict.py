@@ -24,17 +24,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybrid_pipelines.core.eviction_policy import Policy  # noqa: E402
+from hybrid_pipelines.dev.stack.postgres import PostgresServer  # noqa: E402
+from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port  # noqa: E402
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer  # noqa: E402
 from hybrid_pipelines.hybrid_cache.eviction import (  # noqa: E402
     delete_objects,
     evict,
     select_candidates,
 )
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import Policy  # noqa: E402
 from hybrid_pipelines.hybrid_cache.runtime import prepare  # noqa: E402
 from hybrid_pipelines.resources import PostgresResource  # noqa: E402
-from hybrid_pipelines.stack.postgres import PostgresServer  # noqa: E402
-from hybrid_pipelines.stack.process import LOOPBACK, free_port  # noqa: E402
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer  # noqa: E402
 
 BUCKET = "media-cache"
 

@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _claims import claim  # bench/ is on sys.path when a script runs
 
+from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator, emulator_unavailable  # noqa: E402
+from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
 from hybrid_pipelines.media_catalog.catalog_build import build_catalog  # noqa: E402
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore  # noqa: E402
 from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync  # noqa: E402
@@ -37,8 +39,6 @@ from hybrid_pipelines.media_catalog.scan import Scanner  # noqa: E402
 from hybrid_pipelines.media_catalog.settings import CatalogSettings  # noqa: E402
 from hybrid_pipelines.resources import FirestoreResource, NASResource  # noqa: E402
 from hybrid_pipelines.resources.sqlite_catalog import open_catalog  # noqa: E402
-from hybrid_pipelines.stack.firestore import FirestoreEmulator, emulator_unavailable  # noqa: E402
-from hybrid_pipelines.stack.process import free_port  # noqa: E402
 
 FOLDER = "Bench Catalog"
 

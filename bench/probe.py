@@ -27,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hybrid_pipelines.core import media_fixtures as mf  # noqa: E402
-from hybrid_pipelines.core.mp4_boxes import BoxError, walk_boxes  # noqa: E402
-from hybrid_pipelines.core.probe import (  # noqa: E402
+from hybrid_pipelines.dev import media_fixtures as mf  # noqa: E402
+from hybrid_pipelines.media_catalog.probe import (  # noqa: E402
     ProbeResult,
     parse_ffprobe_json,
     probe,
     validate_ffprobe,
 )
-from hybrid_pipelines.core.range_reader import LocalFileReader  # noqa: E402
+from hybrid_pipelines.media_catalog.range_reader import LocalFileReader  # noqa: E402
+from hybrid_pipelines.media_catalog.rules.mp4_boxes import BoxError, walk_boxes  # noqa: E402
 
 MiB = 1024 * 1024
 FFPROBE = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _claims import claim  # bench/ is on sys.path when a script runs
 
-from hybrid_pipelines.core import media_fixtures as mf  # noqa: E402
-from hybrid_pipelines.core.mp4_boxes import BoxError, walk_boxes  # noqa: E402
-from hybrid_pipelines.core.probe import probe  # noqa: E402
-from hybrid_pipelines.core.range_reader import LocalFileReader  # noqa: E402
+from hybrid_pipelines.dev import media_fixtures as mf  # noqa: E402
+from hybrid_pipelines.media_catalog.probe import probe  # noqa: E402
+from hybrid_pipelines.media_catalog.range_reader import LocalFileReader  # noqa: E402
+from hybrid_pipelines.media_catalog.rules.mp4_boxes import BoxError, walk_boxes  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _claims import claim  # bench/ is on sys.path when a script runs
 
+from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
+from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available  # noqa: E402
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore  # noqa: E402
 from hybrid_pipelines.media_catalog.nas_access import NASAccess  # noqa: E402
 from hybrid_pipelines.media_catalog.scan import Scanner  # noqa: E402
@@ -37,8 +39,6 @@ from hybrid_pipelines.media_catalog.settings import CatalogSettings  # noqa: E40
 from hybrid_pipelines.resources import NASResource  # noqa: E402
 from hybrid_pipelines.resources.nas_fs import walk_files  # noqa: E402
 from hybrid_pipelines.resources.sqlite_catalog import open_catalog  # noqa: E402
-from hybrid_pipelines.stack.process import free_port  # noqa: E402
-from hybrid_pipelines.stack.samba import SambaServer, samba_available  # noqa: E402
 
 FOLDER = "Archive"
 

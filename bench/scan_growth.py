@@ -25,9 +25,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from _claims import claim  # noqa: E402 - bench/ is on sys.path when a script runs
 
+from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
+from hybrid_pipelines.dev.stack.samba import SambaServer  # noqa: E402
 from hybrid_pipelines.resources import NASResource  # noqa: E402
-from hybrid_pipelines.stack.process import free_port  # noqa: E402
-from hybrid_pipelines.stack.samba import SambaServer  # noqa: E402
 
 
 def _scan_bench():

@@ -23,6 +23,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hybrid_pipelines.dev.stack.base import LocalServer  # noqa: E402
+from hybrid_pipelines.dev.stack.postgres import PostgresServer  # noqa: E402
+from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port  # noqa: E402
+from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available  # noqa: E402
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer  # noqa: E402
 from hybrid_pipelines.hybrid_cache.runtime import prepare  # noqa: E402
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync  # noqa: E402
 from hybrid_pipelines.hybrid_cache.uploads import (  # noqa: E402
@@ -37,11 +42,6 @@ from hybrid_pipelines.resources import (  # noqa: E402
     PostgresResource,
     SeaweedFSResource,
 )
-from hybrid_pipelines.stack.base import LocalServer  # noqa: E402
-from hybrid_pipelines.stack.postgres import PostgresServer  # noqa: E402
-from hybrid_pipelines.stack.process import LOOPBACK, free_port  # noqa: E402
-from hybrid_pipelines.stack.samba import SambaServer, samba_available  # noqa: E402
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer  # noqa: E402
 
 
 def start_servers(root: Path) -> dict[str, LocalServer]:

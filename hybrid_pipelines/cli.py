@@ -14,7 +14,7 @@ DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from .stack.local_stack import LocalStack
+    from hybrid_pipelines.dev.stack.local_stack import LocalStack
 
     stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
     if args.action == "up":
@@ -38,7 +38,7 @@ def _stack(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     """Stack up, then `dagster dev`; on Ctrl-C or SIGTERM stop dagster and the stack by PID.
     Every wait on the way out is bounded, and the stack goes down whatever happens."""
-    from .stack.local_stack import LocalStack
+    from hybrid_pipelines.dev.stack.local_stack import LocalStack
 
     stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
     proc: subprocess.Popen[bytes] | None = None
@@ -66,12 +66,6 @@ def _dev(args: argparse.Namespace) -> int:
         env = {**os.environ, **stack.env()}
         repo = Path(__file__).resolve().parents[1]
         dagster = str(Path(sys.executable).parent / "dagster")
-        # The media catalog's assets share one SQLite writer: one op of that pool at a time,
-        # also for runs launched from the asset graph (which carry no job tag).
-        from .media_catalog.assets import POOL
-
-        subprocess.run([dagster, "instance", "concurrency", "set", POOL, "1"], env=env, cwd=repo,
-                       check=False, capture_output=True, timeout=120)
         starting = False
         if not stop_requested:
             cmd = [dagster, "dev", "-w",
@@ -105,7 +99,7 @@ def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to `dagster dev` and its children, SIGKILL after 15 s; then the rest of its
     process group (start_new_session: pgid == its PID), SIGTERM then SIGKILL: code servers
     and run workers can outlive it, and they use the stack's servers, which go down next."""
-    from .stack.process import stop_pid
+    from hybrid_pipelines.dev.stack.process import stop_pid
 
     stop_pid(proc.pid, grace=15)
     for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):

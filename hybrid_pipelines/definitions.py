@@ -1,14 +1,14 @@
-"""The project's one Definitions object: every domain's definitions plus the resources."""
+"""The project's one Definitions object: the `defs/` folder (every domain's Dagster wiring,
+found by Dagster's loader) plus the resources and the executor."""
+
+from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
-from . import health
-from .ai_tiers import definitions as ai_tiers
-from .hybrid_cache import definitions as hybrid_cache
-from .media_catalog import definitions as media_catalog
-from .resources import build_resources
+from hybrid_pipelines.resources.build import build_resources
 
 
 def _executor() -> dg.ExecutorDefinition | None:
@@ -25,10 +25,25 @@ def _executor() -> dg.ExecutorDefinition | None:
     return None
 
 
+def _defs_folder() -> dg.Definitions:
+    """`[tool.dg]` in pyproject.toml names the defs folder. An installed wheel has no
+    pyproject.toml beside it: then load the same package directly."""
+    here = Path(__file__).resolve().parent
+    if (here.parent / "pyproject.toml").exists():
+        return dg.load_from_defs_folder(path_within_project=here)
+    from dagster.components import load_defs
+
+    import hybrid_pipelines.defs
+
+    return load_defs(hybrid_pipelines.defs, project_root=here.parent)
+
+
+def domain_definitions(domain: str) -> dg.Definitions:
+    """One domain's wiring (`defs/<domain>/`) without resources: tests bind their own."""
+    return dg.load_definitions_from_package_name(f"hybrid_pipelines.defs.{domain}")
+
+
 defs = dg.Definitions.merge(
-    media_catalog.defs,
-    hybrid_cache.defs,
-    ai_tiers.defs,
-    health.defs,
+    _defs_folder(),
     dg.Definitions(resources=build_resources(), executor=_executor()),
 )

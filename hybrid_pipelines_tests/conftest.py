@@ -18,6 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_pipelines.dev.stack.base import LocalServer
+from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator, emulator_unavailable
+from hybrid_pipelines.dev.stack.juicefs import JuiceFSMount
+from hybrid_pipelines.dev.stack.postgres import PostgresServer
+from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port
+from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.resources import (
     EFSResource,
     FFprobeResource,
@@ -29,13 +36,6 @@ from hybrid_pipelines.resources import (
     SeaweedFSResource,
     SQLiteCatalogResource,
 )
-from hybrid_pipelines.stack.base import LocalServer
-from hybrid_pipelines.stack.firestore import FirestoreEmulator, emulator_unavailable
-from hybrid_pipelines.stack.juicefs import JuiceFSMount
-from hybrid_pipelines.stack.postgres import PostgresServer
-from hybrid_pipelines.stack.process import LOOPBACK, free_port
-from hybrid_pipelines.stack.samba import SambaServer, samba_available
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
 
 _started: list[LocalServer] = []
 

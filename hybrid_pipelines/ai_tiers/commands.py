@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..core.env import env_port
-from ..resources import PostgresResource
+from hybrid_pipelines.resources import PostgresResource
+from hybrid_pipelines.shared.env import env_port
 
 SCHEMA = "ai_tiers"
 
@@ -60,7 +60,7 @@ def _delete_outputs(args: argparse.Namespace) -> int:
 
 
 def _status(_args: argparse.Namespace) -> int:
-    from . import contexts, models, outputs
+    from hybrid_pipelines.ai_tiers import contexts, models, outputs
 
     pg = _postgres()
     pg.require_healthy()

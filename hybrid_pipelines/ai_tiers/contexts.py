@@ -27,9 +27,15 @@ from typing import Any
 
 import psycopg
 
-from ..core import tier_copy
-from ..core.tier_policy import day_bounds, export_key
-from .db import NS_CONTEXT_EXPIRY, NS_CONVERSATION, advisory_lock, try_advisory_lock, unlock
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.db import (
+    NS_CONTEXT_EXPIRY,
+    NS_CONVERSATION,
+    advisory_lock,
+    try_advisory_lock,
+    unlock,
+)
+from hybrid_pipelines.ai_tiers.rules.tier_policy import day_bounds, export_key
 
 _COLUMNS = "id, user_id, conversation_id, messages, created_at, updated_at"
 

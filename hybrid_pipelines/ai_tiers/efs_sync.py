@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 
-from ..core import tier_copy
-from ..core.nas_paths import UnsafePathError, safe_relpath
-from .db import NS_EFS_OBJECT, advisory_lock
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.db import NS_EFS_OBJECT, advisory_lock
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 
 @dataclass

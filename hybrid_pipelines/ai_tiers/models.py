@@ -26,11 +26,18 @@ from typing import Any
 
 import psycopg
 
-from ..core import tier_copy
-from ..core.nas_paths import UnsafePathError, safe_relpath
-from ..core.nas_paths import join as join_rel
-from ..core.tier_policy import COLD, HOT, Demotion, ModelState, select_demotions, still_eligible
-from .db import NS_MODEL, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.db import NS_MODEL, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers.rules.tier_policy import (
+    COLD,
+    HOT,
+    Demotion,
+    ModelState,
+    select_demotions,
+    still_eligible,
+)
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+from hybrid_pipelines.shared.nas_paths import join as join_rel
 
 
 class ModelTierError(RuntimeError):

@@ -15,10 +15,15 @@ from typing import Any
 
 import psycopg
 
-from ..core import tier_copy
-from ..core.nas_paths import join as join_rel
-from ..core.tier_policy import OutputState, cutoff, output_action, parse_output_path
-from .db import NS_OUTPUT, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.db import NS_OUTPUT, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers.rules.tier_policy import (
+    OutputState,
+    cutoff,
+    output_action,
+    parse_output_path,
+)
+from hybrid_pipelines.shared.nas_paths import join as join_rel
 
 
 class OutputTierError(RuntimeError):

@@ -26,11 +26,11 @@ from uuid import UUID
 
 import psycopg
 
-from ..core.cache_diff import merge_by_key
-from ..core.hashing_copy import sha256_of_stream
-from ..core.nas_paths import safe_relpath
-from ..resources.nas_fs import NASEntry, NASFileSystem
-from .sync import describe, is_partial
+from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
+from hybrid_pipelines.hybrid_cache.rules.cache_diff import merge_by_key
+from hybrid_pipelines.hybrid_cache.sync import describe, is_partial
+from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
+from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 log = logging.getLogger(__name__)
 

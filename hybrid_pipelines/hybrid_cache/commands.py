@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..core.env import env_port
-from ..resources import NASResource, PostgresResource, SeaweedFSResource
+from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
+from hybrid_pipelines.shared.env import env_port
 
 
 def stack_env_path() -> Path:
@@ -57,8 +57,8 @@ def resources_from_env(env: Mapping[str, str]) -> tuple[PostgresResource, Seawee
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .runtime import prepare
-    from .uploads import MIB, simulate_uploads
+    from hybrid_pipelines.hybrid_cache.runtime import prepare
+    from hybrid_pipelines.hybrid_cache.uploads import MIB, simulate_uploads
 
     if args.count < 0:
         raise RuntimeError(f"N must be 0 or more, got {args.count}")

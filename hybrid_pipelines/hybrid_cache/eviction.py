@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from ..core.eviction_policy import (
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
     ORDER_BY,
     Candidate,
     Policy,

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ..core.circuit_breaker import (
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import (
     BreakerPolicy,
     BreakerState,
     decide,
     on_failure,
     on_success,
 )
-from ..resources.errors import Health
+from hybrid_pipelines.resources.errors import Health
 
 Clock = Callable[[], float]
 SEAWEEDFS, NAS = "seaweedfs", "nas"

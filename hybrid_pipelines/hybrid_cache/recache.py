@@ -17,9 +17,9 @@ from uuid import UUID
 import psycopg
 from boto3.s3.transfer import TransferConfig
 
-from ..core.hashing_copy import CHUNK_SIZE, HashingReader
-from ..resources.nas_fs import NASFileSystem
-from .sync import BackendDown, Probe, describe
+from hybrid_pipelines.hybrid_cache.hashing_copy import CHUNK_SIZE, HashingReader
+from hybrid_pipelines.hybrid_cache.sync import BackendDown, Probe, describe
+from hybrid_pipelines.resources.nas_fs import NASFileSystem
 
 log = logging.getLogger(__name__)
 

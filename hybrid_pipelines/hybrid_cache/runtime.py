@@ -9,13 +9,13 @@ from typing import Any
 import psycopg
 import requests
 
-from ..core.circuit_breaker import BreakerPolicy
-from ..resources import NASResource, PostgresResource, SeaweedFSResource
-from ..resources.errors import BackendError, Health, probe_health
-from ..resources.object_store import explain_s3_error
-from ..resources.postgres import ENV_VARS as PG_ENV_VARS
-from ..resources.postgres import explain_pg_error
-from .health_gate import NAS, SEAWEEDFS, GateResult, gate
+from hybrid_pipelines.hybrid_cache.health_gate import NAS, SEAWEEDFS, GateResult, gate
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy
+from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
+from hybrid_pipelines.resources.errors import BackendError, Health, probe_health
+from hybrid_pipelines.resources.object_store import explain_s3_error
+from hybrid_pipelines.resources.postgres import ENV_VARS as PG_ENV_VARS
+from hybrid_pipelines.resources.postgres import explain_pg_error
 
 SCHEMA = "hybrid_cache"
 _CLIENTS: dict[tuple[Any, ...], Any] = {}

@@ -18,11 +18,15 @@ from uuid import UUID
 
 import psycopg
 
-from ..core.hashing_copy import CHUNK_SIZE, copy_with_sha256, sha256_of_stream
-from ..core.nas_paths import UnsafePathError, safe_relpath
-from ..resources.errors import Health
-from ..resources.nas_fs import NASFileSystem
-from . import metadata_store as store
+from hybrid_pipelines.hybrid_cache import metadata_store as store
+from hybrid_pipelines.hybrid_cache.hashing_copy import (
+    CHUNK_SIZE,
+    copy_with_sha256,
+    sha256_of_stream,
+)
+from hybrid_pipelines.resources.errors import Health
+from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 log = logging.getLogger(__name__)
 

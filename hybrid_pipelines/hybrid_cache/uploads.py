@@ -17,10 +17,15 @@ from uuid import UUID
 import psycopg
 from boto3.s3.transfer import TransferConfig
 
-from ..core.hashing_copy import CHUNK_SIZE, HashingReader, Readable, copy_with_sha256
-from ..core.nas_paths import safe_relpath
-from ..resources.nas_fs import NASFileSystem
-from .sync import temp_name
+from hybrid_pipelines.hybrid_cache.hashing_copy import (
+    CHUNK_SIZE,
+    HashingReader,
+    Readable,
+    copy_with_sha256,
+)
+from hybrid_pipelines.hybrid_cache.sync import temp_name
+from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 _TRANSFER = TransferConfig(multipart_threshold=8 * CHUNK_SIZE,
                            multipart_chunksize=8 * CHUNK_SIZE, use_threads=False)

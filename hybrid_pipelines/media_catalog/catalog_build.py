@@ -16,9 +16,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core.catalog_paths import catalog_id, folder_for, place
-from .catalog_store import CatalogStore
-from .settings import CatalogSettings
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.rules.catalog_paths import catalog_id, folder_for, place
+from hybrid_pipelines.media_catalog.settings import CatalogSettings
 
 Log = Callable[[str], None]
 CHUNK = 100

@@ -16,8 +16,15 @@ from dataclasses import dataclass
 from importlib import resources as pkg_resources
 from typing import Any
 
-from ..core.catalog_paths import file_id
-from ..core.scan_diff import DELETED, PENDING, STABLE, DirState, FileDecision, Known
+from hybrid_pipelines.media_catalog.rules.catalog_paths import file_id
+from hybrid_pipelines.media_catalog.rules.scan_diff import (
+    DELETED,
+    PENDING,
+    STABLE,
+    DirState,
+    FileDecision,
+    Known,
+)
 
 PROBE_FIELDS = ("format", "duration", "bit_rate", "video_codec", "width", "height", "fps",
                 "audio_codec", "channels", "sample_rate")

@@ -61,7 +61,7 @@ def _failure(path: str, error: str) -> dict[str, Any]:
 
 
 def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
-    from ..core.probe import probe_path
+    from hybrid_pipelines.media_catalog.probe import probe_path
 
     root = Path(arg)
     if root.is_dir():
@@ -85,10 +85,10 @@ def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]
 
 
 def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
-    from ..core.probe import probe
-    from ..resources import NASResource
-    from ..resources.nas import explain_nas_error
-    from ..resources.nas_fs import walk_files
+    from hybrid_pipelines.media_catalog.probe import probe
+    from hybrid_pipelines.resources import NASResource
+    from hybrid_pipelines.resources.nas import explain_nas_error
+    from hybrid_pipelines.resources.nas_fs import walk_files
 
     target = parse_smb_url(arg)
     nas = NASResource(protocol="smb", host=target.host, port=target.port, share=target.share,
@@ -112,7 +112,7 @@ def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
             with nas.open_reader(rel) as reader:
                 res = probe(reader, ffprobe_path=ffprobe, timeout_s=timeout_s).to_json_dict()
         except Exception as exc:  # noqa: BLE001 - one line per file, whatever went wrong
-            from ..core.probe import FfprobeNotFoundError
+            from hybrid_pipelines.media_catalog.probe import FfprobeNotFoundError
 
             if isinstance(exc, FfprobeNotFoundError):
                 raise
@@ -123,7 +123,7 @@ def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
 
 
 def probe_command(args: argparse.Namespace) -> int:
-    from ..core.probe import FfprobeNotFoundError
+    from hybrid_pipelines.media_catalog.probe import FfprobeNotFoundError
 
     failed = 0
     for arg in args.paths:
@@ -149,9 +149,12 @@ def partitions_command(args: argparse.Namespace) -> int:
     ($DAGSTER_HOME), so a folder can be materialised from the CLI before the sensor ran."""
     import dagster as dg
 
-    from ..core.catalog_paths import is_ignored_dir_name, partition_key_for
-    from ..resources import build_resources
-    from .settings import PARTITIONS_NAME, CatalogSettings
+    from hybrid_pipelines.media_catalog.rules.catalog_paths import (
+        is_ignored_dir_name,
+        partition_key_for,
+    )
+    from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
+    from hybrid_pipelines.resources.build import build_resources
 
     instance = dg.DagsterInstance.get()
     names = list(args.folders)
@@ -161,7 +164,7 @@ def partitions_command(args: argparse.Namespace) -> int:
         try:
             entries = nas.fs().list_dir(settings.nas_root)
         except Exception as exc:  # noqa: BLE001 - explained to the operator
-            from ..resources.nas import explain_nas_error as explain
+            from hybrid_pipelines.resources.nas import explain_nas_error as explain
 
             print(f"error: NAS at {nas.address}: {explain(exc)}", file=sys.stderr)
             return 1

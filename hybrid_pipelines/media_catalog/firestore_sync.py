@@ -31,10 +31,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core.catalog_paths import catalog_id, folder_for
-from ..resources import BackendError, FirestoreResource
-from ..resources.firestore import ENV_VARS, explain_firestore_error
-from .catalog_store import PROBE_FIELDS, CatalogStore, ChangeRow, json_list
+from hybrid_pipelines.media_catalog.catalog_store import (
+    PROBE_FIELDS,
+    CatalogStore,
+    ChangeRow,
+    json_list,
+)
+from hybrid_pipelines.media_catalog.rules.catalog_paths import catalog_id, folder_for
+from hybrid_pipelines.resources import BackendError, FirestoreResource
+from hybrid_pipelines.resources.firestore import ENV_VARS, explain_firestore_error
 
 Log = Callable[[str], None]
 META = "_sync_metadata"

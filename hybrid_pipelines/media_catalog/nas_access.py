@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..core.scan_diff import Entry
-from ..resources import BackendError, NASResource
-from ..resources.nas import ENV_VARS, _connection_cache, explain_nas_error
-from ..resources.nas_fs import SMBNAS
-from .smb_listing import LeanSMBLister
+from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
+from hybrid_pipelines.media_catalog.smb_listing import LeanSMBLister
+from hybrid_pipelines.resources import BackendError, NASResource
+from hybrid_pipelines.resources.nas import ENV_VARS, _connection_cache, explain_nas_error
+from hybrid_pipelines.resources.nas_fs import SMBNAS
 
 T = TypeVar("T")
 DEFAULT_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0)

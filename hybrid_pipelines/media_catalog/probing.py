@@ -14,11 +14,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.nas_paths import UnsafePathError
-from ..core.probe import probe
-from ..core.scan_diff import Progress
-from .catalog_store import CatalogStore
-from .nas_access import NASAccess, is_missing
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.nas_access import NASAccess, is_missing
+from hybrid_pipelines.media_catalog.probe import probe
+from hybrid_pipelines.media_catalog.rules.scan_diff import Progress
+from hybrid_pipelines.shared.nas_paths import UnsafePathError
 
 Log = Callable[[str], None]
 

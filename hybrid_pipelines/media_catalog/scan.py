@@ -16,8 +16,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ..core.catalog_paths import is_ignored, is_ignored_dir_name
-from ..core.scan_diff import (
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, Checkpoint, parent_of
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.rules.catalog_paths import is_ignored, is_ignored_dir_name
+from hybrid_pipelines.media_catalog.rules.scan_diff import (
     CHANGED,
     CONFIRMED,
     DELETED,
@@ -37,9 +39,7 @@ from ..core.scan_diff import (
     pair_renames,
     subtree_done,
 )
-from .catalog_store import CatalogStore, Checkpoint, parent_of
-from .nas_access import NASAccess
-from .settings import CatalogSettings
+from hybrid_pipelines.media_catalog.settings import CatalogSettings
 
 Log = Callable[[str], None]
 

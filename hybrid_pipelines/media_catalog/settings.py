@@ -16,15 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.catalog_paths import CatalogRules
-from ..core.nas_paths import safe_relpath
-from ..core.scan_diff import StabilityRule
-from .nas_access import DEFAULT_RETRY_DELAYS_S
+from hybrid_pipelines.media_catalog.nas_access import DEFAULT_RETRY_DELAYS_S
+from hybrid_pipelines.media_catalog.rules.catalog_paths import CatalogRules
+from hybrid_pipelines.media_catalog.rules.scan_diff import StabilityRule
+from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 ENV_VARS = ("HP_CATALOG_NAS_ROOT", "HP_CATALOG_RULES", "HP_CATALOG_MIN_STABLE_S",
             "HP_CATALOG_QUIET_S", "HP_CATALOG_RETRY_DELAYS", "HP_CATALOG_PROBE_WORKERS",
             "HP_CATALOG_FIRESTORE_BATCH")
-CATALOG_TAG = "hybrid_pipelines/catalog"
 PARTITIONS_NAME = "media_catalog_folders"
 FIRESTORE_MAX_BATCH = 500
 

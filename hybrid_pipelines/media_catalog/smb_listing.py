@@ -15,8 +15,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from ..core.nas_paths import safe_relpath
-from ..core.scan_diff import Entry
+from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
+from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 FILETIME_EPOCH = 116444736000000000
 _DIR_INFO = struct.Struct("<IIqqqqqqII")  # FILE_DIRECTORY_INFORMATION, 64 bytes + name

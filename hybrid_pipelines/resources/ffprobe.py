@@ -7,7 +7,7 @@ import subprocess
 
 import dagster as dg
 
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_FFPROBE_PATH", "HP_FFPROBE_TIMEOUT")
 

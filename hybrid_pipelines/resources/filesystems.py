@@ -10,9 +10,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.binaries import find_binary
-from ..core.nas_paths import UnsafePathError, safe_relpath
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
+from hybrid_pipelines.shared.binaries import find_binary
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 JUICEFS_ENV = ("HP_JUICEFS_MOUNT_PATH", "HP_JUICEFS_META_URL", "HP_JUICEFS_REQUIRE_MOUNT")
 EFS_ENV = ("HP_EFS_MOUNT_PATH",)

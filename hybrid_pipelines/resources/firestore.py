@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_FIRESTORE_PROJECT", "FIRESTORE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from .errors import Health, probe_health, require
-from .nas_fs import SMBNAS, CountingReader, LocalNAS, NASFileSystem
+from hybrid_pipelines.resources.errors import Health, probe_health, require
+from hybrid_pipelines.resources.nas_fs import SMBNAS, CountingReader, LocalNAS, NASFileSystem
 
 ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
             "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT")

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ..core.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
 
 class NotRegularFileError(UnsafePathError):

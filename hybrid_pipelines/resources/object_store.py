@@ -9,7 +9,7 @@ import requests
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 OBJECT_STORE_ENV = ("HP_OBJECT_STORE_ENDPOINT", "HP_OBJECT_STORE_ACCESS_KEY",
                     "HP_OBJECT_STORE_SECRET_KEY", "HP_OBJECT_STORE_BUCKET")

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from pydantic import PrivateAttr
 
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_PG_HOST", "HP_PG_PORT", "HP_PG_USER", "HP_PG_PASSWORD", "HP_PG_DATABASE")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .errors import Health, probe_health, require
+from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_SQLITE_CATALOG_PATH",)
 

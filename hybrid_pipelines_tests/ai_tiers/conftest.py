@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from hybrid_pipelines.ai_tiers.assets import SCHEMA
+from hybrid_pipelines.defs.ai_tiers.assets import SCHEMA
 from hybrid_pipelines.resources import (
     JuiceFSResource,
     ObjectStoreResource,

@@ -11,17 +11,16 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.ai_tiers import contexts
-from hybrid_pipelines.ai_tiers.assets import (
+from hybrid_pipelines.ai_tiers import contexts, tier_copy
+from hybrid_pipelines.ai_tiers.contexts import ARCHIVE_BATCH_SQL, archive_contexts
+from hybrid_pipelines.ai_tiers.rules.tier_policy import cutoff
+from hybrid_pipelines.defs.ai_tiers.assets import (
     user_context_exports,
     user_contexts,
     user_contexts_archive,
 )
-from hybrid_pipelines.ai_tiers.contexts import ARCHIVE_BATCH_SQL, archive_contexts
-from hybrid_pipelines.ai_tiers.jobs import context_reactivation_job
-from hybrid_pipelines.ai_tiers.sensors import context_reactivation_requests_sensor
-from hybrid_pipelines.core import tier_copy
-from hybrid_pipelines.core.tier_policy import cutoff
+from hybrid_pipelines.defs.ai_tiers.jobs import context_reactivation_job
+from hybrid_pipelines.defs.ai_tiers.sensors import context_reactivation_requests_sensor
 from hybrid_pipelines.resources import PostgresResource
 
 from .conftest import NOW, Space, days_ago, seed_contexts

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.ai_tiers import schedules
 from hybrid_pipelines.definitions import defs  # with resources, as deployed
+from hybrid_pipelines.defs.ai_tiers import schedules
 
 POOL = {"hybrid_pipelines/pool": "ai_tiers"}
 

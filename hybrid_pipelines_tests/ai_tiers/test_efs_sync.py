@@ -12,10 +12,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.ai_tiers import efs_sync
-from hybrid_pipelines.ai_tiers.assets import efs_models
-from hybrid_pipelines.ai_tiers.checks import efs_files_match_manifest
-from hybrid_pipelines.core import tier_copy
+from hybrid_pipelines.ai_tiers import efs_sync, tier_copy
+from hybrid_pipelines.defs.ai_tiers.assets import efs_models
+from hybrid_pipelines.defs.ai_tiers.checks import efs_files_match_manifest
 from hybrid_pipelines.resources import EFSResource, ObjectStoreResource, PostgresResource
 
 from .conftest import NOW

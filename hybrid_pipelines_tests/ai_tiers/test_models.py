@@ -13,12 +13,11 @@ import psycopg
 import pytest
 from boto3.exceptions import S3UploadFailedError
 
-from hybrid_pipelines.ai_tiers import models
-from hybrid_pipelines.ai_tiers.assets import model_locations
-from hybrid_pipelines.ai_tiers.jobs import model_promotion_job
+from hybrid_pipelines.ai_tiers import models, tier_copy
 from hybrid_pipelines.ai_tiers.models import ModelLayout, promote_model
-from hybrid_pipelines.ai_tiers.sensors import model_promotion_requests_sensor
-from hybrid_pipelines.core import tier_copy
+from hybrid_pipelines.defs.ai_tiers.assets import model_locations
+from hybrid_pipelines.defs.ai_tiers.jobs import model_promotion_job
+from hybrid_pipelines.defs.ai_tiers.sensors import model_promotion_requests_sensor
 from hybrid_pipelines.resources import JuiceFSResource, PostgresResource
 
 from .conftest import NOW, Space, days_ago, model_row, seed_model

@@ -11,13 +11,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.ai_tiers import outputs
-from hybrid_pipelines.ai_tiers.assets import generated_outputs
-from hybrid_pipelines.ai_tiers.checks import output_paths_follow_layout
-from hybrid_pipelines.ai_tiers.jobs import output_deletion_job
-from hybrid_pipelines.ai_tiers.sensors import output_deletion_requests_sensor
-from hybrid_pipelines.core import tier_copy
-from hybrid_pipelines.core.tier_policy import output_path
+from hybrid_pipelines.ai_tiers import outputs, tier_copy
+from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
+from hybrid_pipelines.defs.ai_tiers.assets import generated_outputs
+from hybrid_pipelines.defs.ai_tiers.checks import output_paths_follow_layout
+from hybrid_pipelines.defs.ai_tiers.jobs import output_deletion_job
+from hybrid_pipelines.defs.ai_tiers.sensors import output_deletion_requests_sensor
 from hybrid_pipelines.resources import PostgresResource
 
 from .conftest import NOW, Space, days_ago

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from hybrid_pipelines.core import tier_copy
-from hybrid_pipelines.core.tier_copy import ColdCopyMissing, VerificationFailed
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.tier_copy import ColdCopyMissing, VerificationFailed
 
 from .conftest import Space
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from hybrid_pipelines.core.tier_policy import (
+from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     ModelState,
     OutputState,
     export_key,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_pipelines.core import media_fixtures as mf
+from hybrid_pipelines.dev import media_fixtures as mf
 
 
 def _require(tool: str) -> str:

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from hybrid_pipelines.core.mp4_boxes import (
+from hybrid_pipelines.media_catalog.range_reader import BytesReader, CountingReader
+from hybrid_pipelines.media_catalog.rules.mp4_boxes import (
     Box,
     BoxError,
     BoxTooLargeError,
@@ -16,7 +17,6 @@ from hybrid_pipelines.core.mp4_boxes import (
     parse_moov,
     walk_boxes,
 )
-from hybrid_pipelines.core.range_reader import BytesReader, CountingReader
 
 
 def box(kind: bytes, payload: bytes = b"") -> bytes:

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from hybrid_pipelines.core import media_fixtures as mf
-from hybrid_pipelines.core.mp4_boxes import walk_boxes
-from hybrid_pipelines.core.probe import (
+from hybrid_pipelines.dev import media_fixtures as mf
+from hybrid_pipelines.media_catalog.probe import (
     Expected,
     FfprobeNotFoundError,
     ProbeResult,
@@ -27,12 +26,13 @@ from hybrid_pipelines.core.probe import (
     ts_pids_with_pts,
     validate_ffprobe,
 )
-from hybrid_pipelines.core.range_reader import (
+from hybrid_pipelines.media_catalog.range_reader import (
     BytesReader,
     LocalFileReader,
     ShortReadError,
     SparseFileCache,
 )
+from hybrid_pipelines.media_catalog.rules.mp4_boxes import walk_boxes
 
 # --------------------------------------------------------------------------- pure units
 

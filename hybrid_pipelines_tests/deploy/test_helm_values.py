@@ -117,8 +117,10 @@ def test_kubernetes_run_launcher_and_external_postgres_from_a_secret() -> None:
     assert values["generatePostgresqlPasswordSecret"] is False
     secret = k8s_objects("Secret")[values["global"]["postgresqlSecretName"]]
     assert "postgresql-password" in secret["stringData"], "the chart reads postgresql-password"
+    from hybrid_pipelines.dev.stack.instance_config import POSTGRES_STORAGE
+
     assert values["postgresql"]["postgresqlScheme"] == \
-        project_instance()["storage"]["postgres"]["postgres_db"]["scheme"]
+        POSTGRES_STORAGE["postgres"]["postgres_db"]["scheme"]
     assert values["dagster-user-deployments"]["enabled"] is True
 
 
@@ -187,6 +189,10 @@ def test_run_queue_and_daemon_match_dagster_yaml() -> None:
     assert daemon["runCoordinator"]["type"] == project["run_coordinator"]["class"]
     for key, value in ours.items():
         assert queued.get(camel(key)) == value, f"queuedRunCoordinator.{camel(key)} != {key}"
+    runs, pools = project["concurrency"]["runs"], project["concurrency"]["pools"]
+    chart = helm_values()["concurrency"]
+    assert chart["runs"] == {camel(k): v for k, v in runs.items()}
+    assert chart["pools"] == {camel(k): v for k, v in pools.items()}
     retries = project["run_retries"]
     assert daemon["runRetries"] == {camel(k): v for k, v in retries.items()}
     for section in ("sensors", "schedules"):
@@ -219,7 +225,7 @@ def test_job_k8s_config_tags_are_valid_and_cover_every_pool() -> None:
     from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
 
     families = yaml.safe_load((HELM / "job-k8s-config.yaml").read_text())
-    limits = project_instance()["run_coordinator"]["config"]["tag_concurrency_limits"]
+    limits = project_instance()["concurrency"]["runs"]["tag_concurrency_limits"]
     pools = {lim["value"] for lim in limits if lim["key"] == "hybrid_pipelines/pool"}
     assert pools | {"default", "catalog"} == set(families), \
         "one entry per hybrid_pipelines/pool value of dagster.yaml, plus catalog and default"

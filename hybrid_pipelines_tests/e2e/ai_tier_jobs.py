@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from hybrid_pipelines.ai_tiers.assets import SCHEMA
-from hybrid_pipelines.core import tier_copy
-from hybrid_pipelines.core.tier_policy import output_path
+from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
+from hybrid_pipelines.defs.ai_tiers.assets import SCHEMA
 from hybrid_pipelines.resources import JuiceFSResource, ObjectStoreResource, PostgresResource
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_pipelines.stack.process import free_port
+from hybrid_pipelines.dev.stack.process import free_port
 
 from .dev_instance import DevInstance, settle_runs, stop_automation
 from .project import media_chain

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from hybrid_pipelines.stack.process import free_port, port_open
+from hybrid_pipelines.dev.stack.process import free_port, port_open
 
 from .dev_instance import BIN, REPO, alive
 
@@ -34,9 +34,9 @@ STOP_TIMEOUT = 60.0
 def missing_backend() -> str | None:
     """Why the local stack cannot start on this machine, or None."""
     try:
-        from hybrid_pipelines.stack.juicefs import juicefs_binary
-        from hybrid_pipelines.stack.postgres import unprivileged_prefix
-        from hybrid_pipelines.stack.seaweedfs import weed_binary
+        from hybrid_pipelines.dev.stack.juicefs import juicefs_binary
+        from hybrid_pipelines.dev.stack.postgres import unprivileged_prefix
+        from hybrid_pipelines.dev.stack.seaweedfs import weed_binary
 
         weed_binary()
         juicefs_binary()

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from hybrid_pipelines.stack.process import free_port
+from hybrid_pipelines.dev.stack.process import free_port
 from hybrid_pipelines_tests.conftest import require_all_backends
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ def test_dagster_cli_in_project_folder_without_stack_env_uses_a_throwaway_instan
 def test_stack_instance_is_the_project_policies_plus_postgres(tmp_path: Path) -> None:
     import yaml
 
-    from hybrid_pipelines.stack.instance_config import PROJECT_YAML, write_instance_yaml
+    from hybrid_pipelines.dev.stack.instance_config import PROJECT_YAML, write_instance_yaml
 
     (tmp_path / "dagster.yaml").symlink_to(PROJECT_YAML)  # what earlier versions left
     config = yaml.safe_load(write_instance_yaml(tmp_path).read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port
 from hybrid_pipelines.resources import (
     BackendError,
     EFSResource,
@@ -15,7 +16,6 @@ from hybrid_pipelines.resources import (
     PostgresResource,
     SQLiteCatalogResource,
 )
-from hybrid_pipelines.stack.process import LOOPBACK, free_port
 
 from ..conftest import nas_resource_for, postgres_resource_for, seaweedfs_resource_for
 
@@ -183,7 +183,7 @@ def test_mount_gone_is_clear(tmp_path) -> None:
 
 
 def test_mounted_path_refuses_escape(efs_resource: EFSResource) -> None:
-    from hybrid_pipelines.core.nas_paths import UnsafePathError
+    from hybrid_pipelines.shared.nas_paths import UnsafePathError
 
     with pytest.raises(UnsafePathError):
         efs_resource.path("../../etc/passwd")

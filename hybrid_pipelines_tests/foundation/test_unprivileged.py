@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hybrid_pipelines.stack import privilege, samba
-from hybrid_pipelines.stack.juicefs import FuseFacts, fuse_problem
-from hybrid_pipelines.stack.privilege import Privilege, decide
-from hybrid_pipelines.stack.process import pid_alive
-from hybrid_pipelines.stack.samba import SambaServer, samba_available, share_owner
+from hybrid_pipelines.dev.stack import privilege, samba
+from hybrid_pipelines.dev.stack.juicefs import FuseFacts, fuse_problem
+from hybrid_pipelines.dev.stack.privilege import Privilege, decide
+from hybrid_pipelines.dev.stack.process import pid_alive
+from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available, share_owner
 
 from ..conftest import nas_resource_for
 

@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.hybrid_cache.runtime import prepare
 from hybrid_pipelines.hybrid_cache.uploads import UploadedFile, upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
-from hybrid_pipelines.stack.samba import SambaServer
 from hybrid_pipelines_tests.conftest import seaweedfs_resource_for
 
 
@@ -127,9 +127,9 @@ def hc_definitions(postgres: PostgresResource, seaweedfs: SeaweedFSResource,
     """The domain's real Definitions, bound to the given resources."""
     import dagster as dg
 
-    from hybrid_pipelines.hybrid_cache.definitions import defs
+    from hybrid_pipelines.definitions import domain_definitions
 
-    return dg.Definitions.merge(defs, dg.Definitions(
+    return dg.Definitions.merge(domain_definitions("hybrid_cache"), dg.Definitions(
         resources={"postgres": postgres, "seaweedfs": seaweedfs, "nas": nas}))
 
 

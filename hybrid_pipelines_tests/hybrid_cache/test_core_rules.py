@@ -11,9 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hybrid_pipelines.core.cache_alarms import CacheStats, evaluate
-from hybrid_pipelines.core.cache_diff import UnsortedInputError, merge_by_key
-from hybrid_pipelines.core.circuit_breaker import (
+from hybrid_pipelines.hybrid_cache.hashing_copy import (
+    HashingReader,
+    copy_with_sha256,
+    sha256_of_stream,
+)
+from hybrid_pipelines.hybrid_cache.rules.alarms import CacheStats, evaluate
+from hybrid_pipelines.hybrid_cache.rules.cache_diff import UnsortedInputError, merge_by_key
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -23,7 +28,7 @@ from hybrid_pipelines.core.circuit_breaker import (
     on_failure,
     on_success,
 )
-from hybrid_pipelines.core.eviction_policy import (
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
     Candidate,
     Policy,
     bytes_to_free,
@@ -31,12 +36,7 @@ from hybrid_pipelines.core.eviction_policy import (
     parse_policy,
     take_until,
 )
-from hybrid_pipelines.core.hashing_copy import (
-    HashingReader,
-    copy_with_sha256,
-    sha256_of_stream,
-)
-from hybrid_pipelines.hybrid_cache.rules import recache_decision, usage_decision
+from hybrid_pipelines.hybrid_cache.rules.sensor_decisions import recache_decision, usage_decision
 
 
 class ChunkSpy(io.BytesIO):

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from hybrid_pipelines.hybrid_cache.definitions import defs as hc_defs
+from hybrid_pipelines.definitions import domain_definitions
+from hybrid_pipelines.defs.hybrid_cache.schedules import pending_sync_schedule
+from hybrid_pipelines.defs.hybrid_cache.sensors import cache_health_sensor, cache_usage_sensor
 from hybrid_pipelines.hybrid_cache.metadata_store import record_access
-from hybrid_pipelines.hybrid_cache.schedules import pending_sync_schedule
-from hybrid_pipelines.hybrid_cache.sensors import cache_health_sensor, cache_usage_sensor
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_nas
 
 from .conftest import Uploader, hc_definitions, materializations, row, run_job
@@ -99,7 +99,7 @@ def test_jobs_carry_the_pool_tags_the_instance_limits(defs) -> None:
              for name in ("pending_sync", "recache", "cache_eviction", "cache_reconcile")}
     assert pools == {"pending_sync": "nas_sync", "recache": "nas_sync",
                      "cache_eviction": "eviction", "cache_reconcile": "eviction"}
-    schedules = {s.name: s.cron_schedule for s in hc_defs.schedules}
+    schedules = {s.name: s.cron_schedule for s in domain_definitions("hybrid_cache").schedules}
     assert schedules["pending_sync_schedule"] == "* * * * *"
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from hybrid_pipelines.core.eviction_policy import Policy
 from hybrid_pipelines.hybrid_cache import eviction as ev
 from hybrid_pipelines.hybrid_cache.audit import AuditSettings, run_audit, run_reconcile
 from hybrid_pipelines.hybrid_cache.eviction import EvictionSettings, measure_usage, run_eviction
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import Policy
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync
 
 from .conftest import Uploader, nas_bytes, row, sha

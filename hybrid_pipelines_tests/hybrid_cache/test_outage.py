@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.hybrid_cache.health_gate import load_state
 from hybrid_pipelines.hybrid_cache.runtime import probes, seaweed_health
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import PatternStream, upload_to_cache, upload_to_nas
 from hybrid_pipelines.resources import NASResource, SeaweedFSResource
-from hybrid_pipelines.stack.process import wait_until
 from hybrid_pipelines_tests.conftest import nas_resource_for
 
 from .conftest import (

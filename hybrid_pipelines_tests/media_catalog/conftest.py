@@ -13,8 +13,14 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.core import media_fixtures as mf
-from hybrid_pipelines.core.catalog_paths import partition_key_for
+from hybrid_pipelines.defs.media_catalog.assets import (
+    catalog_db_asset,
+    firestore_catalog,
+    media_probes,
+    nas_media_files,
+)
+from hybrid_pipelines.dev import media_fixtures as mf
+from hybrid_pipelines.media_catalog.rules.catalog_paths import partition_key_for
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME
 from hybrid_pipelines.resources import (
     FFprobeResource,
@@ -22,6 +28,9 @@ from hybrid_pipelines.resources import (
     NASResource,
     SQLiteCatalogResource,
 )
+
+# The catalog chain in dependency order, for dg.materialize in tests.
+CHAIN = [nas_media_files, media_probes, catalog_db_asset, firestore_catalog]
 
 HOUR_AGO = 3600.0
 
@@ -96,7 +105,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def tick(instance: dg.DagsterInstance, cursor: str | None,
          resources: dict[str, Any]) -> tuple[list[dg.RunRequest], str | None]:
     """One evaluation of the NAS sensor, applying its partition requests like the daemon."""
-    from hybrid_pipelines.media_catalog.sensors import media_catalog_nas_sensor
+    from hybrid_pipelines.defs.media_catalog.sensors import media_catalog_nas_sensor
 
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                       resources={"nas": resources["nas"],

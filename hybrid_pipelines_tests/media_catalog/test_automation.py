@@ -11,13 +11,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.core.catalog_paths import file_id, partition_key_for
 from hybrid_pipelines.definitions import defs
-from hybrid_pipelines.media_catalog.assets import CHAIN, FULL_RECONCILE_CONFIG
-from hybrid_pipelines.media_catalog.schedules import media_catalog_nightly_reconcile
-from hybrid_pipelines.media_catalog.settings import CATALOG_TAG, PARTITIONS_NAME
+from hybrid_pipelines.defs.media_catalog.assets import FULL_RECONCILE_CONFIG
+from hybrid_pipelines.defs.media_catalog.schedules import media_catalog_nightly_reconcile
+from hybrid_pipelines.defs.pools import CATALOG_TAG
+from hybrid_pipelines.dev.stack.samba import SambaServer
+from hybrid_pipelines.media_catalog.rules.catalog_paths import file_id, partition_key_for
+from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME
 from hybrid_pipelines.resources import FirestoreResource, NASResource, SQLiteCatalogResource
-from hybrid_pipelines.stack.samba import SambaServer
+from hybrid_pipelines_tests.media_catalog.conftest import CHAIN
 
 from .conftest import chain_resources, metadata_of, put, tick, unique
 

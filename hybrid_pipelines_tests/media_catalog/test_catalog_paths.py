@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_pipelines.core.catalog_paths import (
+from hybrid_pipelines.media_catalog.rules.catalog_paths import (
     CatalogRules,
     CatalogRulesError,
     file_id,

@@ -12,11 +12,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.core.catalog_paths import content_id, file_id, player_id, series_id
-from hybrid_pipelines.media_catalog.assets import CHAIN
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.firestore_sync import META, meta_doc_id
+from hybrid_pipelines.media_catalog.rules.catalog_paths import (
+    content_id,
+    file_id,
+    player_id,
+    series_id,
+)
 from hybrid_pipelines.resources import FirestoreResource, NASResource, SQLiteCatalogResource
-from hybrid_pipelines.stack.samba import SambaServer
+from hybrid_pipelines_tests.media_catalog.conftest import CHAIN
 
 from .conftest import chain_resources, instance_with, metadata_of, put, unique
 

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 
 from hybrid_pipelines.cli import main
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.commands import RESULT_KEYS, UsageError, parse_smb_url
-from hybrid_pipelines.stack.samba import SambaServer
 
 from .conftest import put, unique
 

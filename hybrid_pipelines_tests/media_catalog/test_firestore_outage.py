@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.catalog_build import build_catalog
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
 from hybrid_pipelines.media_catalog.firestore_sync import META, FirestoreSync, meta_doc_id
@@ -24,8 +26,6 @@ from hybrid_pipelines.resources import (
     SQLiteCatalogResource,
 )
 from hybrid_pipelines.resources.sqlite_catalog import open_catalog
-from hybrid_pipelines.stack.firestore import FirestoreEmulator
-from hybrid_pipelines.stack.samba import SambaServer
 from hybrid_pipelines_tests.conftest import ServerFactory
 
 from .conftest import put, unique

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from hybrid_pipelines.media_catalog.assets import catalog_db_asset, media_probes, nas_media_files
+from hybrid_pipelines.defs.media_catalog.assets import (
+    catalog_db_asset,
+    media_probes,
+    nas_media_files,
+)
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
 
 from .conftest import chain_resources, instance_with, metadata_of, put

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.scan import Scanner, ScanReport
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
-from hybrid_pipelines.stack.samba import SambaServer
 
 from .conftest import put, unique
 

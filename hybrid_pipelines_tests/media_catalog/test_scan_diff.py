@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hybrid_pipelines.core.scan_diff import (
+from hybrid_pipelines.media_catalog.rules.scan_diff import (
     CHANGED,
     CONFIRMED,
     GROWING,

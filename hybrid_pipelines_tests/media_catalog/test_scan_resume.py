@@ -9,13 +9,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.media_catalog.assets import nas_media_files
+from hybrid_pipelines.defs.media_catalog.assets import nas_media_files
+from hybrid_pipelines.dev.stack.process import free_port
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, Checkpoint
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.resources import BackendError, NASResource, SQLiteCatalogResource
-from hybrid_pipelines.stack.process import free_port
 from hybrid_pipelines_tests.conftest import ServerFactory, nas_resource_for
 
 from .conftest import instance_with, metadata_of, put

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.smb_listing import (
     FILETIME_EPOCH,
@@ -13,7 +14,6 @@ from hybrid_pipelines.media_catalog.smb_listing import (
     parse_directory_information,
 )
 from hybrid_pipelines.resources import NASResource
-from hybrid_pipelines.stack.samba import SambaServer
 
 from .conftest import put, unique
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+from hybrid_pipelines.dev.stack.postgres import PostgresServer
 from hybrid_pipelines.resources import PostgresResource
-from hybrid_pipelines.stack.postgres import PostgresServer
 from hybrid_pipelines_tests.conftest import ServerFactory, postgres_resource_for
 
 GATE_KEY = 7_274_007

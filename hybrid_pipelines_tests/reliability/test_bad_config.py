@@ -16,14 +16,21 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.ai_tiers.assets import (
+from hybrid_pipelines.defs.ai_tiers.assets import (
     SCHEMA,
     model_locations,
     user_context_exports,
     user_contexts_archive,
 )
-from hybrid_pipelines.health import backend_health
-from hybrid_pipelines.media_catalog.assets import firestore_catalog, media_probes, nas_media_files
+from hybrid_pipelines.defs.media_catalog.assets import (
+    firestore_catalog,
+    media_probes,
+    nas_media_files,
+)
+from hybrid_pipelines.defs.operations.backend_health import backend_health
+from hybrid_pipelines.dev.stack.postgres import PostgresServer
+from hybrid_pipelines.dev.stack.samba import SambaServer
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.resources import (
     FFprobeResource,
     FirestoreResource,
@@ -32,11 +39,8 @@ from hybrid_pipelines.resources import (
     PostgresResource,
     SeaweedFSResource,
     SQLiteCatalogResource,
-    build_resources,
 )
-from hybrid_pipelines.stack.postgres import PostgresServer
-from hybrid_pipelines.stack.samba import SambaServer
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
+from hybrid_pipelines.resources.build import build_resources
 from hybrid_pipelines_tests.ai_tiers.conftest import NOW, days_ago
 from hybrid_pipelines_tests.conftest import object_store_for, seaweedfs_resource_for
 from hybrid_pipelines_tests.hybrid_cache.conftest import hc_definitions

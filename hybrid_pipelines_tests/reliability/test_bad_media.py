@@ -21,16 +21,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.core import media_fixtures as mf
-from hybrid_pipelines.media_catalog.assets import CHAIN
+from hybrid_pipelines.dev import media_fixtures as mf
+from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.resources import (
     FFprobeResource,
     FirestoreResource,
     NASResource,
     SQLiteCatalogResource,
 )
-from hybrid_pipelines.stack.samba import SambaServer
 from hybrid_pipelines_tests.media_catalog.conftest import (
+    CHAIN,
     chain_resources,
     instance_with,
     metadata_of,

@@ -20,14 +20,14 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from hybrid_pipelines.dev.stack.process import wait_until
+from hybrid_pipelines.dev.stack.samba import SambaServer
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.hybrid_cache.audit import AuditSettings, run_audit
 from hybrid_pipelines.hybrid_cache.runtime import prepare, seaweed_health
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, is_partial, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
-from hybrid_pipelines.stack.process import wait_until
-from hybrid_pipelines.stack.samba import SambaServer
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines_tests.conftest import ServerFactory, nas_resource_for
 from hybrid_pipelines_tests.hybrid_cache.conftest import hc_definitions
 

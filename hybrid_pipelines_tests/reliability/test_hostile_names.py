@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_pipelines.core.nas_paths import UnsafePathError, safe_relpath
 from hybrid_pipelines.resources import NASResource
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 REFUSED = {
     "parent escape": "../escape.mp4",

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hybrid_pipelines.media_catalog.assets import nas_media_files
+from hybrid_pipelines.defs.media_catalog.assets import nas_media_files
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
 from hybrid_pipelines_tests.media_catalog.conftest import instance_with, metadata_of
 
@@ -27,9 +27,9 @@ BATCH = 20
 # instance in DAGSTER_HOME), materializing one partition of the scan asset.
 CHILD = f"""
 import dagster as dg
-from hybrid_pipelines.media_catalog.assets import nas_media_files
+from hybrid_pipelines.defs.media_catalog.assets import nas_media_files
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME
-from hybrid_pipelines.resources import build_resources
+from hybrid_pipelines.resources.build import build_resources
 
 instance = dg.DagsterInstance.get()
 instance.add_dynamic_partitions(PARTITIONS_NAME, [{FOLDER!r}])

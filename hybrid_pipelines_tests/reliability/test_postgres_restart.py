@@ -18,12 +18,12 @@ import dagster as dg
 import pytest
 from psycopg.types.json import Jsonb
 
-from hybrid_pipelines.ai_tiers.assets import SCHEMA, efs_models, user_contexts_archive
+from hybrid_pipelines.ai_tiers import tier_copy
 from hybrid_pipelines.ai_tiers.efs_sync import list_prefix
-from hybrid_pipelines.core import tier_copy
+from hybrid_pipelines.defs.ai_tiers.assets import SCHEMA, efs_models, user_contexts_archive
+from hybrid_pipelines.dev.stack.postgres import PostgresServer
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.resources import EFSResource, ObjectStoreResource, PostgresResource
-from hybrid_pipelines.stack.postgres import PostgresServer
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines_tests.ai_tiers.conftest import NOW, days_ago
 from hybrid_pipelines_tests.conftest import object_store_for
 

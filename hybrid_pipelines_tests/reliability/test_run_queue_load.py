@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybrid_pipelines.stack.instance_config import write_instance_yaml
+from hybrid_pipelines.dev.stack.instance_config import write_instance_yaml
 
 from .load_location import POOL_RUNS, RUNS
 
@@ -32,7 +32,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 @pytest.mark.reliability
 def test_fifty_sensor_runs_respect_limits(pg_server, tmp_path: Path) -> None:
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    limits = config["run_coordinator"]["config"]
+    limits = config["concurrency"]["runs"]
     max_runs = limits["max_concurrent_runs"]
     pool_limit = next(t["limit"] for t in limits["tag_concurrency_limits"]
                       if t.get("value") == "nas_sync")

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from hybrid_pipelines.health import backend_health
-from hybrid_pipelines.resources import build_resources
+from hybrid_pipelines.defs.operations.backend_health import backend_health
+from hybrid_pipelines.resources.build import build_resources
 
 
 def _env_for(pg_server, seaweed_server, samba_server, firestore_emulator, nas_password: str):

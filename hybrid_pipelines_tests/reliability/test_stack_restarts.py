@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hybrid_pipelines.stack.juicefs import JuiceFSMount
-from hybrid_pipelines.stack.local_stack import LocalStack
-from hybrid_pipelines.stack.seaweedfs import SeaweedFSServer
+from hybrid_pipelines.dev.stack.juicefs import JuiceFSMount
+from hybrid_pipelines.dev.stack.local_stack import LocalStack
+from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines_tests.conftest import require_all_backends
 
 RESTARTS = 10

@@ -1,0 +1,218 @@
+"""AI-tier assets: model locations, user contexts -> archive -> cold exports, generated outputs,
+EFS model mirror. Each reports what it moved and freed, and the tier sizes, as numeric
+metadata. Clocks come from config (`now`), which the schedules set to the scheduled time."""
+
+import dagster as dg
+from pydantic import Field
+
+from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, outputs
+from hybrid_pipelines.ai_tiers.rules.tier_policy import cutoff, parse_now
+from hybrid_pipelines.resources import (
+    EFSResource,
+    JuiceFSResource,
+    ObjectStoreResource,
+    PostgresResource,
+)
+
+GROUP = "ai_tiers"
+SCHEMA = "ai_tiers"
+
+
+class ClockConfig(dg.Config):
+    now: str | None = Field(
+        default=None, description="ISO-8601 instant used as 'now' (naive = UTC). Schedules set "
+        "it to the scheduled time; leave empty for the real clock.")
+
+
+class ModelDemotionConfig(ClockConfig):
+    idle_days: int = Field(default=30, description="Hot models unused this many days go cold.")
+    hot_capacity_bytes: int = Field(
+        default=0, description="Hot-tier budget for models; least recently used models are "
+        "demoted until the hot models fit. 0 = no limit.")
+    upload_missing: bool = Field(
+        default=True, description="Copy a model to the cold tier when its verified cold copy "
+        "is missing; false makes a missing cold copy block the demotion.")
+    hot_prefix: str = "models"
+    cold_prefix: str = "models"
+
+
+class ArchiveConfig(ClockConfig):
+    idle_days: int = Field(default=30, description="Contexts not updated this many days move.")
+    batch_size: int = Field(default=10_000, description="Rows moved per statement/transaction.")
+
+
+class ExpiryConfig(ClockConfig):
+    expire_after_days: int = Field(default=365, description="Archived this many days -> export.")
+    prefix: str = Field(default="contexts", description="Key prefix of the exported objects.")
+    storage_class: str = Field(
+        default="GLACIER_IR", description="S3 storage class of the exports (readable without "
+        "a restore, so they can be verified); stores that reject it get their default class. "
+        "Empty = the store's default.")
+
+
+class OutputsConfig(ClockConfig):
+    hot_days: int = Field(default=7, description="Outputs this old leave the hot tier...")
+    keep_access_count: int = Field(default=5, description="...unless read this many times.")
+    hot_prefix: str = "outputs"
+    cold_prefix: str = "outputs"
+
+
+class EfsSyncConfig(ClockConfig):
+    source_bucket: str = Field(default="models", description="Bucket to mirror from (same "
+                               "endpoint and credentials as the object_store resource).")
+    prefixes: list[str] = Field(default=[""], description="Key prefixes to mirror; '' = all.")
+    dest_dir: str = Field(default="models", description="Directory under the EFS mount.")
+    delete_extraneous: bool = Field(
+        default=False, description="Also delete mirrored files whose object was deleted.")
+
+
+def require_non_negative(**fields: int) -> None:
+    """Refuse negative run-config values by their field name. A negative age would make the
+    cutoff lie in the future and a negative budget would demote every hot model, so nothing
+    runs until the operator fixes the value."""
+    for name, value in fields.items():
+        if value < 0:
+            raise ValueError(f"config `{name}` = {value} must be 0 or more; fix {name} in "
+                             "the run config")
+
+
+def model_layout(config: ModelDemotionConfig) -> models.ModelLayout:
+    return models.ModelLayout(hot_prefix=config.hot_prefix, cold_prefix=config.cold_prefix,
+                              upload_missing=config.upload_missing)
+
+
+def _errors_text(errors: dict[str, str], limit: int = 20) -> str:
+    lines = [f"- {name}: {why}" for name, why in list(errors.items())[:limit]]
+    if len(errors) > limit:
+        lines.append(f"... and {len(errors) - limit} more")
+    return "\n".join(lines)
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres", "s3"},
+          description="Where each model's weights live (hot JuiceFS + cold object store). "
+          "Materialising it demotes idle models and, over capacity, the least recently used.")
+def model_locations(context: dg.AssetExecutionContext, config: ModelDemotionConfig,
+                    postgres: PostgresResource, object_store: ObjectStoreResource,
+                    hot_tier: JuiceFSResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    require_non_negative(idle_days=config.idle_days,
+                         hot_capacity_bytes=config.hot_capacity_bytes)
+    postgres.apply_schema(SCHEMA)
+    with postgres.connect(autocommit=True) as conn:
+        report = models.run_demotion(
+            conn, object_store.get_client(), object_store.bucket, hot_tier, now,
+            config.idle_days, config.hot_capacity_bytes or None, model_layout(config),
+            log=context.log.info)
+        sizes = models.tier_sizes(conn)
+    sizes["hot_volume_used_bytes"] = models.hot_volume_used(hot_tier)
+    meta = {"models_demoted": len(report.demoted), "bytes_freed": report.bytes_freed,
+            "bytes_uploaded": report.bytes_uploaded, "files_uploaded": report.files_uploaded,
+            "files_already_in_cold": report.already_in_cold,
+            "leftovers_removed": report.leftovers_removed, "models_failed": len(report.errors),
+            "models_skipped": len(report.skipped),
+            **sizes}
+    if report.errors:
+        raise dg.Failure(description="Some models were not demoted; their hot copies are "
+                         "kept:\n" + _errors_text(report.errors), metadata=meta)
+    return dg.MaterializeResult(metadata=meta)
+
+
+user_contexts = dg.AssetSpec(
+    "user_contexts", group_name=GROUP, kinds={"postgres"},
+    description="Warm conversations (PostgreSQL user_contexts), written by the platform.")
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[user_contexts],
+          description="Archived conversations (user_contexts_archive): contexts not updated for "
+          "30 days, moved atomically in batches.")
+def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
+                          postgres: PostgresResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    require_non_negative(idle_days=config.idle_days)
+    postgres.apply_schema(SCHEMA)
+    with postgres.connect(autocommit=True) as conn:
+        report = contexts.archive_contexts(conn, cutoff(now, config.idle_days), now,
+                                           config.batch_size)
+        sizes = contexts.context_sizes(conn)
+    context.log.info(f"archived {report.moved} contexts in {report.batches} batches")
+    context.log_event(dg.AssetObservation(asset_key="user_contexts", metadata={
+        "warm_rows": sizes["warm_rows"], "warm_table_bytes": sizes["warm_table_bytes"]}))
+    return dg.MaterializeResult(metadata={
+        "contexts_moved": report.moved, "bytes_moved": report.bytes_moved,
+        "merged_into_archived_twin": report.merged_into_twins, "batches": report.batches,
+        **sizes})
+
+
+@dg.asset(group_name=GROUP, kinds={"s3"}, deps=[user_contexts_archive],
+          description="Archived contexts older than a year, exported as one gzip JSON-lines "
+          "object per archive day (cold storage class) and then deleted from the archive.")
+def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig,
+                         postgres: PostgresResource,
+                         object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    require_non_negative(expire_after_days=config.expire_after_days)
+    postgres.apply_schema(SCHEMA)
+    with postgres.connect(autocommit=True) as conn:
+        report = contexts.expire_archive(
+            conn, object_store.get_client(), object_store.bucket,
+            cutoff(now, config.expire_after_days), now, config.prefix,
+            config.storage_class or None)
+        sizes = contexts.context_sizes(conn)
+    if report.skipped_locked:
+        context.log.warning("another expiry run holds the lock; nothing exported this time")
+    return dg.MaterializeResult(metadata={
+        "contexts_exported": report.rows_exported, "objects_written": report.objects_written,
+        "bytes_uploaded": report.bytes_uploaded, "days_exported": len(report.days_exported),
+        "skipped_locked": int(report.skipped_locked),
+        "storage_class": report.storage_class or "store default", **sizes})
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres", "s3"},
+          description="Generated images/audio (generated_outputs): hot for hot_days, then cold "
+          "unless read keep_access_count times; pending user deletion requests first.")
+def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
+                      postgres: PostgresResource, object_store: ObjectStoreResource,
+                      hot_tier: JuiceFSResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    require_non_negative(hot_days=config.hot_days, keep_access_count=config.keep_access_count)
+    postgres.apply_schema(SCHEMA)
+    layout = outputs.OutputLayout(config.hot_prefix, config.cold_prefix)
+    with postgres.connect(autocommit=True) as conn:
+        report = outputs.run_output_tiering(
+            conn, object_store.get_client(), object_store.bucket, hot_tier, now,
+            config.hot_days, config.keep_access_count, layout, log=context.log.info)
+        sizes = outputs.output_sizes(conn)
+    meta = {"outputs_demoted": report.demoted, "outputs_promoted": report.promoted,
+            "bytes_freed": report.bytes_freed, "bytes_promoted": report.bytes_promoted,
+            "bytes_uploaded": report.bytes_uploaded, "outputs_deleted": report.deleted,
+            "deletion_requests_done": report.requests_done, "outputs_failed": len(report.errors),
+            **sizes}
+    if report.errors:
+        raise dg.Failure(description="Some outputs were left as they were:\n"
+                         + _errors_text(report.errors), metadata=meta)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name=GROUP, kinds={"s3"},
+          description="Model files mirrored from an S3 bucket onto the EFS mount (new and "
+          "changed objects only, by size and ETag).")
+def efs_models(context: dg.AssetExecutionContext, config: EfsSyncConfig,
+               postgres: PostgresResource, object_store: ObjectStoreResource,
+               efs: EFSResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    postgres.apply_schema(SCHEMA)
+    efs.require_healthy()
+    root = efs.path(config.dest_dir)
+    with postgres.connect(autocommit=True) as conn:
+        report = efs_sync.sync_to_efs(conn, object_store.get_client(), config.source_bucket,
+                                      root, config.prefixes, now, config.delete_extraneous,
+                                      log=context.log.info)
+    meta = {"objects_listed": report.listed, "objects_downloaded": report.downloaded,
+            "bytes_downloaded": report.bytes_downloaded, "objects_unchanged": report.unchanged,
+            "files_deleted": report.deleted, "temp_files_swept": report.temp_files_swept,
+            "size_only_verified": report.size_only_verified,
+            "mirrored_bytes": report.mirrored_bytes, "objects_failed": len(report.errors)}
+    if report.errors:
+        raise dg.Failure(description="Some objects were not mirrored:\n"
+                         + _errors_text(report.errors), metadata=meta)
+    return dg.MaterializeResult(metadata=meta)

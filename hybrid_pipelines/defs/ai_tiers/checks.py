@@ -1,0 +1,67 @@
+"""Data-quality checks of the AI tiers, visible next to each asset in the UI."""
+
+import dagster as dg
+import psycopg
+
+from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, outputs
+from hybrid_pipelines.defs.ai_tiers.assets import (
+    efs_models,
+    generated_outputs,
+    model_locations,
+    user_contexts_archive,
+)
+from hybrid_pipelines.resources import EFSResource, JuiceFSResource, PostgresResource
+
+
+def _no_tables(exc: Exception) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, metadata={"detail": f"cannot check: {exc}"})
+
+
+@dg.asset_check(asset=model_locations, description="Every model marked hot has its files on "
+                "the hot tier (a hot row without files means the mount or the row is wrong).")
+def hot_models_have_files(postgres: PostgresResource,
+                          hot_tier: JuiceFSResource) -> dg.AssetCheckResult:
+    try:
+        hot_tier.require_healthy()
+        with postgres.connect() as conn:
+            missing = models.hot_rows_missing_files(conn, hot_tier, models.ModelLayout())
+    except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash
+        return _no_tables(exc)
+    return dg.AssetCheckResult(passed=not missing, metadata={
+        "hot_models_without_files": len(missing), "examples": ", ".join(missing[:10])})
+
+
+@dg.asset_check(asset=user_contexts_archive, description="No conversation is both warm and "
+                "archived (a twin: recreated after archiving and not merged yet).")
+def no_conversation_in_both_tiers(postgres: PostgresResource) -> dg.AssetCheckResult:
+    try:
+        with postgres.connect() as conn:
+            twins = contexts.twins_count(conn)
+    except psycopg.Error as exc:
+        return _no_tables(exc)
+    return dg.AssetCheckResult(passed=twins == 0, metadata={"twins": twins})
+
+
+@dg.asset_check(asset=generated_outputs, description="Every output path follows "
+                "user_id/YYYY/MM/DD/uuid.ext with its own user and id.")
+def output_paths_follow_layout(postgres: PostgresResource) -> dg.AssetCheckResult:
+    try:
+        with postgres.connect() as conn:
+            bad = outputs.bad_paths(conn)
+    except psycopg.Error as exc:
+        return _no_tables(exc)
+    return dg.AssetCheckResult(passed=not bad, metadata={
+        "bad_paths": len(bad), "examples": ", ".join(bad[:10])})
+
+
+@dg.asset_check(asset=efs_models, description="Every mirrored file recorded in the manifest "
+                "is on the EFS mount with the recorded size.")
+def efs_files_match_manifest(postgres: PostgresResource, efs: EFSResource) -> dg.AssetCheckResult:
+    try:
+        efs.require_healthy()
+        with postgres.connect() as conn:
+            bad = efs_sync.manifest_mismatches(conn, efs.root())
+    except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash
+        return _no_tables(exc)
+    return dg.AssetCheckResult(passed=not bad, metadata={
+        "mismatched_files": len(bad), "examples": ", ".join(bad[:10])})

@@ -1,0 +1,79 @@
+"""Request-table sensors: a row in model_promotion_requests, context_reactivation_requests or
+output_deletion_requests becomes one run (run_key = table + id, so a request never runs twice).
+Pending rows are read whatever the cursor says: ids from concurrent inserts can commit out of
+order, and a cursor-only filter would skip the late one. The cursor records the highest id
+launched, for the UI."""
+
+from collections.abc import Callable
+
+import dagster as dg
+import psycopg
+
+from hybrid_pipelines.defs.ai_tiers.jobs import (
+    context_reactivation_job,
+    model_promotion_job,
+    output_deletion_job,
+)
+from hybrid_pipelines.resources import PostgresResource
+
+MAX_REQUESTS_PER_TICK = 50
+
+
+def _pending(postgres: PostgresResource, sql: str) -> list[tuple] | None:
+    try:
+        with postgres.connect() as conn:
+            return conn.execute(sql, (MAX_REQUESTS_PER_TICK,)).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def _result(context: dg.SensorEvaluationContext, rows: list[tuple] | None, table: str,
+            make: Callable[[tuple], dg.RunRequest]) -> dg.SensorResult:
+    if rows is None:
+        return dg.SensorResult(skip_reason=f"table {table} does not exist yet (any ai_tiers job "
+                               "creates it)")
+    if not rows:
+        return dg.SensorResult(skip_reason=f"no pending rows in {table}")
+    high = max([int(context.cursor or 0), *(int(r[0]) for r in rows)])
+    return dg.SensorResult(run_requests=[make(r) for r in rows], cursor=str(high))
+
+
+@dg.sensor(job=model_promotion_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches a promotion run per pending model_promotion_requests row.")
+def model_promotion_requests_sensor(context: dg.SensorEvaluationContext,
+                                    postgres: PostgresResource) -> dg.SensorResult:
+    rows = _pending(postgres, "SELECT id, model_id FROM model_promotion_requests "
+                    "WHERE status = 'pending' ORDER BY id LIMIT %s")
+    return _result(context, rows, "model_promotion_requests", lambda r: dg.RunRequest(
+        run_key=f"model_promotion_requests-{r[0]}",
+        run_config={"ops": {"promote_model": {"config": {"model_id": r[1], "request_id": r[0]}}}},
+        tags={"ai_tiers/model_id": r[1]}))
+
+
+@dg.sensor(job=context_reactivation_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches a reactivation run per pending context_reactivation_requests "
+           "row.")
+def context_reactivation_requests_sensor(context: dg.SensorEvaluationContext,
+                                         postgres: PostgresResource) -> dg.SensorResult:
+    rows = _pending(postgres, "SELECT id, user_id, conversation_id "
+                    "FROM context_reactivation_requests WHERE status = 'pending' "
+                    "ORDER BY id LIMIT %s")
+    return _result(context, rows, "context_reactivation_requests", lambda r: dg.RunRequest(
+        run_key=f"context_reactivation_requests-{r[0]}",
+        run_config={"ops": {"reactivate_context": {"config": {
+            "user_id": r[1], "conversation_id": r[2], "request_id": r[0]}}}}))
+
+
+@dg.sensor(job=output_deletion_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches a deletion run per pending output_deletion_requests row.")
+def output_deletion_requests_sensor(context: dg.SensorEvaluationContext,
+                                    postgres: PostgresResource) -> dg.SensorResult:
+    rows = _pending(postgres, "SELECT id, user_id, output_id::text FROM output_deletion_requests "
+                    "WHERE status = 'pending' ORDER BY id LIMIT %s")
+    return _result(context, rows, "output_deletion_requests", lambda r: dg.RunRequest(
+        run_key=f"output_deletion_requests-{r[0]}",
+        run_config={"ops": {"delete_user_outputs": {"config": {
+            "user_id": r[1], "output_id": r[2], "request_id": r[0]}}}}))

@@ -1,0 +1,106 @@
+"""Run configuration of the hybrid-cache jobs (Dagster run config, every field defaulted)."""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from hybrid_pipelines.hybrid_cache.audit import AuditSettings
+from hybrid_pipelines.hybrid_cache.eviction import EvictionSettings
+from hybrid_pipelines.hybrid_cache.recache import RecacheSettings
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import Policy, parse_policy
+from hybrid_pipelines.hybrid_cache.sync import SyncSettings
+
+FALLBACK_CAPACITY_BYTES = 50 * 2**30
+
+
+def capacity_from_env() -> int:
+    """HP_CACHE_CAPACITY_BYTES: a deployment fact, read by sensors (which have no run config)
+    at every tick and by the run config defaults when definitions load."""
+    raw = os.environ.get("HP_CACHE_CAPACITY_BYTES", "")
+    try:
+        value = int(raw) if raw else FALLBACK_CAPACITY_BYTES
+    except ValueError:
+        raise ValueError(f"HP_CACHE_CAPACITY_BYTES={raw!r} is not a whole number of bytes") \
+            from None
+    if value <= 0:
+        raise ValueError(f"HP_CACHE_CAPACITY_BYTES must be positive, got {value}")
+    return value
+
+
+DEFAULT_CAPACITY_BYTES = capacity_from_env()
+
+
+class BreakerConfig(dg.Config):
+    breaker_failures: int = Field(3, description="Consecutive failed health checks that open a "
+                                                 "backend's circuit breaker.")
+    breaker_cooldown_s: float = Field(60.0, description="Seconds an open breaker waits before "
+                                                        "letting one trial call through.")
+
+    def breaker_policy(self) -> BreakerPolicy:
+        # Checked here, not only in BreakerPolicy, so the message names the run config field.
+        if self.breaker_failures < 1:
+            raise ValueError(f"breaker_failures must be >= 1, got {self.breaker_failures} "
+                             "(consecutive failed health checks before the breaker opens)")
+        if self.breaker_cooldown_s < 0:
+            raise ValueError(f"breaker_cooldown_s must be >= 0, got {self.breaker_cooldown_s}")
+        return BreakerPolicy(self.breaker_failures, self.breaker_cooldown_s)
+
+
+class SyncConfig(BreakerConfig):
+    batch_size: int = Field(50, description="Rows claimed per batch (FOR UPDATE SKIP LOCKED).")
+    max_batches: int = Field(20, description="Batches per run; the schedule runs every minute.")
+    max_attempts: int = Field(3, description="Failed attempts before a row is marked failed.")
+    lease_timeout_s: float = Field(600.0, description="A 'syncing' row whose run stopped "
+                                                      "returns to the queue after this long.")
+    nas_prefix: str = Field("uploads", description="NAS folder for rows without a nas_path.")
+    retry_delay_s: float = Field(60.0, description="A failed file waits this long before its "
+                                                   "next attempt.")
+
+    def settings(self) -> SyncSettings:
+        return SyncSettings(self.batch_size, self.max_batches, self.max_attempts,
+                            self.lease_timeout_s, self.nas_prefix,
+                            retry_delay_s=self.retry_delay_s)
+
+
+class EvictionConfig(BreakerConfig):
+    capacity_bytes: int = Field(DEFAULT_CAPACITY_BYTES, description="Cache capacity in bytes "
+                                "(default from HP_CACHE_CAPACITY_BYTES).")
+    threshold: float = Field(0.8, description="Evict when usage is above this fraction.")
+    target: float = Field(0.7, description="Evict down to this fraction (below threshold).")
+    policy: str = Field("lru", description="lru (last_accessed), lfu (access_count) or fifo "
+                                           "(created_at).")
+    batch_size: int = Field(100, description="Files deleted per batch.")
+    max_files: int = Field(10_000, description="Files evicted per run at most.")
+    key_prefix: str = Field("", description="Only objects under this key prefix count.")
+
+    def settings(self) -> EvictionSettings:
+        policy: Policy = parse_policy(self.policy)
+        return EvictionSettings(self.capacity_bytes, self.threshold, self.target, policy,
+                                self.batch_size, self.max_files, self.key_prefix)
+
+
+class RecacheConfig(BreakerConfig):
+    max_files: int = Field(500, description="Files copied back into the cache per run.")
+    key_prefix: str = Field("uploads/", description="Key prefix for re-cached objects.")
+
+    def settings(self) -> RecacheSettings:
+        return RecacheSettings(self.max_files, self.key_prefix)
+
+
+class CacheStatsConfig(BreakerConfig):
+    capacity_bytes: int = Field(DEFAULT_CAPACITY_BYTES, description="Cache capacity in bytes.")
+    key_prefix: str = Field("", description="Only objects under this key prefix count.")
+
+
+class AuditConfig(dg.Config):
+    key_prefix: str = Field("", description="Cache objects under this prefix are audited.")
+    nas_prefix: str = Field("uploads", description="NAS folder walked for orphans.")
+    hash_sample: int = Field(25, description="Files per side whose SHA-256 is re-read.")
+    stale_partial_s: float = Field(86_400.0, description="Age after which a temporary "
+                                                         "'.partial-' file counts as stale.")
+
+    def settings(self) -> AuditSettings:
+        return AuditSettings(self.key_prefix, self.nas_prefix, self.hash_sample,
+                             self.stale_partial_s)

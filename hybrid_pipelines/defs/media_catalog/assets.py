@@ -1,0 +1,177 @@
+"""The media catalog chain as Dagster assets, one partition per top-level NAS folder:
+
+    nas_media_files -> media_probes -> catalog_db (SQLite) -> firestore_catalog
+
+Thin wiring over scan.py, probing.py, catalog_build.py and firestore_sync.py."""
+
+
+import dagster as dg
+
+from hybrid_pipelines.defs.pools import CATALOG_POOL, CATALOG_TAGS
+from hybrid_pipelines.media_catalog.catalog_build import build_catalog
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.probing import probe_partition
+from hybrid_pipelines.media_catalog.rules.catalog_paths import folder_for
+from hybrid_pipelines.media_catalog.scan import Scanner
+from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
+from hybrid_pipelines.resources import (
+    FFprobeResource,
+    FirestoreResource,
+    NASResource,
+    SQLiteCatalogResource,
+)
+
+media_catalog_folders = dg.DynamicPartitionsDefinition(name=PARTITIONS_NAME)
+GROUP = "media_catalog"
+COUNTS_CHECK = "sqlite_firestore_counts_match"
+
+
+class ScanConfig(dg.Config):
+    full_reconcile: bool = False  # list every directory, whatever its timestamp says
+    retry_delays_s: list[float] | None = None  # default HP_CATALOG_RETRY_DELAYS or 1,2,4
+    min_stable_s: float | None = None
+    quiet_s: float | None = None
+    batch_size: int | None = None  # files per SQLite transaction and checkpoint (100)
+
+
+class ProbeConfig(dg.Config):
+    workers: int | None = None
+    retry_delays_s: list[float] | None = None
+
+
+class CatalogBuildConfig(dg.Config):
+    full_rebuild: bool = False
+
+
+class SyncConfig(dg.Config):
+    full_resync: bool = False  # resend every document and delete strays
+    batch_size: int | None = None
+    timeout_s: float | None = None
+
+
+def _settings(**overrides: object) -> CatalogSettings:
+    return CatalogSettings.from_env().with_overrides(**overrides)
+
+
+@dg.asset(
+    partitions_def=media_catalog_folders, group_name=GROUP, pool=CATALOG_POOL,
+    kinds={"smb", "sqlite"},
+    description="Files of one top-level NAS folder as recorded in the SQLite catalog: path, "
+                "size, mtime, status (pending while being written, stable, valid, invalid, "
+                "deleted). Incremental: only directories whose timestamp moved are listed.",
+)
+def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: NASResource,
+                    catalog_db: SQLiteCatalogResource) -> dg.MaterializeResult:
+    settings = _settings(retry_delays_s=config.retry_delays_s, min_stable_s=config.min_stable_s,
+                         quiet_s=config.quiet_s, batch_size=config.batch_size)
+    pk = context.partition_key
+    catalog_db.apply_schema("catalog")
+    with catalog_db.connect() as conn:
+        store = CatalogStore(conn)
+        access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
+        report = Scanner(store, access, settings, log=context.log.info).scan(
+            pk, folder_for(pk), full=config.full_reconcile)
+    context.log.info(
+        f"scan of {pk!r} ({report.mode}{', resumed' if report.resumed else ''}): "
+        f"{report.found} files, {report.new} new, {report.changed} changed, "
+        f"{report.deleted} deleted, {report.renamed} renamed, {report.pending} still being "
+        f"written; {report.dirs_listed} directories listed, {report.dirs_skipped} skipped")
+    return dg.MaterializeResult(metadata=report.metadata())
+
+
+@dg.asset(
+    partitions_def=media_catalog_folders, group_name=GROUP, pool=CATALOG_POOL,
+    deps=[nas_media_files],
+    kinds={"ffmpeg", "sqlite"},
+    description="ffprobe results of the folder's stable files, read partially over the NAS; "
+                "corrupt, truncated, empty and non-media files are recorded invalid with the "
+                "reason.",
+)
+def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NASResource,
+                 catalog_db: SQLiteCatalogResource,
+                 ffprobe: FFprobeResource) -> dg.MaterializeResult:
+    settings = _settings(retry_delays_s=config.retry_delays_s, probe_workers=config.workers)
+    ffprobe.require_healthy()
+    catalog_db.apply_schema("catalog")
+    with catalog_db.connect() as conn:
+        store = CatalogStore(conn)
+        access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
+        report = probe_partition(store, access, context.partition_key,
+                                 ffprobe_path=ffprobe.binary(), timeout_s=ffprobe.timeout_s,
+                                 workers=settings.probe_workers, batch_size=settings.batch_size,
+                                 log=context.log.info)
+        counts = store.status_counts(context.partition_key)
+    meta: dict[str, int | float] = report.metadata()
+    meta.update({f"files_{k}": v for k, v in sorted(counts.items())})
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    name="catalog_db", partitions_def=media_catalog_folders, group_name=GROUP, pool=CATALOG_POOL,
+    deps=[media_probes], kinds={"sqlite"},
+    description="Catalogs, series, contents and players of the folder in the local SQLite "
+                "catalog, derived from the NAS paths by configurable rules (HP_CATALOG_RULES).",
+)
+def catalog_db_asset(context: dg.AssetExecutionContext, config: CatalogBuildConfig,
+                     catalog_db: SQLiteCatalogResource) -> dg.MaterializeResult:
+    settings = _settings()
+    catalog_db.apply_schema("catalog")
+    with catalog_db.connect() as conn:
+        report = build_catalog(CatalogStore(conn), settings, context.partition_key,
+                               full=config.full_rebuild, log=context.log.info)
+    context.log.info(f"catalog {context.partition_key!r}: {report.series} series, "
+                     f"{report.contents} contents, {report.files} files, "
+                     f"{report.players} players")
+    return dg.MaterializeResult(metadata=report.metadata())
+
+
+@dg.asset(
+    partitions_def=media_catalog_folders, group_name=GROUP, pool=CATALOG_POOL,
+    deps=[catalog_db_asset],
+    kinds={"firestore"},
+    check_specs=[dg.AssetCheckSpec(
+        COUNTS_CHECK, asset="firestore_catalog",
+        description="Live files, contents and series of the partition: SQLite vs Firestore.")],
+    description="The folder's catalog in Firestore (catalogs/series/contents, files, players), "
+                "synced incrementally from SQLite; deletions are propagated.",
+)
+def firestore_catalog(context: dg.AssetExecutionContext, config: SyncConfig,
+                      catalog_db: SQLiteCatalogResource, firestore: FirestoreResource):
+    settings = _settings(firestore_batch=config.batch_size)
+    pk = context.partition_key
+    catalog_db.apply_schema("catalog")
+    with catalog_db.connect() as conn:
+        store = CatalogStore(conn)
+        sync = FirestoreSync(store, firestore, batch_size=settings.firestore_batch,
+                             timeout_s=config.timeout_s, log=context.log.warning)
+        report = sync.sync_partition(pk, full=config.full_resync)
+        local = store.live_counts(pk)
+        remote = sync.firestore_counts(pk)
+    context.log.info(f"Firestore {pk!r}: {report.synced} written, {report.deleted} deleted in "
+                     f"{report.batches} batch(es); cursor {report.cursor}")
+    yield dg.MaterializeResult(metadata={**report.metadata(),
+                                         **{f"sqlite_{k}": v for k, v in local.items()},
+                                         **{f"firestore_{k}": v for k, v in remote.items()}})
+    mismatched = sorted(k for k in local if local[k] != remote.get(k))
+    yield dg.AssetCheckResult(
+        check_name=COUNTS_CHECK, passed=not mismatched,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="counts match" if not mismatched else
+        f"SQLite and Firestore differ on {', '.join(mismatched)}; run with full_resync",
+        metadata={"partition": pk, **{f"sqlite_{k}": v for k, v in local.items()},
+                  **{f"firestore_{k}": v for k, v in remote.items()}})
+
+
+media_catalog_job = dg.define_asset_job(
+    "media_catalog_job", selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=media_catalog_folders, tags=CATALOG_TAGS,
+    description="Scan, probe, catalog and sync one top-level NAS folder (one partition).",
+)
+
+FULL_RECONCILE_CONFIG = {"ops": {
+    "nas_media_files": {"config": {"full_reconcile": True}},
+    "catalog_db": {"config": {"full_rebuild": True}},
+    "firestore_catalog": {"config": {"full_resync": True}},
+}}

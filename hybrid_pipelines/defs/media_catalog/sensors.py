@@ -1,0 +1,93 @@
+"""NAS polling sensor: adds a partition per new top-level folder and requests runs only for
+the partitions whose files changed (new, changed, renamed, deleted, still being written) or
+whose catalog has unfinished work. Cheap: see scan.detect_changes."""
+
+import json
+
+import dagster as dg
+
+from hybrid_pipelines.defs.media_catalog.assets import media_catalog_folders, media_catalog_job
+from hybrid_pipelines.defs.pools import CATALOG_TAGS, TRIGGER_TAG
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, apply_schema, has_schema
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.rules.catalog_paths import (
+    folder_for,
+    is_ignored_dir_name,
+    partition_key_for,
+)
+from hybrid_pipelines.media_catalog.scan import detect_changes
+from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
+from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+
+SENSOR_INTERVAL_S = 60
+
+
+def _partitions_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
+    runs = instance.get_runs(filters=dg.RunsFilter(
+        job_name=media_catalog_job.name,
+        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    return {r.tags["dagster/partition"] for r in runs if "dagster/partition" in r.tags}
+
+
+@dg.sensor(
+    job=media_catalog_job, minimum_interval_seconds=SENSOR_INTERVAL_S,
+    # Stopped until an operator turns it on (UI or `dagster sensor start`), so a fresh
+    # deployment never starts scanning a NAS before its settings were checked.
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Polls the NAS every 60 s; one run per changed top-level folder.",
+)
+def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResource,
+                             catalog_db: SQLiteCatalogResource) -> dg.SensorResult:
+    settings = CatalogSettings.from_env()
+    access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
+    root = access.list_dir(settings.nas_root)
+    if root is None:
+        raise RuntimeError(f"the catalogued root {settings.nas_root or '/'!r} does not exist on "
+                           f"{nas.address}; check HP_CATALOG_NAS_ROOT and HP_NAS_SHARE")
+    folders = {e.name: e for e in root
+               if e.is_dir and not is_ignored_dir_name(e.name, settings.rules)}
+    loose = sum(1 for e in root if not e.is_dir)
+    if loose:
+        context.log.debug(f"{loose} file(s) at the catalogued root belong to no catalog")
+    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
+    new_keys = sorted({partition_key_for(name) for name in folders} - known)
+    try:
+        last: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    except json.JSONDecodeError:
+        last = {}
+    cursor: dict[str, str] = {}
+    requests = []
+    active = _partitions_with_active_runs(context.instance)
+    with catalog_db.connect() as conn:
+        if not has_schema(conn):  # read-only otherwise: never wait on a scan's write lock
+            apply_schema(conn)
+        store = CatalogStore(conn)
+        for pk in sorted(known | set(new_keys)):
+            if pk in active:
+                if pk in last:
+                    cursor[pk] = last[pk]
+                continue  # its queued or running run will see the same changes
+            name = folder_for(pk)
+            entry = folders.get(name)
+            changes = detect_changes(store, access, settings, pk, settings.folder_path(name),
+                                     entry.mtime if entry else None)
+            if changes.busy and pk in last:
+                cursor[pk] = last[pk]
+            if not changes.reasons:
+                continue
+            fp = changes.fingerprint
+            cursor[pk] = fp
+            if last.get(pk) == fp:
+                continue  # already requested for this very state (it failed: see the run)
+            context.log.info(f"{pk}: {changes.summary()}")
+            requests.append(dg.RunRequest(
+                partition_key=pk, run_key=f"{pk}:{fp}",
+                tags={**CATALOG_TAGS, TRIGGER_TAG: "nas_sensor"}))
+    context.log.info(f"{len(folders)} folder(s), {len(new_keys)} new, {len(requests)} run(s) "
+                     f"requested, {access.listings} directories listed")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[media_catalog_folders.build_add_request(new_keys)]
+        if new_keys else [],
+        cursor=json.dumps(cursor, sort_keys=True, ensure_ascii=False))

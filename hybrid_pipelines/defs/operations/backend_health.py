@@ -1,0 +1,57 @@
+"""Backend health, visible in the UI: an asset whose checks fail when a backend is down."""
+
+
+import dagster as dg
+
+from hybrid_pipelines.resources import (
+    EFSResource,
+    FFprobeResource,
+    FirestoreResource,
+    JuiceFSResource,
+    NASResource,
+    ObjectStoreResource,
+    PostgresResource,
+    SeaweedFSResource,
+    SQLiteCatalogResource,
+)
+from hybrid_pipelines.resources.errors import Health
+
+BACKENDS = ("nas", "seaweedfs", "object_store", "hot_tier", "efs", "postgres", "catalog_db",
+            "firestore", "ffprobe")
+
+
+@dg.asset(
+    group_name="operations",
+    description="Health of every backend (reachability, latency). Checks fail per backend.",
+    check_specs=[dg.AssetCheckSpec(f"{b}_healthy", asset="backend_health") for b in BACKENDS],
+)
+def backend_health(context: dg.AssetExecutionContext, nas: NASResource,
+                   seaweedfs: SeaweedFSResource, object_store: ObjectStoreResource,
+                   hot_tier: JuiceFSResource, efs: EFSResource, postgres: PostgresResource,
+                   catalog_db: SQLiteCatalogResource, firestore: FirestoreResource,
+                   ffprobe: FFprobeResource):
+    resources = dict(nas=nas, seaweedfs=seaweedfs, object_store=object_store, hot_tier=hot_tier,
+                     efs=efs, postgres=postgres, catalog_db=catalog_db, firestore=firestore,
+                     ffprobe=ffprobe)
+    reports: dict[str, Health] = {name: resources[name].health() for name in BACKENDS}
+    meta: dict[str, float | int] = {}
+    for name, h in reports.items():
+        meta[f"{name}_ok"] = int(h.ok)
+        meta[f"{name}_latency_ms"] = h.latency_ms
+        log = context.log.info if h.ok else context.log.warning
+        log(f"{h.backend} at {h.address}: {'healthy' if h.ok else 'DOWN'} ({h.detail})")
+    meta["healthy_backends"] = sum(h.ok for h in reports.values())
+    yield dg.MaterializeResult(metadata=meta)
+    for name, h in reports.items():
+        yield dg.AssetCheckResult(
+            check_name=f"{name}_healthy", passed=h.ok,
+            metadata={"address": h.address, "detail": h.detail, "latency_ms": h.latency_ms})
+
+
+backend_health_job = dg.define_asset_job("backend_health_job", selection=[backend_health])
+backend_health_schedule = dg.ScheduleDefinition(
+    job=backend_health_job, cron_schedule="*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING)
+
+defs = dg.Definitions(assets=[backend_health], jobs=[backend_health_job],
+                      schedules=[backend_health_schedule])

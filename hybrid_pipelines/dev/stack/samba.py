@@ -1,0 +1,262 @@
+"""A NAS: Samba serving one share over SMB3 with a user and password, private config only.
+
+smbd and the share's system user need root. As root they run directly, as they always did. A
+normal user with passwordless sudo runs them through `sudo -n` (privilege.py): smbd then runs
+as root but serves the share as the invoking user (`force user`), so that user owns, reads and
+writes every file on it, and can delete the whole state folder afterwards."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import psutil
+
+from hybrid_pipelines.dev.stack.base import LocalServer
+from hybrid_pipelines.dev.stack.privilege import Privilege, current, find_tool, run_privileged
+from hybrid_pipelines.dev.stack.process import LOOPBACK, port_open, spawn, wait_until
+
+SHARE = "media"
+# smbd's own state (the share is apart): created by us, written to by a root smbd.
+_INTERNAL_DIRS = ("private", "lock", "state", "cache", "pid", "ncalrpc", "logs")
+
+
+def samba_available() -> str | None:
+    """None when Samba can run here, else why not (for a skip or warning message)."""
+    if not find_tool("smbd") or not find_tool("smbpasswd"):
+        return "Samba is not installed (apt-get install samba)"
+    priv = current()
+    if priv.missing:
+        return f"Samba's private setup (a system user for the share, smbd) {priv.missing}"
+    return None
+
+
+def share_owner(priv: Privilege) -> str:
+    """Who smbd acts as on the share. Root stays root, as it always was; a normal user gets
+    the files as themself, or they could neither read what the NAS wrote nor clean it up."""
+    return "root" if priv.is_root else priv.user
+
+
+def _smbd_binary() -> str:
+    return find_tool("smbd") or "/usr/sbin/smbd"
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie; is_running() also guards against a reused PID."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
+    """Poll rather than psutil.wait_procs: an unreaped zombie counts as gone here."""
+    deadline = time.monotonic() + timeout
+    while any(_running(p) for p in procs):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _server_processes(pid: int) -> list[psutil.Process]:
+    """`pid` (the sudo that spawn() made a session leader), its descendants, and whatever is
+    left of its session: smbd workers orphaned when their parent died first. Linux does not
+    reuse a PID that is still some session's id, so these are all the server's own."""
+    found: dict[int, psutil.Process] = {}
+    try:
+        top = psutil.Process(pid)
+        if _running(top):
+            found = {p.pid: p for p in [top, *top.children(recursive=True)]}
+    except psutil.NoSuchProcess:
+        pass
+    for p in psutil.process_iter():
+        try:
+            if p.pid not in found and os.getsid(p.pid) == pid:
+                found[p.pid] = p
+        except (OSError, psutil.Error):
+            continue
+    return [p for p in found.values() if _running(p)]
+
+
+def _signal_as_root(priv: Privilege, procs: list[psutil.Process], sig: signal.Signals) -> bool:
+    """Signal root processes from a normal user: the kernel refuses, `sudo -n kill` does not."""
+    if not procs:
+        return True
+    try:
+        res = run_privileged(priv, ["kill", "-s", sig.name.removeprefix("SIG"),
+                                    *(str(p.pid) for p in procs)], timeout=15)
+    except (PermissionError, OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+@dataclass
+class SambaServer(LocalServer):
+    port: int = 0
+    username: str = "hpnas"
+    password: str = ""
+    share: str = SHARE
+    name: ClassVar[str] = "samba"
+
+    @property
+    def share_dir(self) -> Path:
+        return self.root / "share"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / "smb.conf"
+
+    @property
+    def address(self) -> str:
+        return f"smb://{LOOPBACK}:{self.port}/{self.share}"
+
+    def _write_conf(self, force_user: str = "root") -> None:
+        d = self.root
+        for sub in _INTERNAL_DIRS:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        self.share_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(f"""[global]
+  interfaces = {LOOPBACK}/8
+  bind interfaces only = yes
+  smb ports = {self.port}
+  disable netbios = yes
+  server min protocol = SMB3
+  server signing = mandatory
+  server role = standalone server
+  map to guest = never
+  load printers = no
+  printing = bsd
+  printcap name = /dev/null
+  disable spoolss = yes
+  unix charset = UTF-8
+  private dir = {d}/private
+  lock directory = {d}/lock
+  state directory = {d}/state
+  cache directory = {d}/cache
+  pid directory = {d}/pid
+  ncalrpc dir = {d}/ncalrpc
+  passdb backend = tdbsam:{d}/private/passdb.tdb
+  log file = {d}/logs/log.%m
+  max log size = 1000
+  log level = 0
+
+[{self.share}]
+  path = {self.share_dir}
+  valid users = {self.username}
+  force user = {force_user}
+  read only = no
+  browseable = yes
+  create mask = 0644
+  directory mask = 0755
+""")
+
+    def _ensure_user(self, priv: Privilege) -> None:
+        try:
+            pwd.getpwnam(self.username)
+        except KeyError:
+            res = run_privileged(priv, [find_tool("useradd") or "useradd", "-M", "-s",
+                                        "/usr/sbin/nologin", self.username])
+            # 9: the name is taken, i.e. a parallel test session added it meanwhile.
+            if res.returncode not in (0, 9):
+                raise RuntimeError(f"adding the NAS system user {self.username} failed: "
+                                   f"{res.stderr.strip()[-500:]}") from None
+        res = run_privileged(priv, [find_tool("smbpasswd") or "smbpasswd", "-c",
+                                    str(self.conf_path), "-s", "-a", self.username],
+                             input_text=f"{self.password}\n{self.password}\n")
+        if res.returncode != 0:
+            raise RuntimeError(f"setting the NAS password failed: {res.stderr.strip()[-500:]}")
+
+    def _clear_runtime_dirs(self) -> None:
+        """smbd refuses to start when a directory it creates for itself (lock/msg.lock,
+        lock/msg.sock, ncalrpc/np, logs/cores) exists but is not root's; after a stop we gave
+        them to the user. They only hold sockets, PID locks and core dumps: remove them."""
+        uid = os.geteuid()
+        for sub in _INTERNAL_DIRS:
+            try:
+                children = list((self.root / sub).iterdir())
+            except OSError:  # not there yet, or not ours to read: smbd will say what is wrong
+                continue
+            for child in children:
+                if child.is_dir() and not child.is_symlink() and child.stat().st_uid == uid:
+                    shutil.rmtree(child, ignore_errors=True)
+
+    def _give_back(self, priv: Privilege) -> None:
+        """Hand smbd's root-owned state to the user, so they can delete the state folder.
+        -P: never follow a symlink out of it."""
+        dirs = [str(self.root / s) for s in _INTERNAL_DIRS if (self.root / s).is_dir()]
+        if not dirs:
+            return
+        try:
+            run_privileged(priv, ["chown", "-R", "-P", f"{priv.uid}:{priv.gid}", *dirs],
+                           timeout=60)
+        except (PermissionError, OSError, subprocess.TimeoutExpired):
+            pass  # best effort: the next start copes with root-owned state too
+
+    def start(self) -> None:
+        why = samba_available()
+        if why:
+            raise RuntimeError(f"NAS (Samba) cannot start: {why}")
+        priv = current()
+        if priv.via_sudo:
+            self._clear_runtime_dirs()
+        self._write_conf(share_owner(priv))
+        self._ensure_user(priv)
+        proc = spawn(priv.argv([_smbd_binary(), "-F", "--no-process-group", "-s",
+                                str(self.conf_path)]), self.log_path)
+        # Via sudo this is sudo's PID, as for every server the process spawn() started and
+        # the leader of its session: sudo lives exactly as long as smbd (it waits for it and
+        # relays its user's signals to it), so alive() and `stack down` see the server.
+        self.pid = proc.pid
+        wait_until(self.healthy, 20, f"Samba on {LOOPBACK}:{self.port}", self.log_path, proc)
+
+    def stop(self) -> None:
+        if current().is_root:  # root signals its smbd itself, as always
+            super().stop()
+            return
+        self._stop_as_user(signal.SIGTERM, self.stop_grace)
+
+    def kill(self) -> None:
+        if current().is_root:
+            super().kill()
+            return
+        self._stop_as_user(signal.SIGKILL, 2.0)
+
+    def _stop_as_user(self, sig: signal.Signals, grace: float) -> None:
+        """A normal user cannot signal a root smbd: signal its process tree through
+        `sudo -n kill`, and SIGKILL whatever outlives `grace`. If that fails (sudo wants a
+        password by now: a cached sudo login expired), signal the sudo that started smbd
+        instead: its user may, and sudo relays SIGTERM to smbd. Bounded: every step has a
+        timeout. Then smbd's root-owned state goes back to the user."""
+        pid, self.pid = self.pid, None
+        priv = current()
+        procs = _server_processes(pid) if pid else []
+        if procs:
+            if not _signal_as_root(priv, procs, sig):  # the whole tree, as stop_pid does
+                try:
+                    launcher = psutil.Process(pid)
+                    if launcher.name() == "sudo":
+                        launcher.send_signal(signal.SIGTERM)  # relayed; SIGKILL could not be
+                except psutil.Error:
+                    pass
+            if not _wait_gone(procs, grace):
+                left = [p for p in procs if _running(p)]
+                _signal_as_root(priv, left, signal.SIGKILL)
+                _wait_gone(left, 5.0)
+        if not priv.missing:
+            self._give_back(priv)
+
+    def healthy(self) -> bool:
+        return port_open(self.port)
+
+    def env(self) -> dict[str, str]:
+        return {"HP_NAS_PROTOCOL": "smb", "HP_NAS_HOST": LOOPBACK, "HP_NAS_PORT": str(self.port),
+                "HP_NAS_SHARE": self.share, "HP_NAS_USERNAME": self.username,
+                "HP_NAS_PASSWORD": self.password, "HP_NAS_LOCAL_ROOT": str(self.share_dir)}

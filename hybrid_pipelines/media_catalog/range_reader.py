@@ -96,8 +96,9 @@ class BytesReader:
         return chunk
 
 
-class CountingReader:
-    """Counts what one consumer fetched through a shared reader.
+class ByteCountingRangeReader:
+    """A RangeReader that passes reads through to another and counts what this one consumer
+    fetched (bytes and calls).
 
     The wrapped reader's own counter may be cumulative over many probes; this one belongs to
     a single probe() call.

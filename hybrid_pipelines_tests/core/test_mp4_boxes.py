@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from hybrid_pipelines.media_catalog.range_reader import BytesReader, CountingReader
+from hybrid_pipelines.media_catalog.range_reader import ByteCountingRangeReader, BytesReader
 from hybrid_pipelines.media_catalog.rules.mp4_boxes import (
     Box,
     BoxError,
@@ -35,8 +35,8 @@ def trak(handler: bytes) -> bytes:
     return box(b"trak", box(b"tkhd", b"\x00" * 84) + box(b"mdia", hdlr(handler)))
 
 
-def reader(data: bytes) -> CountingReader:
-    return CountingReader(BytesReader(data, "test.mp4"))
+def reader(data: bytes) -> ByteCountingRangeReader:
+    return ByteCountingRangeReader(BytesReader(data, "test.mp4"))
 
 
 FTYP = box(b"ftyp", b"isom\x00\x00\x02\x00isomiso2mp41")

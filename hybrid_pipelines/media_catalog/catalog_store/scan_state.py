@@ -1,0 +1,262 @@
+"""The scan's state: registered folders, the directory and file records a scan diffs
+against, its resumable checkpoints, the batches it writes, and renames it detects."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hybrid_pipelines.media_catalog.catalog_store.base import (
+    CLEAR_PROBE,
+    PROBE_FIELDS,
+    StoreBase,
+    parent_of,
+    prefix_bounds,
+)
+from hybrid_pipelines.media_catalog.rules.catalog_paths import file_id
+from hybrid_pipelines.media_catalog.rules.scan_diff import (
+    DELETED,
+    PENDING,
+    STABLE,
+    DirState,
+    FileDecision,
+    Known,
+)
+
+
+@dataclass
+class Checkpoint:
+    scan_id: str
+    partition_key: str
+    mode: str
+    last_path: str | None
+    processed_files: int
+    new_files: int
+    changed_files: int
+    deleted_files: int
+    dirs_listed: int
+    attempts: int
+    resumed: bool
+
+
+class ScanStore(StoreBase):
+    # ------------------------------------------------------------------ folders / partitions
+
+    def ensure_folder(self, partition_key: str, folder: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO folders (partition_key, folder, added_at) VALUES (?, ?, ?) "
+                      "ON CONFLICT(partition_key) DO NOTHING", (partition_key, folder, time.time()))
+
+    def folders(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT partition_key, folder FROM folders ORDER BY partition_key")}
+
+    def folder_of(self, partition_key: str) -> str | None:
+        row = self.conn.execute("SELECT folder FROM folders WHERE partition_key = ?",
+                                (partition_key,)).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ scan reads
+
+    def dir_states(self, partition_key: str) -> dict[str, DirState]:
+        return {r[0]: DirState(r[0], r[1], bool(r[2])) for r in self.conn.execute(
+            "SELECT path, mtime, has_subdirs FROM dirs WHERE partition_key = ?",
+            (partition_key,))}
+
+    def pending_dirs(self, partition_key: str) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT dir FROM files WHERE partition_key = ? AND status = ?",
+            (partition_key, PENDING))}
+
+    def files_in_dir(self, dir_path: str) -> dict[str, Known]:
+        return {r[0]: Known(r[0], r[1], r[2], r[3], r[4]) for r in self.conn.execute(
+            "SELECT path, size, mtime, status, seen_at FROM files WHERE dir = ?", (dir_path,))}
+
+    def count_files(self, partition_key: str, statuses: Sequence[str]) -> int:
+        marks = ",".join("?" * len(statuses))
+        return int(self.conn.execute(
+            f"SELECT COUNT(*) FROM files WHERE partition_key = ? AND status IN ({marks})",  # noqa: S608 - placeholders only
+            (partition_key, *statuses)).fetchone()[0])
+
+    def status_counts(self, partition_key: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT status, COUNT(*) FROM files WHERE partition_key = ? GROUP BY status",
+            (partition_key,))}
+
+    def live_bytes(self, partition_key: str) -> int:
+        return int(self.conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM files WHERE partition_key = ? AND status != ?",
+            (partition_key, DELETED)).fetchone()[0])
+
+    def live_paths_below(self, dir_path: str) -> list[str]:
+        lo, hi = prefix_bounds(dir_path)
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM files WHERE path >= ? AND path < ? AND status != ? ORDER BY path",
+            (lo, hi, DELETED))]
+
+    def live_paths_of_partition(self, partition_key: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM files WHERE partition_key = ? AND status != ? ORDER BY path",
+            (partition_key, DELETED))]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def open_checkpoint(self, partition_key: str, mode: str) -> Checkpoint:
+        """Resume the partition's unfinished scan if there is one, else start a new one."""
+        now = time.time()
+        with self.transaction() as c:
+            row = c.execute(
+                "SELECT scan_id, mode, last_path, processed_files, new_files, changed_files, "
+                "deleted_files, dirs_listed, attempts FROM scan_checkpoints "
+                "WHERE partition_key = ? AND status IN ('running', 'failed') "
+                "ORDER BY started_at DESC LIMIT 1", (partition_key,)).fetchone()
+            if row:
+                # A full reconcile stays full when resumed; an incremental one may be upgraded.
+                resumed_mode = "full" if "full" in (row[1], mode) else "incremental"
+                c.execute("UPDATE scan_checkpoints SET status = 'running', mode = ?, "
+                          "attempts = attempts + 1, error = NULL, updated_at = ? "
+                          "WHERE scan_id = ?", (resumed_mode, now, row[0]))
+                return Checkpoint(row[0], partition_key, resumed_mode, row[2], row[3], row[4],
+                                  row[5], row[6], row[7], row[8] + 1, True)
+            scan_id = uuid.uuid4().hex
+            c.execute("INSERT INTO scan_checkpoints (scan_id, partition_key, mode, status, "
+                      "started_at, updated_at) VALUES (?, ?, ?, 'running', ?, ?)",
+                      (scan_id, partition_key, mode, now, now))
+            return Checkpoint(scan_id, partition_key, mode, None, 0, 0, 0, 0, 0, 1, False)
+
+    def unfinished_scan(self, partition_key: str) -> tuple[str, str | None, str, float] | None:
+        """(scan_id, last_path, status, updated_at) of the partition's unfinished scan."""
+        row = self.conn.execute(
+            "SELECT scan_id, last_path, status, updated_at FROM scan_checkpoints "
+            "WHERE partition_key = ? AND status IN ('running', 'failed') "
+            "ORDER BY started_at DESC LIMIT 1", (partition_key,)).fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    def checkpoint_row(self, scan_id: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM scan_checkpoints WHERE scan_id = ?",
+                                (scan_id,)).fetchone()
+        return dict(row) if row else {}
+
+    def finish_checkpoint(self, cp: Checkpoint, folder: str) -> None:
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("UPDATE scan_checkpoints SET status = 'done', finished_at = ?, "
+                      "updated_at = ? WHERE scan_id = ?", (now, now, cp.scan_id))
+            c.execute("UPDATE folders SET last_scan_at = ?, last_scan_id = ? "
+                      "WHERE partition_key = ?", (now, cp.scan_id, cp.partition_key))
+
+    def fail_checkpoint(self, cp: Checkpoint, error: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE scan_checkpoints SET status = 'failed', error = ?, updated_at = ? "
+                      "WHERE scan_id = ?", (error[:2000], time.time(), cp.scan_id))
+
+    # ------------------------------------------------------------------ scan writes
+
+    def write_scan_batch(self, cp: Checkpoint, *, files: Sequence[FileDecision],
+                         deleted: Sequence[str], dirs: Sequence[DirState],
+                         gone_dirs: Sequence[str], last_path: str | None, processed: int,
+                         counts: dict[str, int], dirs_listed: int) -> None:
+        """One transaction: file rows, deletions, directory records and the checkpoint."""
+        now = time.time()
+        with self.transaction() as c:
+            seqs = self.reserve_seqs(len(files) + len(deleted))
+            for d in files:
+                self._write_file(c, cp, d, now, next(seqs))
+            for path in deleted:
+                self._mark_deleted(c, cp, path, now, next(seqs))
+            for gone in gone_dirs:
+                lo, hi = prefix_bounds(gone)
+                c.execute("DELETE FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
+                          (gone, lo, hi))
+            for dstate in dirs:
+                c.execute(
+                    "INSERT INTO dirs (path, partition_key, parent, mtime, has_subdirs, listed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "mtime = excluded.mtime, has_subdirs = excluded.has_subdirs, "
+                    "listed_at = excluded.listed_at",
+                    (dstate.path, cp.partition_key, parent_of(dstate.path), dstate.mtime,
+                     int(dstate.has_subdirs), now))
+            new_last = last_path if last_path is not None else cp.last_path
+            c.execute(
+                "UPDATE scan_checkpoints SET last_path = ?, processed_files = processed_files + ?,"
+                " new_files = new_files + ?, changed_files = changed_files + ?, "
+                "deleted_files = deleted_files + ?, dirs_listed = ?, updated_at = ? "
+                "WHERE scan_id = ?",
+                (new_last, processed, counts.get("new", 0), counts.get("changed", 0),
+                 counts.get("deleted", 0), dirs_listed, now, cp.scan_id))
+        cp.last_path = new_last
+        cp.processed_files += processed
+        cp.new_files += counts.get("new", 0)
+        cp.changed_files += counts.get("changed", 0)
+        cp.deleted_files += counts.get("deleted", 0)
+        cp.dirs_listed = dirs_listed
+
+    def _write_file(self, c: sqlite3.Connection, cp: Checkpoint, d: FileDecision,
+                    now: float, seq: int) -> None:
+        obs = d.obs
+        if d.kind == "new":
+            name = obs.path.rsplit("/", 1)[-1]
+            c.execute(
+                "INSERT INTO files (path, file_id, partition_key, dir, name, size, mtime, status,"  # noqa: S608
+                " seen_at, first_scan_id, updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET partition_key = excluded.partition_key, "
+                "size = excluded.size, mtime = excluded.mtime, status = excluded.status, "
+                "seen_at = excluded.seen_at, first_scan_id = excluded.first_scan_id, "
+                "deleted_scan_id = NULL, deleted_at = NULL, renamed_to = NULL, "
+                "catalog_id = NULL, series_id = NULL, content_id = NULL, "
+                f"updated_at = excluded.updated_at, seq = excluded.seq, {CLEAR_PROBE}",
+                (obs.path, file_id(obs.path), cp.partition_key, parent_of(obs.path), name,
+                 obs.size, obs.mtime, d.status, d.seen_at, cp.scan_id, now, seq))
+        elif d.kind == "confirmed":
+            c.execute("UPDATE files SET status = ?, updated_at = ?, seq = ? WHERE path = ?",
+                      (d.status, now, seq, obs.path))
+        else:  # changed / growing: new size or mtime, any earlier probe no longer holds
+            c.execute(
+                "UPDATE files SET size = ?, mtime = ?, status = ?, seen_at = ?, updated_at = ?, "  # noqa: S608
+                f"seq = ?, {CLEAR_PROBE} WHERE path = ?",
+                (obs.size, obs.mtime, d.status, d.seen_at, now, seq, obs.path))
+
+    def _mark_deleted(self, c: sqlite3.Connection, cp: Checkpoint, path: str,
+                      now: float, seq: int) -> None:
+        c.execute("UPDATE files SET status = ?, deleted_at = ?, deleted_scan_id = ?, "
+                  "updated_at = ?, seq = ? WHERE path = ? AND status != ?",
+                  (DELETED, now, cp.scan_id, now, seq, path, DELETED))
+
+    def drop_partition_dirs(self, partition_key: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM dirs WHERE partition_key = ?", (partition_key,))
+
+    # ------------------------------------------------------------------ renames
+
+    def rename_candidates(self, cp: Checkpoint) -> tuple[list[tuple], list[tuple]]:
+        gone = self.conn.execute(
+            "SELECT path, size, mtime FROM files WHERE partition_key = ? AND status = ? "
+            "AND deleted_scan_id = ? AND renamed_to IS NULL AND probed_at IS NOT NULL",
+            (cp.partition_key, DELETED, cp.scan_id)).fetchall()
+        new = self.conn.execute(
+            "SELECT path, size, mtime FROM files WHERE partition_key = ? AND status = ? "
+            "AND first_scan_id = ? AND probed_at IS NULL",
+            (cp.partition_key, STABLE, cp.scan_id)).fetchall()
+        return [tuple(r) for r in gone], [tuple(r) for r in new]
+
+    def apply_renames(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Carry the probe of a renamed file over to its new path instead of probing again."""
+        now = time.time()
+        cols = ", ".join((*PROBE_FIELDS, "probe_error", "probed_at", "bytes_read"))
+        for start in range(0, len(pairs), 100):
+            with self.transaction() as c:
+                for old, new in pairs[start:start + 100]:
+                    row = c.execute(f"SELECT {cols} FROM files WHERE path = ?",  # noqa: S608 - fixed column list
+                                    (old,)).fetchone()
+                    values = dict(zip((*PROBE_FIELDS, "probe_error", "probed_at", "bytes_read"),
+                                      row, strict=True))
+                    status = "invalid" if values["probe_error"] else "valid"
+                    sets = ", ".join(f"{k} = ?" for k in values)
+                    c.execute(f"UPDATE files SET {sets}, status = ?, updated_at = ?, seq = ? "  # noqa: S608 - fixed column list
+                              "WHERE path = ? AND status = ?",
+                              (*values.values(), status, now, self.next_seq(), new, STABLE))
+                    c.execute("UPDATE files SET renamed_to = ? WHERE path = ?", (new, old))

@@ -1,0 +1,63 @@
+"""What the read plans and the driver share: one attempt, the probe's options and state,
+and the exception that ends a probe with a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from hybrid_pipelines.media_catalog.range_reader import SparseFileCache
+from hybrid_pipelines.media_catalog.rules.container_sniff import Sniff
+from hybrid_pipelines.media_catalog.rules.ffprobe_output import Expected
+
+
+class ProbeFailure(Exception):
+    """A definitive verdict on the file; no bigger read can change it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One ffprobe run: fetch `ranges` (offset, length) into the cache, then feed ffprobe
+    either the first `pipe_bytes` on stdin or the whole sparse cache file."""
+
+    label: str
+    mode: Literal["pipe", "file"]
+    ranges: tuple[tuple[int, int], ...] = ()
+    pipe_bytes: int = 0
+    expected: Expected | None = None
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    ffprobe_path: str
+    timeout_s: float
+    head_bytes: int
+    max_moov_bytes: int
+    max_full_read_bytes: int | None
+    probe_unknown: bool
+
+
+@dataclass
+class ProbeContext:
+    cache: SparseFileCache
+    opts: ProbeOptions
+    sniff: Sniff
+    trace: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.cache.size
+
+    def tail(self, length: int) -> tuple[int, int]:
+        start = max(0, self.size - length)
+        return start, self.size - start
+
+    def log(self, message: str) -> None:
+        # The trace is opt-in (tests read it to see which attempts ran); normal probing
+        # keeps no log.
+        if self.trace is not None:
+            self.trace.append(message)

@@ -5,7 +5,8 @@
   ai-tiers reactivate USER_ID CONV_ID      queue a reactivation (context_reactivation_requests)
   ai-tiers delete-outputs USER_ID [--output-id UUID]   queue a deletion (output_deletion_requests)
 
-PostgreSQL comes from the same HP_PG_* variables as the Dagster resources."""
+PostgreSQL comes from the same HP_PG_* variables as the Dagster resources, turned into the
+resource by the same code (resources/build.py, HP_RESOURCES_MODE included)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,13 @@ import argparse
 import os
 
 from hybrid_pipelines.resources import PostgresResource
-from hybrid_pipelines.shared.env import env_port
+from hybrid_pipelines.resources.build import build_resources
 
 SCHEMA = "ai_tiers"
 
 
 def _postgres() -> PostgresResource:
-    env = os.environ.get
-    return PostgresResource(host=env("HP_PG_HOST", "127.0.0.1"),
-                            port=env_port(os.environ, "HP_PG_PORT", 5432),
-                            user=env("HP_PG_USER", "postgres"),
-                            password=env("HP_PG_PASSWORD", ""),
-                            database=env("HP_PG_DATABASE", "hybrid"))
+    return build_resources(os.environ, only=("postgres",))["postgres"]
 
 
 def _insert(sql: str, params: tuple[object, ...]) -> int:

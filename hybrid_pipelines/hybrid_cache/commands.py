@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
-from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
-from hybrid_pipelines.shared.env import env_port
+from hybrid_pipelines.resources.build import build_resources
 
 
 def stack_env_path() -> Path:
@@ -32,38 +30,18 @@ def connection_env(env_file: Path | None = None) -> dict[str, str]:
     return {**read_env_file(env_file or stack_env_path()), **os.environ}
 
 
-def resources_from_env(env: Mapping[str, str]) -> tuple[PostgresResource, SeaweedFSResource,
-                                                        NASResource]:
-    pg = PostgresResource(host=env.get("HP_PG_HOST", "127.0.0.1"),
-                          port=env_port(env, "HP_PG_PORT", 5432),
-                          user=env.get("HP_PG_USER", "postgres"),
-                          password=env.get("HP_PG_PASSWORD", ""),
-                          database=env.get("HP_PG_DATABASE", "hybrid"))
-    sw = SeaweedFSResource(endpoint_url=env.get("HP_SEAWEEDFS_S3_ENDPOINT",
-                                                "http://127.0.0.1:8333"),
-                           master_url=env.get("HP_SEAWEEDFS_MASTER_URL", ""),
-                           aws_access_key_id=env.get("HP_SEAWEEDFS_ACCESS_KEY", ""),
-                           aws_secret_access_key=env.get("HP_SEAWEEDFS_SECRET_KEY", ""),
-                           bucket=env.get("HP_SEAWEEDFS_BUCKET", "media-cache"),
-                           max_attempts=2)
-    nas = NASResource(protocol=env.get("HP_NAS_PROTOCOL", "local"),
-                      host=env.get("HP_NAS_HOST", "127.0.0.1"),
-                      port=env_port(env, "HP_NAS_PORT", 445),
-                      share=env.get("HP_NAS_SHARE", "media"),
-                      username=env.get("HP_NAS_USERNAME", ""),
-                      password=env.get("HP_NAS_PASSWORD", ""),
-                      local_root=env.get("HP_NAS_LOCAL_ROOT", ".local/nas"))
-    return pg, sw, nas
-
-
 def _simulate(args: argparse.Namespace) -> int:
     from hybrid_pipelines.hybrid_cache.runtime import prepare
     from hybrid_pipelines.hybrid_cache.uploads import MIB, simulate_uploads
 
     if args.count < 0:
         raise RuntimeError(f"N must be 0 or more, got {args.count}")
-    pg, sw, nas = resources_from_env(connection_env(Path(args.env_file) if args.env_file
-                                                    else None))
+    env = connection_env(Path(args.env_file) if args.env_file else None)
+    res = build_resources(env, only=("postgres", "seaweedfs", "nas"))
+    pg, nas = res["postgres"], res["nas"]
+    # Two attempts, not boto3's default: a dead gateway is reported quickly, then the
+    # uploads go to the NAS.
+    sw = res["seaweedfs"].model_copy(update={"max_attempts": 2})
     pg.require_healthy()
     prepare(pg)
     health = sw.health()
@@ -89,7 +67,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "simulate-uploads",
         help="write N files of mixed sizes to SeaweedFS and file_metadata, like the file server",
         description="Connection details come from HP_* environment variables, else from the "
-                    "local stack's stack.env ($HP_STACK_DIR or .local).")
+                    "local stack's stack.env ($HP_STACK_DIR or .local), turned into "
+                    "resources as Dagster does (HP_RESOURCES_MODE: local or deployed).")
     sim.add_argument("count", type=int, metavar="N", help="number of uploads")
     sim.add_argument("--seed", type=int, default=None,
                      help="random seed for sizes and contents (default: random)")

@@ -160,7 +160,7 @@ def partitions_command(args: argparse.Namespace) -> int:
     names = list(args.folders)
     if args.from_nas:
         settings = CatalogSettings.from_env()
-        nas = build_resources()["nas"].process_config_and_initialize()
+        nas = build_resources(os.environ, only=("nas",))["nas"]
         try:
             entries = nas.fs().list_dir(settings.nas_root)
         except Exception as exc:  # noqa: BLE001 - explained to the operator

@@ -14,7 +14,7 @@ from typing import TypeVar
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
 from hybrid_pipelines.media_catalog.smb_listing import LeanSMBLister
 from hybrid_pipelines.resources import BackendError, NASResource
-from hybrid_pipelines.resources.nas import ENV_VARS, _connection_cache, explain_nas_error
+from hybrid_pipelines.resources.nas import ENV_VARS, explain_nas_error
 from hybrid_pipelines.resources.nas_fs import SMBNAS
 
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class NASAccess:
         if lean_smb and isinstance(self._fs, SMBNAS):
             self._lean = LeanSMBLister(
                 nas.host, nas.port, nas.share, nas.username, nas.password, nas.timeout_s,
-                _connection_cache(nas.host, nas.port, nas.username, nas.password),
+                nas.connection_cache(),
                 fallback=self._generic_list)
 
     def _generic_list(self, path: str) -> list[Entry]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
 from hybrid_pipelines.resources.nas_fs import SMBNAS, CountingReader, LocalNAS, NASFileSystem
+from hybrid_pipelines.resources.owned import Owned, OwnsHandles
 
 ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
             "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT")
@@ -37,19 +38,15 @@ def explain_nas_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_CACHES: dict[str, dict[str, Any]] = {}
-
-
-def _connection_cache(host: str, port: int, username: str, password: str) -> dict[str, Any]:
-    """smbclient pools sessions by server:port and username only; keying our pools by the
-    credentials too means a changed password is really tried, never masked by an old session."""
-    key = hashlib.sha256(f"{host}\0{port}\0{username}\0{password}".encode()).hexdigest()
-    return _CACHES.setdefault(key, {})
-
-
-class NASResource(dg.ConfigurableResource):
+class NASResource(OwnsHandles, dg.ConfigurableResource):
     """The permanent store. `protocol=smb` talks SMB3 to host:port/share; `protocol=local`
-    uses `local_root`, a mounted share (NFS/SMB mount) or a plain folder."""
+    uses `local_root`, a mounted share (NFS/SMB mount) or a plain folder.
+
+    Over SMB the resource owns its smbclient connection cache (the sessions it opened):
+    a new one in setup_for_execution (or on first use outside Dagster), its sessions closed
+    in teardown_after_execution. smbclient's own pool is keyed by server:port and username
+    only; a cache per resource object (and a fresh one for every copy) means a changed
+    password is really tried, never masked by another resource's session."""
 
     protocol: str = "smb"  # "smb" or "local"; a str so it can come from an EnvVar
     host: str = "127.0.0.1"
@@ -59,6 +56,8 @@ class NASResource(dg.ConfigurableResource):
     password: str = ""
     local_root: str = ""
     timeout_s: float = 10.0
+
+    _connections: Owned[dict[str, Any]] = PrivateAttr(default_factory=Owned)
 
     @property
     def address(self) -> str:
@@ -75,8 +74,24 @@ class NASResource(dg.ConfigurableResource):
                 raise ValueError("NAS protocol is 'local' but HP_NAS_LOCAL_ROOT is empty")
             return LocalNAS(self.local_root)
         return SMBNAS(self.host, self.port, self.share, self.username, self.password,
-                      self.timeout_s, _connection_cache(self.host, self.port, self.username,
-                                                        self.password))
+                      self.timeout_s, self.connection_cache())
+
+    def connection_cache(self) -> dict[str, Any]:
+        """The smbclient `connection_cache` this resource owns; pass it to every smbclient
+        call made for this resource (SMBNAS and the scans' lean listing do)."""
+        return self._connections.get(dict)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._connections.set({})
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        cache = self._connections.take()
+        if cache:
+            import smbclient
+
+            # Logs off and disconnects every session this run opened; a server already gone
+            # is not an error at teardown.
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
     def open_reader(self, path: str) -> CountingReader:
         fs = self.fs()

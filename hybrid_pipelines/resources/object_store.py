@@ -1,15 +1,25 @@
 """S3-compatible object stores: AWS S3, MinIO and the SeaweedFS S3 gateway are one code path,
-configured by endpoint (built on dagster-aws's S3Resource)."""
+configured by endpoint. Built on dagster-aws's S3Resource: every field it defines is honoured
+(profile_name, use_unsigned_session, region_name, use_ssl, verify, max_attempts, the keys and
+the session token); path-style addressing, timeouts and checksum settings are added for MinIO
+and SeaweedFS.
+
+The resource owns its boto3 client: made in setup_for_execution (or on first use outside
+Dagster), shared by every call of the run (boto3 clients are thread-safe), closed in
+teardown_after_execution."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import requests
+from dagster import InitResourceContext
 from dagster_aws.s3 import S3Resource
-from pydantic import Field
+from dagster_aws.utils import construct_boto_client_retry_config
+from pydantic import Field, PrivateAttr
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
+from hybrid_pipelines.resources.owned import Owned, OwnsHandles
 
 OBJECT_STORE_ENV = ("HP_OBJECT_STORE_ENDPOINT", "HP_OBJECT_STORE_ACCESS_KEY",
                     "HP_OBJECT_STORE_SECRET_KEY", "HP_OBJECT_STORE_BUCKET")
@@ -18,12 +28,19 @@ SEAWEEDFS_ENV = ("HP_SEAWEEDFS_S3_ENDPOINT", "HP_SEAWEEDFS_MASTER_URL",
 
 
 def explain_s3_error(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ProfileNotFound,
+    )
 
     if isinstance(exc, EndpointConnectionError):
         return "cannot connect: the S3 endpoint is down or the address is wrong"
     if isinstance(exc, NoCredentialsError):
         return "no credentials configured"
+    if isinstance(exc, ProfileNotFound):
+        return f"AWS profile not found: {exc}"
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
@@ -36,7 +53,13 @@ def explain_s3_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class ObjectStoreResource(S3Resource):
+def _or_none(value: str | None) -> str | None:
+    """An empty setting means "not set": boto3 then uses its own credential chain
+    (instance role, AWS_* variables, profile) instead of empty keys."""
+    return value or None
+
+
+class ObjectStoreResource(OwnsHandles, S3Resource):
     """The cold tier (MinIO or AWS S3). Set `endpoint_url` for MinIO/SeaweedFS; leave it empty
     for AWS. `bucket` is the bucket this deployment owns."""
 
@@ -44,6 +67,8 @@ class ObjectStoreResource(S3Resource):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     region_name: str | None = "us-east-1"
+
+    _client: Owned[Any] = PrivateAttr(default_factory=Owned)
 
     @property
     def env_vars(self) -> tuple[str, ...]:
@@ -57,23 +82,44 @@ class ObjectStoreResource(S3Resource):
     def address(self) -> str:
         return f"{self.endpoint_url or 'https://s3.amazonaws.com'}/{self.bucket}"
 
-    def get_client(self) -> Any:
+    # ---- the client: owned by the resource ---------------------------------------------
+
+    def new_client(self) -> Any:
+        """A new boto3 S3 client from every field of this resource (S3Resource's and ours).
+        Prefer get_client(), which returns the client this resource owns."""
         import boto3
+        from botocore import UNSIGNED
         from botocore.config import Config
 
-        session = boto3.session.Session(
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token, region_name=self.region_name)
-        config = Config(
+        session = boto3.session.Session(profile_name=self.profile_name or None)
+        config = construct_boto_client_retry_config(self.max_attempts).merge(Config(
             s3={"addressing_style": "path"}, connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
-            retries={"max_attempts": self.max_attempts, "mode": "standard"},
             # SeaweedFS and older MinIO reject the new default CRC checksums on some calls.
             request_checksum_calculation="when_required",
-            response_checksum_validation="when_required")
-        return session.client("s3", endpoint_url=self.endpoint_url or None, config=config,
-                              use_ssl=self.use_ssl, verify=self.verify)
+            response_checksum_validation="when_required"))
+        if self.use_unsigned_session:
+            config = config.merge(Config(signature_version=UNSIGNED))
+        return session.client(
+            "s3", region_name=self.region_name, endpoint_url=self.endpoint_url or None,
+            use_ssl=self.use_ssl, verify=self.verify,
+            aws_access_key_id=_or_none(self.aws_access_key_id),
+            aws_secret_access_key=_or_none(self.aws_secret_access_key),
+            aws_session_token=_or_none(self.aws_session_token), config=config)
+
+    def get_client(self) -> Any:
+        """The S3 client this resource owns (one per run; made on first use outside Dagster)."""
+        return self._client.get(self.new_client)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._client.set(self.new_client())
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        client = self._client.take()
+        if client is not None:
+            client.close()
+
+    # ---- health ----------------------------------------------------------------------------
 
     def _check(self) -> str:
         self.get_client().head_bucket(Bucket=self.bucket)
@@ -87,7 +133,14 @@ class ObjectStoreResource(S3Resource):
 
 
 class SeaweedFSResource(ObjectStoreResource):
-    """The fast cache: SeaweedFS's S3 gateway, plus its master for cluster health."""
+    """The fast cache: SeaweedFS's S3 gateway, plus its master for cluster health.
+
+    health() is the one definition of "SeaweedFS healthy", used by backend_health and by the
+    hybrid cache's circuit breakers alike: when `master_url` is set, the master answers
+    /cluster/healthz and has at least one volume server registered; and the S3 gateway
+    answers HEAD on the bucket with our credentials. (After a restart the gateway and the
+    master answer seconds before the volume servers re-register, and reads fail with HTTP
+    500 until they do.)"""
 
     bucket: str = "media-cache"
     master_url: str = ""
@@ -100,9 +153,21 @@ class SeaweedFSResource(ObjectStoreResource):
     def backend_name(self) -> str:
         return "SeaweedFS"
 
+    def _check_master(self) -> str:
+        timeout = self.connect_timeout_s
+        r = requests.get(f"{self.master_url}/cluster/healthz", timeout=timeout)
+        if not r.ok:
+            raise RuntimeError(f"master {self.master_url} unhealthy (HTTP {r.status_code})")
+        r = requests.get(f"{self.master_url}/dir/status", timeout=timeout)
+        r.raise_for_status()
+        topology = r.json().get("Topology", {})
+        nodes = sum(len(rack.get("DataNodes") or [])
+                    for dc in topology.get("DataCenters") or []
+                    for rack in dc.get("Racks") or [])
+        if nodes == 0:
+            raise RuntimeError("the master answers but no volume server is registered yet")
+        return f"master ok, {nodes} volume server(s); "
+
     def _check(self) -> str:
-        if self.master_url:
-            r = requests.get(f"{self.master_url}/cluster/healthz", timeout=self.connect_timeout_s)
-            if not r.ok:
-                raise RuntimeError(f"master {self.master_url} unhealthy (HTTP {r.status_code})")
-        return super()._check()
+        detail = self._check_master() if self.master_url else ""
+        return detail + super()._check()

@@ -1,7 +1,17 @@
-"""PostgreSQL for the project's own tables (psycopg 3, pooled)."""
+"""PostgreSQL for the project's own tables (psycopg 3).
+
+No connection pool: connect() opens a connection and closes it when the block ends. The
+project's connections are few and long (a sensor tick, a batch of a job), and a fresh
+connection always reports its real cause (refused, wrong password) at once, where a pool
+would hide it behind a timeout; it also survives a restarted server without any recovery
+logic, and session state (advisory locks, autocommit) never leaks from one user to the next.
+
+Schemas (`sql/<name>.sql`) are applied once per process and database, not at every call:
+a sensor that calls apply_schema every tick runs no DDL after the first."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources as pkg_resources
@@ -9,11 +19,15 @@ from importlib import resources as pkg_resources
 import dagster as dg
 import psycopg
 from psycopg.conninfo import make_conninfo
-from pydantic import PrivateAttr
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_PG_HOST", "HP_PG_PORT", "HP_PG_USER", "HP_PG_PASSWORD", "HP_PG_DATABASE")
+
+# (server, port, user, database, schema) applied by this process. Process state, not a
+# client cache: it only remembers that the idempotent DDL already ran against that database.
+_APPLIED: set[tuple[str, int, str, str, str]] = set()
+_APPLIED_LOCK = threading.Lock()
 
 
 def explain_pg_error(exc: BaseException) -> str:
@@ -34,9 +48,6 @@ class PostgresResource(dg.ConfigurableResource):
     password: str = ""
     database: str = "hybrid"
     connect_timeout_s: int = 5
-    pool_max_size: int = 8
-
-    _pool: object = PrivateAttr(default=None)
 
     @property
     def address(self) -> str:
@@ -50,18 +61,31 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A fresh connection; commits on success, rolls back on error."""
+        """A new connection, closed at the end of the block; without autocommit it commits
+        on success and rolls back on error."""
         with psycopg.connect(self.conninfo(), autocommit=autocommit) as conn:
             yield conn
 
-    def apply_schema(self, *names: str) -> None:
-        """Apply `sql/<name>.sql` files; each is idempotent (IF NOT EXISTS)."""
+    def _schema_key(self, name: str) -> tuple[str, int, str, str, str]:
+        return (self.host, self.port, self.user, self.database, name)
+
+    def apply_schema(self, *names: str, force: bool = False) -> None:
+        """Apply `sql/<name>.sql` files (each idempotent: IF NOT EXISTS) the first time this
+        process meets this database, and skip them afterwards; `force` applies them anyway
+        (a database recreated under a running process)."""
+        with _APPLIED_LOCK:
+            todo = [n for n in names if force or self._schema_key(n) not in _APPLIED]
+        if not todo:
+            return
         with self.connect() as conn:
             # One lock so concurrent runs don't race on CREATE ... IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(727274)")
-            for name in names:
+            for name in todo:
                 sql = pkg_resources.files("hybrid_pipelines.sql").joinpath(f"{name}.sql")
                 conn.execute(sql.read_text())
+        # Remembered only once committed: a failed apply is tried again next time.
+        with _APPLIED_LOCK:
+            _APPLIED.update(self._schema_key(n) for n in todo)
 
     def health(self) -> Health:
         def check() -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources as pkg_resources
@@ -13,6 +15,11 @@ import dagster as dg
 from hybrid_pipelines.resources.errors import Health, probe_health, require
 
 ENV_VARS = ("HP_SQLITE_CATALOG_PATH",)
+
+# (catalog file, schema) applied by this process; a file that was deleted since is applied
+# again. Process state, not a connection cache.
+_APPLIED: set[tuple[str, str]] = set()
+_APPLIED_LOCK = threading.Lock()
 
 
 def open_catalog(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
@@ -44,10 +51,18 @@ class SQLiteCatalogResource(dg.ConfigurableResource):
         finally:
             conn.close()
 
-    def apply_schema(self, name: str = "catalog") -> None:
+    def apply_schema(self, name: str = "catalog", force: bool = False) -> None:
+        """Apply `sql/<name>.sql` (idempotent) the first time this process meets this file;
+        skipped afterwards unless the file is gone or `force` is set."""
+        key = (os.path.abspath(self.path), name)
+        with _APPLIED_LOCK:
+            if not force and key in _APPLIED and os.path.exists(key[0]):
+                return
         sql = pkg_resources.files("hybrid_pipelines.sql").joinpath(f"{name}.sql").read_text()
         with self.connect() as conn:
             conn.executescript(sql)
+        with _APPLIED_LOCK:
+            _APPLIED.add(key)
 
     def health(self) -> Health:
         def check() -> str:

@@ -16,7 +16,7 @@ from boto3.exceptions import S3UploadFailedError
 from hybrid_pipelines.ai_tiers import models, tier_copy
 from hybrid_pipelines.ai_tiers.models import ModelLayout, promote_model
 from hybrid_pipelines.defs.ai_tiers.assets import model_locations
-from hybrid_pipelines.defs.ai_tiers.jobs import model_promotion_job
+from hybrid_pipelines.defs.ai_tiers.jobs import PromotionConfig, model_promotion_job
 from hybrid_pipelines.defs.ai_tiers.sensors import model_promotion_requests_sensor
 from hybrid_pipelines.resources import JuiceFSResource, PostgresResource
 
@@ -326,8 +326,8 @@ def test_promotion_sensor_launches_one_run_per_request(ai_pg: PostgresResource) 
     result = model_promotion_requests_sensor(ctx)
     assert [r.run_key for r in result.run_requests] == ["model_promotion_requests-1",
                                                         "model_promotion_requests-2"]
-    assert result.run_requests[1].run_config["ops"]["promote_model"]["config"] == \
-        {"model_id": "b", "request_id": 2}
+    assert PromotionConfig(**result.run_requests[1].run_config["ops"]["promote_model"]["config"]
+                           ) == PromotionConfig(model_id="b", request_id=2)
     assert result.cursor == "2"
     with ai_pg.connect() as conn:
         conn.execute("UPDATE model_promotion_requests SET status = 'done'")

@@ -15,7 +15,7 @@ from hybrid_pipelines.ai_tiers import outputs, tier_copy
 from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
 from hybrid_pipelines.defs.ai_tiers.assets import generated_outputs
 from hybrid_pipelines.defs.ai_tiers.checks import output_paths_follow_layout
-from hybrid_pipelines.defs.ai_tiers.jobs import output_deletion_job
+from hybrid_pipelines.defs.ai_tiers.jobs import OutputDeletionConfig, output_deletion_job
 from hybrid_pipelines.defs.ai_tiers.sensors import output_deletion_requests_sensor
 from hybrid_pipelines.resources import PostgresResource
 
@@ -112,7 +112,7 @@ def test_deletion_request_removes_every_copy(ai_pg: PostgresResource, space: Spa
         dg.build_sensor_context(resources={"postgres": ai_pg}))
     (request,) = sensor.run_requests
     cfg = request.run_config["ops"]["delete_user_outputs"]["config"]
-    assert cfg == {"user_id": "gone", "output_id": None, "request_id": 1}
+    assert OutputDeletionConfig(**cfg) == OutputDeletionConfig(user_id="gone", request_id=1)
     result = output_deletion_job.execute_in_process(
         run_config={"ops": {"delete_user_outputs": {"config": {
             **cfg, "hot_prefix": space.outputs, "cold_prefix": space.outputs}}}},

@@ -132,12 +132,13 @@ def test_usage_sensor_requests_eviction_when_usage_crosses_the_threshold(
 def test_health_sensor_requests_recache_when_nas_only_files_wait(
         conn, hc_postgres, s3_resource, nas_resource, nas_fs, prefix) -> None:
     resources = {"postgres": hc_postgres, "seaweedfs": s3_resource, "nas": nas_resource}
-    ctx = dg.build_sensor_context(resources=resources)
-    assert isinstance(cache_health_sensor(ctx), dg.SkipReason)  # nothing waits
+    # Context managers, as the daemon uses them: the resources own clients torn down after.
+    with dg.build_sensor_context(resources=resources) as ctx:
+        assert isinstance(cache_health_sensor(ctx), dg.SkipReason)  # nothing waits
     upload_to_nas(conn, nas_fs, "offline.mp4", b"written while SeaweedFS was down",
                   nas_prefix=prefix)
-    ctx = dg.build_sensor_context(resources=resources, cursor=ctx.cursor)
-    request = cache_health_sensor(ctx)
+    with dg.build_sensor_context(resources=resources, cursor=ctx.cursor) as ctx:
+        request = cache_health_sensor(ctx)
     assert isinstance(request, dg.RunRequest) and "1 files" in request.tags["reason"]
     assert conn.execute("SELECT state FROM backend_circuit ORDER BY backend").fetchall() == [
         ("closed",), ("closed",)]

@@ -11,7 +11,7 @@ import pytest
 
 from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.hybrid_cache.health_gate import load_state
-from hybrid_pipelines.hybrid_cache.runtime import probes, seaweed_health
+from hybrid_pipelines.hybrid_cache.runtime import probes
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import PatternStream, upload_to_cache, upload_to_nas
 from hybrid_pipelines.resources import NASResource, SeaweedFSResource
@@ -100,8 +100,8 @@ def test_seaweedfs_killed_mid_sync_then_recovers_and_recaches(
 
     private_seaweed.start()  # same data directory: the cached objects are back
     # Recovery takes a moment more: volume servers re-register after the gateway answers.
-    wait_until(lambda: seaweed_health(sw).ok and all(_readable(s3, sw.bucket, f.key)
-                                                     for f in files),
+    wait_until(lambda: sw.health().ok and all(_readable(s3, sw.bucket, f.key)
+                                              for f in files),
                60, "SeaweedFS serving reads again")
 
     synced = materializations(run_job(defs, "pending_sync"))["nas_replicas"]

@@ -76,7 +76,7 @@ def put(share_dir: Path, rel: str, src: Path | bytes, *, age_s: float = HOUR_AGO
 
 def chain_resources(nas: NASResource, catalog: SQLiteCatalogResource,
                     firestore: FirestoreResource | None = None) -> dict[str, Any]:
-    res: dict[str, Any] = {"nas": nas, "catalog_db": catalog, "ffprobe": FFprobeResource()}
+    res: dict[str, Any] = {"nas": nas, "sqlite_catalog": catalog, "ffprobe": FFprobeResource()}
     if firestore is not None:
         res["firestore"] = firestore
     return res
@@ -107,10 +107,13 @@ def tick(instance: dg.DagsterInstance, cursor: str | None,
     """One evaluation of the NAS sensor, applying its partition requests like the daemon."""
     from hybrid_pipelines.defs.media_catalog.sensors import media_catalog_nas_sensor
 
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"nas": resources["nas"],
-                                                 "catalog_db": resources["catalog_db"]})
-    result = media_catalog_nas_sensor(context)
+    # A context manager, as the daemon uses it: the resources are set up and torn down
+    # (the NAS resource closes the SMB sessions of the tick).
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources={"nas": resources["nas"],
+                                            "sqlite_catalog": resources["sqlite_catalog"]}
+                                 ) as context:
+        result = media_catalog_nas_sensor(context)
     assert isinstance(result, dg.SensorResult)
     for req in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))

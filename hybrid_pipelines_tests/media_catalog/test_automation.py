@@ -44,7 +44,7 @@ def setup(samba_server: SambaServer, nas_resource: NASResource,
         yield {"share": share, "root": root, "resources": resources, "instance": instance}
 
 
-def _run(s: dict, key: str, run_config: dict | None = None) -> dg.ExecuteInJobResult:
+def _run(s: dict, key: str, run_config: dg.RunConfig | None = None) -> dg.ExecuteInJobResult:
     result = dg.materialize(CHAIN, partition_key=key, instance=s["instance"],
                             resources=s["resources"], run_config=run_config)
     assert result.success
@@ -107,7 +107,7 @@ def test_nightly_schedule_runs_a_full_reconcile_per_folder(setup: dict,
         sorted(["WSOP", partition_key_for(WEIRD)])
     job = defs.resolve_job_def("media_catalog_job")
     for req in requests:
-        assert req.run_config == FULL_RECONCILE_CONFIG
+        assert req.run_config == FULL_RECONCILE_CONFIG.to_config_dict()
         assert req.run_key == f"reconcile:{req.partition_key}:2026-03-01"
         assert req.tags[CATALOG_TAG] == "sqlite"
         dg.validate_run_config(job, req.run_config)
@@ -132,7 +132,7 @@ def test_sensor_waits_for_a_scan_in_progress_and_resumes_a_dead_one(setup: dict)
     s, instance = setup, setup["instance"]
     tick(instance, None, s["resources"])
     _run(s, "WSOP")
-    conn = open_catalog(s["resources"]["catalog_db"].path)
+    conn = open_catalog(s["resources"]["sqlite_catalog"].path)
     try:
         store = CatalogStore(conn)
         cp = store.open_checkpoint("WSOP", "incremental")  # as a run that is scanning now

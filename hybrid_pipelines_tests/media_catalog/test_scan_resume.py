@@ -66,7 +66,7 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     server.start()  # same port, same share
     instance = instance_with(folder)
     result = dg.materialize([nas_media_files], partition_key=folder, instance=instance,
-                            resources={"nas": nas_resource_for(server), "catalog_db": catalog})
+                            resources={"nas": nas_resource_for(server), "sqlite_catalog": catalog})
     meta = metadata_of(result, "nas_media_files")
     assert (meta["resumed"], meta["attempts"]) == (1, 2)
     # Counters continue from the checkpoint: every file counted exactly once.
@@ -94,7 +94,7 @@ def test_nas_down_fails_the_run_with_a_clear_error(nas: dict, tmp_path: Path,
     catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
     result = dg.materialize([nas_media_files], partition_key=nas["folder"],
                             instance=instance_with(nas["folder"]), raise_on_error=False,
-                            resources={"nas": down, "catalog_db": catalog})
+                            resources={"nas": down, "sqlite_catalog": catalog})
     assert not result.success
     error = result.get_step_failure_events()[0].step_failure_data.error
     text = ""

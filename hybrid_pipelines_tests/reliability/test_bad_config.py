@@ -74,7 +74,7 @@ def catalog_setup(tmp_path: Path) -> dict[str, Any]:
     catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
     # Nothing listens on port 1: a run that gets past its settings would fail differently.
     resources = {"nas": NASResource(protocol="local", local_root=str(tmp_path / "nas")),
-                 "catalog_db": catalog, "ffprobe": FFprobeResource(),
+                 "sqlite_catalog": catalog, "ffprobe": FFprobeResource(),
                  "firestore": FirestoreResource(project="demo-bad", emulator_host="127.0.0.1:1")}
     return {"resources": resources, "catalog": catalog}
 

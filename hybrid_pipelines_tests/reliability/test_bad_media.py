@@ -190,7 +190,7 @@ def test_special_files_on_a_mounted_share_are_refused_not_waited_on(tmp_path: Pa
         os.utime(p, (old, old), follow_symlinks=False)
     nas = NASResource(protocol="local", local_root=str(root))
     catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
-    resources = {"nas": nas, "catalog_db": catalog, "ffprobe": FFprobeResource()}
+    resources = {"nas": nas, "sqlite_catalog": catalog, "ffprobe": FFprobeResource()}
     outcome: dict[str, object] = {}
 
     def run() -> None:

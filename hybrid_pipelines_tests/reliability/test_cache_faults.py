@@ -24,7 +24,7 @@ from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.hybrid_cache.audit import AuditSettings, run_audit
-from hybrid_pipelines.hybrid_cache.runtime import prepare, seaweed_health
+from hybrid_pipelines.hybrid_cache.runtime import prepare
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, is_partial, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
@@ -103,7 +103,7 @@ def private_seaweed(server_factory: ServerFactory) -> SeaweedFSServer:
 
 
 def _serving(sw: SeaweedFSResource, s3: Any, keys: list[str]) -> bool:
-    if not seaweed_health(sw).ok:
+    if not sw.health().ok:
         return False
     try:
         for key in keys:

@@ -35,7 +35,7 @@ instance = dg.DagsterInstance.get()
 instance.add_dynamic_partitions(PARTITIONS_NAME, [{FOLDER!r}])
 res = build_resources()
 dg.materialize([nas_media_files], partition_key={FOLDER!r}, instance=instance,
-               resources={{"nas": res["nas"], "catalog_db": res["catalog_db"]}},
+               resources={{"nas": res["nas"], "sqlite_catalog": res["sqlite_catalog"]}},
                run_config={{"ops": {{"nas_media_files": {{"config": {{"batch_size": {BATCH}}}}}}}}})
 """
 
@@ -107,7 +107,7 @@ def test_sigkilled_scan_run_resumes_from_its_checkpoint(nas_tree: tuple[Path, se
     nas = NASResource(protocol="local", local_root=str(root))
     result = dg.materialize([nas_media_files], partition_key=FOLDER,
                             instance=instance_with(FOLDER),
-                            resources={"nas": nas, "catalog_db": catalog},
+                            resources={"nas": nas, "sqlite_catalog": catalog},
                             run_config={"ops": {"nas_media_files": {"config": {
                                 "batch_size": BATCH}}}})
     meta = metadata_of(result, "nas_media_files")
@@ -126,7 +126,7 @@ def test_sigkilled_scan_run_resumes_from_its_checkpoint(nas_tree: tuple[Path, se
 
     again = dg.materialize([nas_media_files], partition_key=FOLDER,
                            instance=instance_with(FOLDER),
-                           resources={"nas": nas, "catalog_db": catalog})
+                           resources={"nas": nas, "sqlite_catalog": catalog})
     meta = metadata_of(again, "nas_media_files")
     assert (meta["new"], meta["changed"], meta["deleted"], meta["found"]) == \
         (0, 0, 0, len(expected))

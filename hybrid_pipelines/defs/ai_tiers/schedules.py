@@ -4,6 +4,13 @@ so a late or re-executed run decides exactly as the on-time run would have."""
 
 import dagster as dg
 
+from hybrid_pipelines.defs.ai_tiers.assets import (
+    ArchiveConfig,
+    EfsSyncConfig,
+    ExpiryConfig,
+    ModelDemotionConfig,
+    OutputsConfig,
+)
 from hybrid_pipelines.defs.ai_tiers.jobs import (
     context_archive_job,
     efs_model_sync_job,
@@ -12,32 +19,36 @@ from hybrid_pipelines.defs.ai_tiers.jobs import (
 )
 
 
-def clock_run_config(context: dg.ScheduleEvaluationContext, *ops: str) -> dict:
+def scheduled_now(context: dg.ScheduleEvaluationContext) -> str | None:
     when = context.scheduled_execution_time
-    now = when.isoformat() if when is not None else None
-    return {"ops": {op: {"config": {"now": now}} for op in ops}}
+    return when.isoformat() if when is not None else None
 
 
 @dg.schedule(cron_schedule="0 2 * * *", job=model_demotion_job, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def model_demotion_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=clock_run_config(context, "model_locations"))
+    return dg.RunRequest(run_config=dg.RunConfig(ops={
+        "model_locations": ModelDemotionConfig(now=scheduled_now(context))}))
 
 
 @dg.schedule(cron_schedule="0 3 * * *", job=context_archive_job, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def context_archive_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=clock_run_config(
-        context, "user_contexts_archive", "user_context_exports"))
+    now = scheduled_now(context)
+    return dg.RunRequest(run_config=dg.RunConfig(ops={
+        "user_contexts_archive": ArchiveConfig(now=now),
+        "user_context_exports": ExpiryConfig(now=now)}))
 
 
 @dg.schedule(cron_schedule="0 4 * * *", job=generated_outputs_job, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def generated_outputs_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=clock_run_config(context, "generated_outputs"))
+    return dg.RunRequest(run_config=dg.RunConfig(ops={
+        "generated_outputs": OutputsConfig(now=scheduled_now(context))}))
 
 
 @dg.schedule(cron_schedule="15 * * * *", job=efs_model_sync_job, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING)
 def efs_model_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=clock_run_config(context, "efs_models"))
+    return dg.RunRequest(run_config=dg.RunConfig(ops={
+        "efs_models": EfsSyncConfig(now=scheduled_now(context))}))

@@ -10,6 +10,9 @@ import dagster as dg
 import psycopg
 
 from hybrid_pipelines.defs.ai_tiers.jobs import (
+    OutputDeletionConfig,
+    PromotionConfig,
+    ReactivationConfig,
     context_reactivation_job,
     model_promotion_job,
     output_deletion_job,
@@ -47,7 +50,8 @@ def model_promotion_requests_sensor(context: dg.SensorEvaluationContext,
                     "WHERE status = 'pending' ORDER BY id LIMIT %s")
     return _result(context, rows, "model_promotion_requests", lambda r: dg.RunRequest(
         run_key=f"model_promotion_requests-{r[0]}",
-        run_config={"ops": {"promote_model": {"config": {"model_id": r[1], "request_id": r[0]}}}},
+        run_config=dg.RunConfig(ops={
+            "promote_model": PromotionConfig(model_id=r[1], request_id=r[0])}),
         tags={"ai_tiers/model_id": r[1]}))
 
 
@@ -62,8 +66,8 @@ def context_reactivation_requests_sensor(context: dg.SensorEvaluationContext,
                     "ORDER BY id LIMIT %s")
     return _result(context, rows, "context_reactivation_requests", lambda r: dg.RunRequest(
         run_key=f"context_reactivation_requests-{r[0]}",
-        run_config={"ops": {"reactivate_context": {"config": {
-            "user_id": r[1], "conversation_id": r[2], "request_id": r[0]}}}}))
+        run_config=dg.RunConfig(ops={"reactivate_context": ReactivationConfig(
+            user_id=r[1], conversation_id=r[2], request_id=r[0])})))
 
 
 @dg.sensor(job=output_deletion_job, minimum_interval_seconds=30,
@@ -75,5 +79,5 @@ def output_deletion_requests_sensor(context: dg.SensorEvaluationContext,
                     "WHERE status = 'pending' ORDER BY id LIMIT %s")
     return _result(context, rows, "output_deletion_requests", lambda r: dg.RunRequest(
         run_key=f"output_deletion_requests-{r[0]}",
-        run_config={"ops": {"delete_user_outputs": {"config": {
-            "user_id": r[1], "output_id": r[2], "request_id": r[0]}}}}))
+        run_config=dg.RunConfig(ops={"delete_user_outputs": OutputDeletionConfig(
+            user_id=r[1], output_id=r[2], request_id=r[0])})))

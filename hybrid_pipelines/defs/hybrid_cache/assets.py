@@ -25,7 +25,6 @@ from hybrid_pipelines.hybrid_cache.runtime import (
     health_metadata,
     prepare,
     probes,
-    s3_client,
 )
 from hybrid_pipelines.hybrid_cache.stats import QueueStats, queue_stats
 from hybrid_pipelines.hybrid_cache.sync import SyncReport, run_pending_sync
@@ -105,7 +104,7 @@ def seaweedfs_cache(context: dg.AssetExecutionContext, config: CacheStatsConfig,
     health = health_metadata(gates)
     meta: dict = _numbers(stats, health)
     if gates[SEAWEEDFS].healthy:
-        usage = measure_usage(s3_client(seaweedfs), seaweedfs.bucket, config.key_prefix,
+        usage = measure_usage(seaweedfs.get_client(), seaweedfs.bucket, config.key_prefix,
                               config.capacity_bytes)
         meta |= {"cache_usage_bytes": usage.bytes, "cache_objects": usage.objects,
                  "cache_usage_percent": round(usage.percent, 3), "usage_from_bucket": 1}
@@ -141,7 +140,7 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
         if gate is None:
             return
         conn, health = gate
-        report = run_pending_sync(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+        report = run_pending_sync(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
                                   settings, probes=probes(seaweedfs, nas))
         _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
@@ -172,7 +171,7 @@ def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
         if gate is None:
             return
         conn, health = gate
-        report = run_eviction(conn, s3_client(seaweedfs), seaweedfs.bucket, settings)
+        report = run_eviction(conn, seaweedfs.get_client(), seaweedfs.bucket, settings)
         stats = queue_stats(conn)
     if report.shortfall_bytes:
         context.log.warning(f"{report.shortfall_bytes} bytes still above the target: not enough "
@@ -205,7 +204,7 @@ def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
         if gate is None:
             return
         conn, health = gate
-        report = run_recache(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+        report = run_recache(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
                              settings, probes=probes(seaweedfs, nas))
         _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)

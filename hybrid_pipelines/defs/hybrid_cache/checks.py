@@ -12,7 +12,6 @@ from hybrid_pipelines.hybrid_cache.runtime import (
     blocked,
     health_metadata,
     prepare,
-    s3_client,
 )
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
 
@@ -35,7 +34,7 @@ def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfi
                 passed=False, severity=dg.AssetCheckSeverity.WARN,
                 description=f"audit not possible: {reason}",
                 metadata={**health_metadata(gates), "skipped": 1})
-        report = run_audit(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+        report = run_audit(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
                            settings)
     for err in report.errors[:20]:
         context.log.warning(err)
@@ -64,7 +63,7 @@ def reconcile_cache(context: dg.OpExecutionContext, config: AuditConfig,
         if reason := blocked(gates, (SEAWEEDFS, NAS)):
             raise dg.Failure(f"reconcile needs both backends: {reason}",
                              metadata=health_metadata(gates))
-        result = run_reconcile(conn, s3_client(seaweedfs), seaweedfs.bucket, nas.fs(),
+        result = run_reconcile(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
                                settings)
     for err in result.audit.errors[:20]:
         context.log.warning(err)

@@ -63,12 +63,12 @@ def _settings(**overrides: object) -> CatalogSettings:
                 "deleted). Incremental: only directories whose timestamp moved are listed.",
 )
 def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: NASResource,
-                    catalog_db: SQLiteCatalogResource) -> dg.MaterializeResult:
+                    sqlite_catalog: SQLiteCatalogResource) -> dg.MaterializeResult:
     settings = _settings(retry_delays_s=config.retry_delays_s, min_stable_s=config.min_stable_s,
                          quiet_s=config.quiet_s, batch_size=config.batch_size)
     pk = context.partition_key
-    catalog_db.apply_schema("catalog")
-    with catalog_db.connect() as conn:
+    sqlite_catalog.apply_schema("catalog")
+    with sqlite_catalog.connect() as conn:
         store = CatalogStore(conn)
         access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
         report = Scanner(store, access, settings, log=context.log.info).scan(
@@ -90,12 +90,12 @@ def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: 
                 "reason.",
 )
 def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NASResource,
-                 catalog_db: SQLiteCatalogResource,
+                 sqlite_catalog: SQLiteCatalogResource,
                  ffprobe: FFprobeResource) -> dg.MaterializeResult:
     settings = _settings(retry_delays_s=config.retry_delays_s, probe_workers=config.workers)
     ffprobe.require_healthy()
-    catalog_db.apply_schema("catalog")
-    with catalog_db.connect() as conn:
+    sqlite_catalog.apply_schema("catalog")
+    with sqlite_catalog.connect() as conn:
         store = CatalogStore(conn)
         access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
         report = probe_partition(store, access, context.partition_key,
@@ -115,10 +115,10 @@ def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NA
                 "catalog, derived from the NAS paths by configurable rules (HP_CATALOG_RULES).",
 )
 def catalog_db_asset(context: dg.AssetExecutionContext, config: CatalogBuildConfig,
-                     catalog_db: SQLiteCatalogResource) -> dg.MaterializeResult:
+                     sqlite_catalog: SQLiteCatalogResource) -> dg.MaterializeResult:
     settings = _settings()
-    catalog_db.apply_schema("catalog")
-    with catalog_db.connect() as conn:
+    sqlite_catalog.apply_schema("catalog")
+    with sqlite_catalog.connect() as conn:
         report = build_catalog(CatalogStore(conn), settings, context.partition_key,
                                full=config.full_rebuild, log=context.log.info)
     context.log.info(f"catalog {context.partition_key!r}: {report.series} series, "
@@ -138,11 +138,11 @@ def catalog_db_asset(context: dg.AssetExecutionContext, config: CatalogBuildConf
                 "synced incrementally from SQLite; deletions are propagated.",
 )
 def firestore_catalog(context: dg.AssetExecutionContext, config: SyncConfig,
-                      catalog_db: SQLiteCatalogResource, firestore: FirestoreResource):
+                      sqlite_catalog: SQLiteCatalogResource, firestore: FirestoreResource):
     settings = _settings(firestore_batch=config.batch_size)
     pk = context.partition_key
-    catalog_db.apply_schema("catalog")
-    with catalog_db.connect() as conn:
+    sqlite_catalog.apply_schema("catalog")
+    with sqlite_catalog.connect() as conn:
         store = CatalogStore(conn)
         sync = FirestoreSync(store, firestore, batch_size=settings.firestore_batch,
                              timeout_s=config.timeout_s, log=context.log.warning)
@@ -170,8 +170,8 @@ media_catalog_job = dg.define_asset_job(
     description="Scan, probe, catalog and sync one top-level NAS folder (one partition).",
 )
 
-FULL_RECONCILE_CONFIG = {"ops": {
-    "nas_media_files": {"config": {"full_reconcile": True}},
-    "catalog_db": {"config": {"full_rebuild": True}},
-    "firestore_catalog": {"config": {"full_resync": True}},
-}}
+FULL_RECONCILE_CONFIG = dg.RunConfig(ops={
+    "nas_media_files": ScanConfig(full_reconcile=True),
+    "catalog_db": CatalogBuildConfig(full_rebuild=True),
+    "firestore_catalog": SyncConfig(full_resync=True),
+})

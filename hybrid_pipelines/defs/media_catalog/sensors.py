@@ -32,13 +32,13 @@ def _partitions_with_active_runs(instance: dg.DagsterInstance) -> set[str]:
 
 @dg.sensor(
     job=media_catalog_job, minimum_interval_seconds=SENSOR_INTERVAL_S,
-    # Stopped until an operator turns it on (UI or `dagster sensor start`), so a fresh
-    # deployment never starts scanning a NAS before its settings were checked.
+    # Running by default, like every schedule and sensor here: a fresh deployment starts
+    # scanning the NAS with the daemon. Stop it from the UI or `dagster sensor stop`.
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls the NAS every 60 s; one run per changed top-level folder.",
 )
 def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResource,
-                             catalog_db: SQLiteCatalogResource) -> dg.SensorResult:
+                             sqlite_catalog: SQLiteCatalogResource) -> dg.SensorResult:
     settings = CatalogSettings.from_env()
     access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
     root = access.list_dir(settings.nas_root)
@@ -59,7 +59,7 @@ def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResour
     cursor: dict[str, str] = {}
     requests = []
     active = _partitions_with_active_runs(context.instance)
-    with catalog_db.connect() as conn:
+    with sqlite_catalog.connect() as conn:
         if not has_schema(conn):  # read-only otherwise: never wait on a scan's write lock
             apply_schema(conn)
         store = CatalogStore(conn)

@@ -16,24 +16,33 @@ from hybrid_pipelines.resources import (
 )
 from hybrid_pipelines.resources.errors import Health
 
-BACKENDS = ("nas", "seaweedfs", "object_store", "hot_tier", "efs", "postgres", "catalog_db",
-            "firestore", "ffprobe")
+# Resource key -> the name its check and metadata carry. The names are run history (check
+# `catalog_db_healthy`, metadata `catalog_db_ok`), so they stay when a resource key changes:
+# the SQLite catalog's resource is `sqlite_catalog`, its check still `catalog_db_healthy`.
+BACKENDS: dict[str, str] = {
+    "nas": "nas", "seaweedfs": "seaweedfs", "object_store": "object_store",
+    "hot_tier": "hot_tier", "efs": "efs", "postgres": "postgres",
+    "sqlite_catalog": "catalog_db", "firestore": "firestore", "ffprobe": "ffprobe",
+}
 
 
 @dg.asset(
     group_name="operations",
-    description="Health of every backend (reachability, latency). Checks fail per backend.",
-    check_specs=[dg.AssetCheckSpec(f"{b}_healthy", asset="backend_health") for b in BACKENDS],
+    description="Health of every backend (reachability, latency): each resource's own "
+                "health(), the same checks the jobs gate on. Checks fail per backend.",
+    check_specs=[dg.AssetCheckSpec(f"{name}_healthy", asset="backend_health")
+                 for name in BACKENDS.values()],
 )
 def backend_health(context: dg.AssetExecutionContext, nas: NASResource,
                    seaweedfs: SeaweedFSResource, object_store: ObjectStoreResource,
                    hot_tier: JuiceFSResource, efs: EFSResource, postgres: PostgresResource,
-                   catalog_db: SQLiteCatalogResource, firestore: FirestoreResource,
+                   sqlite_catalog: SQLiteCatalogResource, firestore: FirestoreResource,
                    ffprobe: FFprobeResource):
     resources = dict(nas=nas, seaweedfs=seaweedfs, object_store=object_store, hot_tier=hot_tier,
-                     efs=efs, postgres=postgres, catalog_db=catalog_db, firestore=firestore,
-                     ffprobe=ffprobe)
-    reports: dict[str, Health] = {name: resources[name].health() for name in BACKENDS}
+                     efs=efs, postgres=postgres, sqlite_catalog=sqlite_catalog,
+                     firestore=firestore, ffprobe=ffprobe)
+    reports: dict[str, Health] = {name: resources[key].health()
+                                  for key, name in BACKENDS.items()}
     meta: dict[str, float | int] = {}
     for name, h in reports.items():
         meta[f"{name}_ok"] = int(h.ok)

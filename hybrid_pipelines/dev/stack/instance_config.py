@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-PROJECT_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
+PROJECT_YAML = Path(__file__).resolve().parents[3] / "dagster.yaml"
 
 # psycopg2 explicitly: with SQLAlchemy 2.1's default (psycopg 3) Dagster's
 # `NOTIFY run_events, :id` fails and runs stay NOT_STARTED.

@@ -57,9 +57,23 @@ class LeanSMBLister:
                                         connection_timeout=timeout_s, connection_cache=cache)
         self.fallback = fallback
         self.fallbacks = 0
+        self._tree: Any = None
+
+    def _share_tree(self) -> Any:
+        """The share's tree connect on the resource's session, through smbprotocol's public
+        API. register_session returns the cached session while it lives, a new one after a
+        reconnect: a new session gets a new tree connect."""
+        from smbclient import register_session
+        from smbprotocol.tree import TreeConnect
+
+        session = register_session(self.host, **self._kw)
+        if self._tree is None or self._tree.session is not session:
+            tree = TreeConnect(session, f"\\\\{self.host}\\{self.share}")
+            tree.connect()
+            self._tree = tree
+        return self._tree
 
     def list_dir(self, path: str) -> list[Entry]:
-        from smbclient._pool import get_smb_tree
         from smbprotocol.exceptions import (
             NoMoreFiles,
             NoSuchFile,
@@ -82,9 +96,8 @@ class LeanSMBLister:
         from smbprotocol.query_info import FileInformationClass
 
         base = safe_relpath(path)
-        unc = f"\\\\{self.host}\\{self.share}" + ("\\" + base.replace("/", "\\") if base else "")
-        tree, fs_path = get_smb_tree(unc, **self._kw)
-        fd = Open(tree, fs_path)
+        tree = self._share_tree()
+        fd = Open(tree, base.replace("/", "\\"))
         create, unpack_create = fd.create(
             ImpersonationLevel.Impersonation,
             DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES

@@ -90,6 +90,8 @@ class LocalStack:
             "HP_FFPROBE_PATH": "ffprobe",
             "HP_FFPROBE_TIMEOUT": "30",
             "DAGSTER_HOME": str(self.state_dir / "dagster_home"),
+            # The stack's defaults fill what is unset (resources/build.py).
+            "HP_RESOURCES_MODE": "local",
         }
         for server in self.servers.values():
             out |= server.env()

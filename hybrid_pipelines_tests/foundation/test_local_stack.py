@@ -62,7 +62,9 @@ def test_stack_up_reports_time_and_every_server_healthy(stack_state) -> None:
                 "HP_OBJECT_STORE_BUCKET", "HP_JUICEFS_MOUNT_PATH", "FIRESTORE_EMULATOR_HOST",
                 "HP_SQLITE_CATALOG_PATH", "DAGSTER_HOME"):
         assert env.get(var), var
-    assert oct((state / "stack.env").stat().st_mode)[-3:] == "600"  # it holds passwords
+    for private in ("stack.env", "secrets.json", "stack.json", "seaweedfs/s3.json"):
+        assert oct((state / private).stat().st_mode)[-3:] == "600", private  # passwords, keys
+    assert oct(state.stat().st_mode)[-3:] == "700"
     share = state / "samba" / "share"
     assert (share / "WSOP/WSOP 2024/Main Event/Day2.mp4").stat().st_size > 0
     assert (share / "HCL/HCL 2025/Episode 01.ts").exists()
@@ -176,3 +178,19 @@ def test_stack_instance_is_the_project_policies_plus_postgres(tmp_path: Path) ->
     assert {k: v for k, v in config.items() if k != "storage"} == project
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     assert not (tmp_path / "dagster.yaml").is_symlink()
+
+
+def test_private_files_are_created_0600_whatever_the_umask(tmp_path: Path) -> None:
+    from hybrid_pipelines.dev.stack.process import write_private
+
+    old = os.umask(0)
+    try:
+        write_private(tmp_path / "new", "secret")
+        existing = tmp_path / "existing"
+        existing.write_text("old")
+        existing.chmod(0o644)
+        write_private(existing, "secret")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "new", existing):
+        assert oct(path.stat().st_mode)[-3:] == "600" and path.read_text() == "secret"

@@ -16,7 +16,13 @@ from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator, emulator_una
 from hybrid_pipelines.dev.stack.instance_config import write_instance_yaml
 from hybrid_pipelines.dev.stack.juicefs import JuiceFSMount
 from hybrid_pipelines.dev.stack.postgres import PostgresServer
-from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port, port_open, wait_until
+from hybrid_pipelines.dev.stack.process import (
+    LOOPBACK,
+    free_port,
+    port_open,
+    wait_until,
+    write_private,
+)
 from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.dev.stack.seed import seed_share
@@ -37,9 +43,8 @@ def _load_secrets(path: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     values = {k: secrets.token_urlsafe(18) for k in ("pg_password", "s3_secret", "nas_password")}
     values["s3_access"] = "hp" + secrets.token_hex(8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(values))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, json.dumps(values))
     return values
 
 
@@ -75,13 +80,13 @@ class LocalStack:
         return stack
 
     def save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({n: s.record() for n, s in self.servers.items()},
-                                              indent=2))
-        self.state_file.chmod(0o600)
+        # Passwords and keys live here: the folder is its owner's alone.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        records = {n: s.record() for n, s in self.servers.items()}
+        write_private(self.state_file, json.dumps(records, indent=2))
         lines = [f"{k}={v}" for k, v in sorted(self.env().items())]
-        self.env_file.write_text("\n".join(lines) + "\n")
-        self.env_file.chmod(0o600)
+        write_private(self.env_file, "\n".join(lines) + "\n")
 
     def env(self) -> dict[str, str]:
         out: dict[str, str] = {

@@ -15,6 +15,17 @@ import psutil
 LOOPBACK = "127.0.0.1"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, created 0600 (never world-readable, not even
+    between a write and a chmod); an existing file is narrowed to 0600 before it is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))

@@ -11,7 +11,13 @@ from typing import ClassVar
 import requests
 
 from hybrid_pipelines.dev.stack.base import LocalServer
-from hybrid_pipelines.dev.stack.process import LOOPBACK, port_open, spawn, wait_until
+from hybrid_pipelines.dev.stack.process import (
+    LOOPBACK,
+    port_open,
+    spawn,
+    wait_until,
+    write_private,
+)
 from hybrid_pipelines.shared.binaries import find_binary
 
 GRPC_OFFSET = 10000  # weed derives every gRPC port as HTTP port + 10000
@@ -82,8 +88,7 @@ class SeaweedFSServer(LocalServer):
         ident = {"identities": [{"name": "admin", "credentials": [
             {"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        path.write_text(json.dumps(ident))
-        path.chmod(0o600)
+        write_private(path, json.dumps(ident))
         return str(path)
 
     def start(self) -> None:

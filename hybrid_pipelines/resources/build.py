@@ -65,7 +65,7 @@ class _Source:
     def __init__(self, env: Mapping[str, str] | None):
         self.deferred = env is None  # Definitions: EnvVars resolved at launch
         self.env: Mapping[str, str] = os.environ if env is None else env
-        self.mode = parse_mode(self.getenv("HP_RESOURCES_MODE"))
+        self.mode = parse_mode(self.getenv(MODE_VAR))
         self.missing: list[str] = []
         self.invalid: list[str] = []
 

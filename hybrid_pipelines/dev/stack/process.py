@@ -94,40 +94,40 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def _session_members(sid: int) -> list[psutil.Process]:
-    """Processes still in the session a server started (spawn() makes it a session leader).
-    Linux does not hand out a PID that is still some session's id, so these are the server's
-    own, even orphans whose parent died first."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid:
-                members.append(proc)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return members
-
-
-def stop_pid(pid: int | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Stop a server and every process it forked: its descendants, and whatever is left of its
-    session when the server itself died first (orphaned workers)."""
-    if not pid:
-        return
-    procs = {p.pid: p for p in _session_members(pid)}
+def server_processes(pid: int) -> list[psutil.Process]:
+    """A server's processes: `pid` (which spawn() made a session leader) and its descendants
+    while it runs, plus whatever is left of its session, such as workers orphaned when their
+    parent died first. Linux does not hand out a PID that is still some session's id, so
+    these are all the server's own."""
+    found: dict[int, psutil.Process] = {}
     if pid_alive(pid):
         try:
             root = psutil.Process(pid)
-            procs |= {p.pid: p for p in [root, *root.children(recursive=True)]}
+            found = {p.pid: p for p in [root, *root.children(recursive=True)]}
         except psutil.NoSuchProcess:
             pass
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid not in found and os.getsid(proc.pid) == pid:
+                found[proc.pid] = proc
+        except (OSError, psutil.Error):
+            continue
+    return list(found.values())
+
+
+def stop_pid(pid: int | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop a server and every process it forked (server_processes)."""
+    if not pid:
+        return
+    procs = server_processes(pid)
     if not procs:
         return
-    for p in procs.values():
+    for p in procs:
         try:
             p.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
     for p in alive:
         try:
             p.kill()

@@ -21,7 +21,13 @@ import psutil
 
 from hybrid_pipelines.dev.stack.base import LocalServer
 from hybrid_pipelines.dev.stack.privilege import Privilege, current, find_tool, run_privileged
-from hybrid_pipelines.dev.stack.process import LOOPBACK, port_open, spawn, wait_until
+from hybrid_pipelines.dev.stack.process import (
+    LOOPBACK,
+    port_open,
+    server_processes,
+    spawn,
+    wait_until,
+)
 
 SHARE = "media"
 # smbd's own state (the share is apart): created by us, written to by a root smbd.
@@ -67,23 +73,9 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
 
 
 def _server_processes(pid: int) -> list[psutil.Process]:
-    """`pid` (the sudo that spawn() made a session leader), its descendants, and whatever is
-    left of its session: smbd workers orphaned when their parent died first. Linux does not
-    reuse a PID that is still some session's id, so these are all the server's own."""
-    found: dict[int, psutil.Process] = {}
-    try:
-        top = psutil.Process(pid)
-        if _running(top):
-            found = {p.pid: p for p in [top, *top.children(recursive=True)]}
-    except psutil.NoSuchProcess:
-        pass
-    for p in psutil.process_iter():
-        try:
-            if p.pid not in found and os.getsid(p.pid) == pid:
-                found[p.pid] = p
-        except (OSError, psutil.Error):
-            continue
-    return [p for p in found.values() if _running(p)]
+    """The sudo that spawn() made a session leader, smbd under it and its orphaned workers,
+    those still running (an unreaped zombie is gone)."""
+    return [p for p in server_processes(pid) if _running(p)]
 
 
 def _signal_as_root(priv: Privilege, procs: list[psutil.Process], sig: signal.Signals) -> bool:

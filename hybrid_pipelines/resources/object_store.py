@@ -59,6 +59,18 @@ def _or_none(value: str | None) -> str | None:
     return value or None
 
 
+def registered_volume_servers(master_url: str, timeout: float) -> int:
+    """How many volume servers a SeaweedFS master has registered. After a (re)start the master
+    and the S3 gateway answer seconds before the first one registers, and reads fail with
+    HTTP 500 until it does."""
+    r = requests.get(f"{master_url}/dir/status", timeout=timeout)
+    r.raise_for_status()
+    topology = r.json().get("Topology", {})
+    return sum(len(rack.get("DataNodes") or [])
+               for dc in topology.get("DataCenters") or []
+               for rack in dc.get("Racks") or [])
+
+
 class ObjectStoreResource(OwnsHandles, S3Resource):
     """The cold tier (MinIO or AWS S3). Set `endpoint_url` for MinIO/SeaweedFS; leave it empty
     for AWS. `bucket` is the bucket this deployment owns."""
@@ -158,12 +170,7 @@ class SeaweedFSResource(ObjectStoreResource):
         r = requests.get(f"{self.master_url}/cluster/healthz", timeout=timeout)
         if not r.ok:
             raise RuntimeError(f"master {self.master_url} unhealthy (HTTP {r.status_code})")
-        r = requests.get(f"{self.master_url}/dir/status", timeout=timeout)
-        r.raise_for_status()
-        topology = r.json().get("Topology", {})
-        nodes = sum(len(rack.get("DataNodes") or [])
-                    for dc in topology.get("DataCenters") or []
-                    for rack in dc.get("Racks") or [])
+        nodes = registered_volume_servers(self.master_url, timeout)
         if nodes == 0:
             raise RuntimeError("the master answers but no volume server is registered yet")
         return f"master ok, {nodes} volume server(s); "

@@ -18,6 +18,7 @@ from hybrid_pipelines.dev.stack.process import (
     wait_until,
     write_private,
 )
+from hybrid_pipelines.resources.object_store import registered_volume_servers
 from hybrid_pipelines.shared.binaries import find_binary
 
 GRPC_OFFSET = 10000  # weed derives every gRPC port as HTTP port + 10000
@@ -138,11 +139,13 @@ class SeaweedFSServer(LocalServer):
                 client.create_bucket(Bucket=bucket)
 
     def healthy(self) -> bool:
+        """Master, S3 gateway and a registered volume server: what SeaweedFSResource.health
+        (backend_health, the cache's breakers) calls healthy, so a started stack is one."""
         try:
             ok_master = requests.get(f"{self.master_url}/cluster/healthz", timeout=1).ok
             ok_s3 = requests.get(f"{self.address}/healthz", timeout=1).ok
-            return ok_master and ok_s3
-        except requests.RequestException:
+            return ok_master and ok_s3 and registered_volume_servers(self.master_url, 1) > 0
+        except (requests.RequestException, ValueError):
             return False
 
     def s3_ready(self) -> bool:

@@ -18,7 +18,7 @@ dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C
 test: setup  ## the test suite against real servers (reliability suite: make reliability)
 	$(BIN)/python -m pytest --ignore=hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
 
-reliability: setup  ## faults injected, load, hostile input, secrets; prints a summary
+reliability: setup  ## real faults, load, hostile input, secrets; ends with the fault ledger
 	$(BIN)/python -m pytest hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
 
 bench: setup  ## every benchmark, one table (writes bench/results.json)

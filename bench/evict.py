@@ -2,8 +2,9 @@
 policy (LRU, LFU, FIFO), against baselines measured in the same run:
 - choosing: our query on the per-policy partial index vs the same query planned without
   indexes (a scan and sort of the table, what an unindexed platform table gives);
-- evicting: our batches (row locks, DeleteObjects, cache_status update per batch) vs a raw
-  DeleteObjects of as many keys with no selection and no bookkeeping.
+- evicting: our batches (the NAS re-check of each candidate by size and mtime on a local NAS
+  folder, row locks, DeleteObjects, cache_status update per batch) vs a raw DeleteObjects of
+  as many keys with no selection and no bookkeeping.
 
     .venv/bin/python bench/evict.py [--quick] [--rows N] [--files N]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -32,9 +34,11 @@ from hybrid_pipelines.hybrid_cache.eviction import (  # noqa: E402
     evict,
     select_candidates,
 )
+from hybrid_pipelines.hybrid_cache.nas_recheck import RecheckSettings  # noqa: E402
 from hybrid_pipelines.hybrid_cache.rules.eviction_policy import Policy  # noqa: E402
 from hybrid_pipelines.hybrid_cache.runtime import prepare  # noqa: E402
 from hybrid_pipelines.resources import PostgresResource  # noqa: E402
+from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL, LocalNAS  # noqa: E402
 
 BUCKET = "media-cache"
 
@@ -64,6 +68,20 @@ def put_objects(s3: Any, keys: list[str]) -> None:
     body = b"c" * 256  # object bytes don't matter to eviction; the count does
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=body), keys))
+
+
+def put_nas_copies(root: Path, chosen: list[Any]) -> None:
+    """The NAS copies eviction re-checks: sparse files of the rows' sizes, older than their
+    verification (the bench's rows carry no hash, so the re-check goes by size and mtime)."""
+    old = time.time() - 3600
+    root.mkdir(exist_ok=True)
+    (root / NAS_SENTINEL).touch()  # a plain folder standing in for the mounted share
+    for c in chosen:
+        path = root / c.key  # the bench's nas_path equals its key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.truncate(c.size)
+        os.utime(path, (old, old))
 
 
 def time_choose(conn: Any, policy: Policy, n: int, indexed: bool) -> tuple[float, list[Any]]:
@@ -117,10 +135,13 @@ def main() -> int:
                 scan_s, scanned = time_choose(conn, policy, n, indexed=False)
                 assert [c.id for c in chosen] == [c.id for c in scanned]
                 put_objects(s3, [c.key for c in chosen])
+                put_nas_copies(root / "nas", chosen)
                 need = sum(c.size for c in chosen)
                 t = time.perf_counter()
-                report = evict(conn, s3, BUCKET, policy, need, n, batch_size=100)
+                report = evict(conn, s3, BUCKET, LocalNAS(str(root / "nas")), policy, need, n,
+                               batch_size=100, recheck=RecheckSettings(hash_max_bytes=0))
                 evict_s = time.perf_counter() - t
+                assert report.recheck_failed == 0 and report.keys_busy == 0, report.errors[:5]
                 assert sorted(map(str, report.evicted_ids)) == sorted(str(c.id) for c in chosen)
                 left = conn.execute("SELECT count(*) FROM file_metadata WHERE id = ANY(%s)"
                                     " AND cache_status IS NOT NULL",

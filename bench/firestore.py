@@ -70,6 +70,7 @@ def make_catalog(tmp: Path, n: int) -> CatalogStore:
                         / "hybrid_pipelines/sql/catalog.sql").read_text())
     store = CatalogStore(conn)
     settings = CatalogSettings()
+    (tmp / "nas" / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: stands in for a mount
     nas = NASResource(protocol="local", local_root=str(tmp / "nas"))
     report = Scanner(store, NASAccess(nas), settings).scan(FOLDER, FOLDER)
     assert report.found == n, report

@@ -80,6 +80,7 @@ def resources(servers: dict[str, LocalServer], root: Path) -> tuple[PostgresReso
                           username=smb.username, password=smb.password)
     else:
         (root / "nas").mkdir()
+        (root / "nas" / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: stands in for a mount
         nas = NASResource(protocol="local", local_root=str(root / "nas"))
     return pres, swres, nas
 

@@ -235,6 +235,7 @@ def nas_resource(samba_server: SambaServer) -> NASResource:
 def local_nas_resource(tmp_path: Path) -> NASResource:
     root = tmp_path / "nas"
     root.mkdir()
+    (root / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: a dir standing in for a mount
     return NASResource(protocol="local", local_root=str(root))
 
 
@@ -268,23 +269,62 @@ def ffprobe_resource() -> FFprobeResource:
     return FFprobeResource()
 
 
-# ---- fault ledger: `@pytest.mark.fault("smbd killed mid-scan")` on a fault-injection test -----
+# ---- fault ledger: `@pytest.mark.fault("what happens -> what must hold", kind=...)` ---------
+# The kind says how the fault was produced, so the ledger cannot pass a patched function off
+# as a crashed server.
 
-_faults: dict[str, str] = {}
+KILLED_MID_IO = "killed mid-I/O"  # a real process SIGKILLed while its I/O is in flight
+SERVER_STOPPED = "server stopped"  # a real server stopped, killed or frozen between requests
+PATCHED_EXCEPTION = "patched exception"  # a Python function patched to raise or misbehave
+STATE_EDITED = "state edited"  # rows, objects or files edited behind the job's back
+CONCURRENCY = "concurrency"  # racing runs
+FAULT_KINDS = (KILLED_MID_IO, SERVER_STOPPED, PATCHED_EXCEPTION, STATE_EDITED, CONCURRENCY)
+
+_faults: dict[str, tuple[str, str, str]] = {}  # nodeid -> (name, kind, outcome)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault(name): a test that injects this fault and "
-                            "asserts nothing was lost or duplicated and the next run completes")
+    config.addinivalue_line(
+        "markers", "fault(name, kind): a test that injects this fault and asserts nothing was "
+        f"lost or duplicated and the next run completes; kind is one of {FAULT_KINDS}")
+
+
+def _fault_marker_error(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("fault")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str) or not marker.args[0]:
+        return f"{item.nodeid}: @pytest.mark.fault needs exactly one name (a string)"
+    kind = marker.kwargs.get("kind")
+    if kind not in FAULT_KINDS or set(marker.kwargs) != {"kind"}:
+        return (f"{item.nodeid}: @pytest.mark.fault({marker.args[0]!r}) has kind={kind!r}; "
+                f"give kind= exactly one of {', '.join(repr(k) for k in FAULT_KINDS)}")
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    errors = [e for e in map(_fault_marker_error, items) if e]
+    if errors:
+        raise pytest.UsageError("fault markers without a valid kind (a collection error):\n  "
+                                + "\n  ".join(errors))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    marker_names = [m for m in report.keywords if m == "fault"]
-    if not marker_names:
+    kind = getattr(report, "fault_kind", None)
+    if kind is None:
         return
-    name = getattr(report, "fault_name", None) or report.nodeid
-    if report.when == "call" or report.outcome != "passed":
-        _faults[name] = report.outcome if report.when == "call" or report.failed else "skipped"
+    name = getattr(report, "fault_name", report.nodeid)
+    if report.failed:  # at any phase: a failed setup or teardown is a failed fault test
+        outcome = "failed"
+    elif report.skipped:
+        outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    elif report.when == "call":
+        outcome = "passed"
+    else:
+        return
+    previous = _faults.get(report.nodeid)
+    if previous is None or previous[2] == "passed" or outcome == "failed":
+        _faults[report.nodeid] = (name, kind, outcome)
 
 
 _skips: dict[str, str] = {}
@@ -305,6 +345,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     marker = item.get_closest_marker("fault")
     if marker is not None and marker.args:
         report.fault_name = str(marker.args[0])
+        report.fault_kind = str(marker.kwargs.get("kind"))
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = _skip_reason(report)
         _skips[item.nodeid] = reason
@@ -328,11 +369,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"{len(_skips)} skipped, {len(_stand_ins)} stand-ins: {verdict}")
     if not _faults:
         return
-    survived = sum(1 for v in _faults.values() if v == "passed")
-    lost = sum(1 for v in _faults.values() if v == "failed")
-    skipped = sum(1 for v in _faults.values() if v == "skipped")
-    tr.section("fault injection")
-    for name, outcome in sorted(_faults.items()):
-        tr.write_line(f"  {outcome:<8} {name}")
-    tr.write_line(f"faults injected: {len(_faults) - skipped}, survived: {survived}, "
-                  f"data lost or duplicated: {lost}, not run (skipped): {skipped}")
+    tr.section("fault ledger (kind: how the fault was produced)")
+    for name, kind, outcome in sorted(_faults.values(), key=lambda f: (f[1], f[0])):
+        tr.write_line(f"  {outcome:<8} {kind:<18} {name}")
+    kinds = ", ".join(f"{k} {sum(1 for f in _faults.values() if f[1] == k)}"
+                      for k in FAULT_KINDS)
+    outcomes = ", ".join(f"{o} {sum(1 for f in _faults.values() if f[2] == o)}"
+                         for o in ("passed", "failed", "skipped", "xfailed"))
+    tr.write_line(f"faults: {len(_faults)} tests - {kinds}; {outcomes}")

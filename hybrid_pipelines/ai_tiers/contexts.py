@@ -7,35 +7,26 @@ runs take disjoint rows, and a row another run already moved is simply gone. A c
 that already has an archived twin (same user_id + conversation_id, recreated after archiving)
 is merged into it, archived messages first, rather than dropped.
 
-Expiry: per day of archive, the rows are written to one gzip JSON-lines object, the object is
-verified (size, sha256, MD5 ETag or read-back), and only then deleted from the archive, in the
-same statement that records a tombstone so that reactivation can still find them.
-Connections must be autocommit (expiry holds a lock across transactions)."""
+Expiry: context_expiry.py (re-exported here). Reactivation brings a conversation back from
+the archive and from every export of it in one transaction.
+Connections must be autocommit (reactivation holds a lock across transactions)."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import tempfile
-import uuid
-from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers.context_expiry import ExpiryReport as ExpiryReport
+from hybrid_pipelines.ai_tiers.context_expiry import expire_archive as expire_archive
 from hybrid_pipelines.ai_tiers.db import (
-    NS_CONTEXT_EXPIRY,
     NS_CONVERSATION,
     advisory_lock,
-    try_advisory_lock,
-    unlock,
 )
-from hybrid_pipelines.ai_tiers.rules.tier_policy import day_bounds, export_key
 
 _COLUMNS = "id, user_id, conversation_id, messages, created_at, updated_at"
 
@@ -139,145 +130,6 @@ def twins_count(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-# ---- expiry ------------------------------------------------------------------------------------
-
-@dataclass
-class ExpiryReport:
-    days_exported: list[str] = field(default_factory=list)
-    rows_exported: int = 0
-    objects_written: int = 0
-    bytes_uploaded: int = 0
-    storage_class: str | None = None
-    skipped_locked: bool = False
-
-
-def _row_line(row: tuple[Any, ...]) -> bytes:
-    rid, user_id, conv, messages, created, updated, archived = row[:7]
-    return json.dumps({"id": rid, "user_id": user_id, "conversation_id": conv,
-                       "messages": messages, "created_at": created.isoformat(),
-                       "updated_at": updated.isoformat(), "archived_at": archived.isoformat()},
-                      ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _day_rows(conn: psycopg.Connection, day: date, cutoff: datetime) -> Iterator[tuple[Any, ...]]:
-    start, end = day_bounds(day)
-    with conn.transaction(), conn.cursor(name="expiry_day") as cur:
-        cur.itersize = 2000
-        cur.execute(f"SELECT {_COLUMNS}, archived_at, xmin::text::bigint "  # noqa: S608
-                    "FROM user_contexts_archive "
-                    "WHERE archived_at >= %s AND archived_at < %s AND archived_at <= %s "
-                    "ORDER BY id", (start, end, cutoff))
-        yield from cur
-
-
-def _existing_object(client: Any, bucket: str, key: str, tmpdir: Path) -> Path | None:
-    """A previous run's object for this day, downloaded, if it is a verified export of ours
-    (its bytes hash to the sha256 in its metadata): its rows were deleted, so its lines must
-    be carried over. Anything else there (a failed, unverified upload) is copied aside rather
-    than overwritten, so nothing is ever lost."""
-    head = tier_copy.head_object(client, bucket, key)
-    if head is None:
-        return None
-    path = tmpdir / "existing.jsonl.gz"
-    client.download_file(bucket, key, str(path))
-    want = (head.get("Metadata") or {}).get(tier_copy.SHA256_META)
-    if want and tier_copy.digest_file(path).sha256 == want:
-        return path
-    path.unlink()
-    client.copy_object(Bucket=bucket, Key=f"{key}.unverified-{uuid.uuid4().hex[:8]}",
-                       CopySource={"Bucket": bucket, "Key": key})
-    return None
-
-
-def _export_day(conn: psycopg.Connection, client: Any, bucket: str, key: str, day: date,
-                cutoff: datetime, tmpdir: Path, storage_class: str | None
-                ) -> tuple[array, array, int, str | None]:
-    """Write, upload and verify the day's object; returns (ids and row versions (xmin)
-    exported, bytes, storage class)."""
-    ids: array = array("q")
-    versions: array = array("q")
-    path = tmpdir / f"{day.isoformat()}.jsonl.gz"
-    existing = _existing_object(client, bucket, key, tmpdir)
-
-    def lines() -> Iterator[bytes]:
-        for row in _day_rows(conn, day, cutoff):
-            ids.append(row[0])
-            versions.append(row[7])
-            yield _row_line(row)
-        if existing is not None:
-            fresh = set(ids)
-            with gzip.open(existing, "rb") as old:
-                for line in old:
-                    if line.strip() and json.loads(line)["id"] not in fresh:
-                        yield line.rstrip(b"\n")
-
-    tier_copy.gzip_jsonl_file(path, lines())
-    digest = tier_copy.digest_file(path)
-    applied = tier_copy.upload_file(client, bucket, key, path, digest,
-                                    storage_class=storage_class)
-    tier_copy.verify_object(client, bucket, key, digest)
-    path.unlink()
-    if existing is not None:
-        existing.unlink()
-    return ids, versions, digest.size, applied
-
-
-_DELETE_CHUNK = 50_000
-# Deletes a row only in the version we exported (same xmin): a row merged with a twin or
-# re-archived since then stays, and the next run exports its new version.
-_DELETE_EXPORTED_SQL = """
-WITH gone AS (
-    DELETE FROM user_contexts_archive a
-    USING unnest(%(ids)s::bigint[], %(versions)s::bigint[]) AS t(id, version)
-    WHERE a.id = t.id AND a.xmin::text::bigint = t.version
-    RETURNING a.id, a.user_id, a.conversation_id
-)
-INSERT INTO user_context_exports (user_id, conversation_id, archive_id, object_key, exported_at)
-SELECT user_id, conversation_id, id, %(key)s, %(now)s FROM gone
-ON CONFLICT (user_id, conversation_id) DO UPDATE SET
-    archive_id = EXCLUDED.archive_id, object_key = EXCLUDED.object_key,
-    exported_at = EXCLUDED.exported_at
-"""
-
-
-def expire_archive(conn: psycopg.Connection, client: Any, bucket: str, cutoff: datetime,
-                   now: datetime, prefix: str = "contexts",
-                   storage_class: str | None = "GLACIER_IR") -> ExpiryReport:
-    """Export archived contexts archived at or before `cutoff`, one object per archive day,
-    then delete them. One expiry at a time (another run finds the lock taken and skips)."""
-    report = ExpiryReport()
-    if not try_advisory_lock(conn, NS_CONTEXT_EXPIRY, "expiry"):
-        report.skipped_locked = True
-        return report
-    try:
-        days = [r[0] for r in conn.execute(
-            "SELECT DISTINCT (archived_at AT TIME ZONE 'UTC')::date FROM user_contexts_archive "
-            "WHERE archived_at <= %s ORDER BY 1", (cutoff,))]
-        with tempfile.TemporaryDirectory(prefix="hp-expiry-") as tmp:
-            for day in days:
-                key = export_key(prefix, day)
-                ids, versions, size, applied = _export_day(conn, client, bucket, key, day,
-                                                           cutoff, Path(tmp), storage_class)
-                if not ids:
-                    continue
-                with conn.transaction():
-                    deleted = 0
-                    for start in range(0, len(ids), _DELETE_CHUNK):
-                        cur = conn.execute(_DELETE_EXPORTED_SQL, {
-                            "ids": ids[start:start + _DELETE_CHUNK].tolist(),
-                            "versions": versions[start:start + _DELETE_CHUNK].tolist(),
-                            "key": key, "now": now})
-                        deleted += cur.rowcount
-                report.days_exported.append(day.isoformat())
-                report.rows_exported += deleted
-                report.objects_written += 1
-                report.bytes_uploaded += size
-                report.storage_class = applied
-    finally:
-        unlock(conn, NS_CONTEXT_EXPIRY, "expiry")
-    return report
-
-
 # ---- reactivation ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -286,6 +138,7 @@ class Reactivation:
     conversation_id: str
     source: str  # 'archive' | 'export' | 'warm' | 'missing'
     merged: bool = False
+    exports_merged: int = 0  # exported lives brought back (a conversation may have several)
 
 
 _REACTIVATE_SQL = f"""
@@ -305,8 +158,10 @@ RETURNING (xmax = 0) AS inserted
 
 def reactivate_context(conn: psycopg.Connection, client: Any, bucket: str, user_id: str,
                        conversation_id: str, now: datetime) -> Reactivation:
-    """Bring one conversation back to the warm table, from the archive or, once expired, from
-    its exported object. updated_at becomes `now` so the next archive run leaves it warm."""
+    """Bring one conversation back to the warm table from the archive and from every export
+    of it (a conversation that expired twice has two), in one transaction: exported messages
+    first, oldest export first. updated_at becomes `now` so the next archive run leaves it
+    warm."""
     with advisory_lock(conn, NS_CONVERSATION, f"{user_id}\x1f{conversation_id}"):
         return _reactivate(conn, client, bucket, user_id, conversation_id, now)
 
@@ -314,41 +169,95 @@ def reactivate_context(conn: psycopg.Connection, client: Any, bucket: str, user_
 def _reactivate(conn: psycopg.Connection, client: Any, bucket: str, user_id: str,
                 conversation_id: str, now: datetime) -> Reactivation:
     params = {"user": user_id, "conv": conversation_id, "now": now}
+    tombs = _tombstones(conn, user_id, conversation_id)
+    records = _exported_records(client, bucket, user_id, conversation_id, tombs)
     with conn.transaction():
         row = conn.execute(_REACTIVATE_SQL, params).fetchone()
+        inserted = None
+        if records:
+            inserted = conn.execute(_RESTORE_SQL, _restore_params(records, params)).fetchone()
+            conn.execute(
+                "DELETE FROM user_context_export_history h USING unnest(%s::bigint[], "
+                "%s::text[]) AS t(archive_id, object_key) WHERE h.user_id = %s AND "
+                "h.conversation_id = %s AND h.archive_id = t.archive_id AND "
+                "h.object_key = t.object_key",
+                ([t[0] for t in tombs], [t[1] for t in tombs], user_id, conversation_id))
+            conn.execute("DELETE FROM user_context_exports WHERE user_id = %s AND "
+                         "conversation_id = %s AND (archive_id, object_key) IN "
+                         "(SELECT * FROM unnest(%s::bigint[], %s::text[]))",
+                         (user_id, conversation_id, [t[0] for t in tombs],
+                          [t[1] for t in tombs]))
     if row is not None:
-        return Reactivation(user_id, conversation_id, "archive", merged=not row[0])
-    tomb = conn.execute("SELECT archive_id, object_key FROM user_context_exports "
-                        "WHERE user_id = %s AND conversation_id = %s",
-                        (user_id, conversation_id)).fetchone()
-    if tomb is None:
-        warm = conn.execute("SELECT 1 FROM user_contexts WHERE user_id = %s AND "
-                            "conversation_id = %s", (user_id, conversation_id)).fetchone()
-        return Reactivation(user_id, conversation_id, "warm" if warm else "missing")
-    archive_id, key = tomb
-    record = None
-    for line in tier_copy.read_gzip_jsonl(client, bucket, key):
-        item = json.loads(line)
-        if item["id"] == archive_id:
-            record = item
-    if record is None:
-        raise tier_copy.ColdCopyMissing(
-            f"conversation {user_id}/{conversation_id}: exported object "
-            f"{tier_copy.s3_url(bucket, key)} has no line with id {archive_id}")
-    with conn.transaction():
-        cur = conn.execute(
-            f"INSERT INTO user_contexts ({_COLUMNS}) "  # noqa: S608 - fixed column names
-            "VALUES (%(id)s, %(user)s, %(conv)s, %(messages)s, %(created)s, "
-            "greatest(%(updated)s::timestamptz, %(now)s)) "
-            "ON CONFLICT (user_id, conversation_id) DO UPDATE SET "
-            "messages = EXCLUDED.messages || user_contexts.messages, "
-            "updated_at = greatest(user_contexts.updated_at, EXCLUDED.updated_at) "
-            "RETURNING (xmax = 0)",
-            {"id": record["id"], "user": user_id, "conv": conversation_id,
-             "messages": psycopg.types.json.Jsonb(record["messages"]),
-             "created": record["created_at"], "updated": record["updated_at"], "now": now})
-        inserted = cur.fetchone()
-        conn.execute("DELETE FROM user_context_exports WHERE user_id = %s AND "
-                     "conversation_id = %s", (user_id, conversation_id))
-    return Reactivation(user_id, conversation_id, "export",
-                        merged=bool(inserted and not inserted[0]))
+        return Reactivation(user_id, conversation_id, "archive", merged=not row[0],
+                            exports_merged=len(records))
+    if records:
+        return Reactivation(user_id, conversation_id, "export",
+                            merged=bool(inserted and not inserted[0]),
+                            exports_merged=len(records))
+    warm = conn.execute("SELECT 1 FROM user_contexts WHERE user_id = %s AND "
+                        "conversation_id = %s", (user_id, conversation_id)).fetchone()
+    return Reactivation(user_id, conversation_id, "warm" if warm else "missing")
+
+
+def _tombstones(conn: psycopg.Connection, user_id: str, conversation_id: str
+                ) -> list[tuple[int, str, datetime]]:
+    """Every export of the conversation, oldest first: the history, plus a pointer written
+    before the history existed."""
+    rows = conn.execute(
+        "SELECT archive_id, object_key, exported_at FROM user_context_export_history "
+        "WHERE user_id = %(u)s AND conversation_id = %(c)s UNION "
+        "SELECT archive_id, object_key, exported_at FROM user_context_exports "
+        "WHERE user_id = %(u)s AND conversation_id = %(c)s ORDER BY 3, 1",
+        {"u": user_id, "c": conversation_id}).fetchall()
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for archive_id, key, exported_at in rows:
+        if (archive_id, key) not in seen:
+            seen.add((archive_id, key))
+            out.append((int(archive_id), str(key), exported_at))
+    return out
+
+
+def _exported_records(client: Any, bucket: str, user_id: str, conversation_id: str,
+                      tombs: list[tuple[int, str, datetime]]) -> list[dict[str, Any]]:
+    """The exported lines of the conversation, in the order of `tombs` (each object read
+    once); ColdCopyMissing naming the object when one lacks its line."""
+    wanted: dict[str, set[int]] = {}
+    for archive_id, key, _at in tombs:
+        wanted.setdefault(key, set()).add(archive_id)
+    found: dict[tuple[int, str], dict[str, Any]] = {}
+    for key, ids in wanted.items():
+        for line in tier_copy.read_gzip_jsonl(client, bucket, key):
+            item = json.loads(line)
+            if item["id"] in ids and item.get("user_id", user_id) == user_id and \
+                    item.get("conversation_id", conversation_id) == conversation_id:
+                found[(item["id"], key)] = item
+    for archive_id, key, _at in tombs:
+        if (archive_id, key) not in found:
+            raise tier_copy.ColdCopyMissing(
+                f"conversation {user_id}/{conversation_id}: exported object "
+                f"{tier_copy.s3_url(bucket, key)} has no line with id {archive_id}; nothing was "
+                "moved (restore the object, or delete that row of user_context_export_history)")
+    return [found[(archive_id, key)] for archive_id, key, _at in tombs]
+
+
+# Exported lives are older than whatever is warm now (an archived twin just moved back
+# included), so their messages go first.
+_RESTORE_SQL = f"""
+INSERT INTO user_contexts ({_COLUMNS})
+VALUES (%(id)s, %(user)s, %(conv)s, %(messages)s, %(created)s,
+        greatest(%(updated)s::timestamptz, %(now)s))
+ON CONFLICT (user_id, conversation_id) DO UPDATE SET
+    messages = EXCLUDED.messages || user_contexts.messages,
+    updated_at = greatest(user_contexts.updated_at, EXCLUDED.updated_at)
+RETURNING (xmax = 0)
+"""  # noqa: S608 - only fixed column names are interpolated
+
+
+def _restore_params(records: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    messages: list[Any] = []
+    for record in records:
+        messages += record["messages"]
+    return {**params, "id": records[0]["id"], "messages": psycopg.types.json.Jsonb(messages),
+            "created": min(r["created_at"] for r in records),
+            "updated": max(r["updated_at"] for r in records)}

@@ -7,10 +7,16 @@ fetched again). Each download goes to a temp name and is renamed into place afte
 checksum match. A per-object advisory lock, taken before the download and followed by a fresh
 look at the manifest, means two overlapping runs never download the same object at once: the
 second waits, then finds it up to date. The lock lives in PostgreSQL rather than on the mount
-because NFS file locks are only as good as the NFS client's lock daemon."""
+because NFS file locks are only as good as the NFS client's lock daemon.
+
+Nothing is followed out of the mirror's root (hot_paths): a download into a directory that
+is a symlink is refused and reported, the temp file is created O_EXCL|O_NOFOLLOW, and the
+deletion of extraneous files unlinks only regular files reached without links. The mirror
+owns its files, so a changed file at a mirrored path is replaced (never written through)."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_EFS_OBJECT, advisory_lock
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
@@ -35,6 +41,7 @@ class SyncReport:
     size_only_verified: int = 0
     mirrored_bytes: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    left_alone: hot_paths.Skipped = field(default_factory=hot_paths.Skipped)
 
 
 @dataclass(frozen=True)
@@ -56,31 +63,30 @@ def _manifest(conn: psycopg.Connection, root: str, rel: str) -> tuple[Any, ...] 
                         "WHERE efs_root = %s AND rel_path = %s", (root, rel)).fetchone()
 
 
-def _up_to_date(row: tuple[Any, ...] | None, obj: RemoteObject, dest: Path) -> bool:
+def _up_to_date(row: tuple[Any, ...] | None, obj: RemoteObject, root: Path, rel: str) -> bool:
     if row is None or int(row[0]) != obj.size or row[1] != obj.etag:
         return False
-    try:
-        st = dest.stat()
-    except FileNotFoundError:
-        return False
-    return st.st_size == obj.size and st.st_mtime_ns == int(row[2])
+    st = hot_paths.lstat(root, rel)
+    return (st is not None and stat.S_ISREG(st.st_mode) and st.st_size == obj.size
+            and st.st_mtime_ns == int(row[2]))
 
 
 def _sync_one(conn: psycopg.Connection, client: Any, bucket: str, root: Path, obj: RemoteObject,
               rel: str, now: datetime, report: SyncReport) -> None:
-    dest = root / rel
-    if _up_to_date(_manifest(conn, str(root), rel), obj, dest):
+    if _up_to_date(_manifest(conn, str(root), rel), obj, root, rel):
         report.unchanged += 1
         return
     with advisory_lock(conn, NS_EFS_OBJECT, f"{root}\x1f{rel}"):
-        if _up_to_date(_manifest(conn, str(root), rel), obj, dest):  # another run did it
+        if _up_to_date(_manifest(conn, str(root), rel), obj, root, rel):  # another run did it
             report.unchanged += 1
             return
-        result = tier_copy.download_verified(client, bucket, obj.key, dest,
+        result = tier_copy.download_verified(client, bucket, obj.key, root, rel,
                                              require_checksum=False)
         # Record the version downloaded, which may be newer than the listing.
         obj = RemoteObject(obj.key, result.digest.size, result.etag)
-        st = dest.stat()
+        st = hot_paths.lstat(root, rel)
+        if st is None:
+            raise tier_copy.CopyError(f"{root / rel} vanished right after its download")
         with conn.transaction():
             conn.execute(
                 "INSERT INTO efs_sync_manifest (efs_root, rel_path, bucket, key, size_bytes, "
@@ -98,19 +104,19 @@ def _delete_extraneous(conn: psycopg.Connection, root: Path, prefix: str, seen: 
                        report: SyncReport) -> None:
     """Remove mirrored files whose object is gone; only files this sync wrote (manifest rows
     with an unchanged mtime), never anything else on the mount."""
-    rows = conn.execute("SELECT rel_path, mtime_ns FROM efs_sync_manifest WHERE efs_root = %s "
-                        "AND starts_with(rel_path, %s)", (str(root), prefix)).fetchall()
-    for rel, mtime_ns in rows:
+    rows = conn.execute("SELECT rel_path, size_bytes, mtime_ns FROM efs_sync_manifest "
+                        "WHERE efs_root = %s AND starts_with(rel_path, %s)",
+                        (str(root), prefix)).fetchall()
+    for rel, size, mtime_ns in rows:
         if rel in seen:
             continue
         with advisory_lock(conn, NS_EFS_OBJECT, f"{root}\x1f{rel}"):
-            path = root / rel
             try:
-                if path.stat().st_mtime_ns == int(mtime_ns):
-                    path.unlink()
+                if hot_paths.unlink_file(root, rel, int(size), int(mtime_ns)):
                     report.deleted += 1
-            except FileNotFoundError:
-                pass
+            except hot_paths.PathEscapeError as exc:
+                report.errors[rel] = f"not deleted, its row is kept: {exc}"
+                continue
             with conn.transaction():
                 conn.execute("DELETE FROM efs_sync_manifest WHERE efs_root = %s AND "
                              "rel_path = %s", (str(root), rel))
@@ -122,7 +128,8 @@ def sync_to_efs(conn: psycopg.Connection, client: Any, bucket: str, root: Path,
     """Mirror `bucket/<prefix>...` to `root/<key>` for every prefix ('' = whole bucket)."""
     report = SyncReport()
     root.mkdir(parents=True, exist_ok=True)
-    report.temp_files_swept = tier_copy.sweep_temp_files(root, older_than_s=3600)
+    report.temp_files_swept = tier_copy.sweep_temp_files(root, older_than_s=3600,
+                                                         skipped=report.left_alone)
     for prefix in prefixes or [""]:
         seen: set[str] = set()
         for obj in list_prefix(client, bucket, prefix):
@@ -138,7 +145,7 @@ def sync_to_efs(conn: psycopg.Connection, client: Any, bucket: str, root: Path,
             try:
                 _sync_one(conn, client, bucket, root, obj, rel, now, report)
                 report.mirrored_bytes += obj.size
-            except (tier_copy.CopyError, OSError) as exc:
+            except (tier_copy.CopyError, OSError, UnsafePathError) as exc:
                 report.errors[obj.key] = str(exc)
                 log(f"sync of s3://{bucket}/{obj.key} failed: {exc}")
         if delete_extraneous and not report.errors:
@@ -155,8 +162,11 @@ def manifest_mismatches(conn: psycopg.Connection, mount_root: Path,
             "SELECT efs_root, rel_path, size_bytes FROM efs_sync_manifest "
             "WHERE efs_root = %s OR starts_with(efs_root, %s) ORDER BY efs_root, rel_path",
             (str(mount_root), f"{mount_root}/")):
-        path = Path(root) / rel
-        if not path.is_file() or path.stat().st_size != int(size):
+        try:
+            st = hot_paths.lstat(Path(root), rel)
+        except (OSError, UnsafePathError):
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != int(size):
             bad.append(f"{root}/{rel}")
             if len(bad) >= limit:
                 break

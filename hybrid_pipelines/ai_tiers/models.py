@@ -12,11 +12,14 @@ Demotion of one model, under the model's advisory lock:
 The row flips before the delete so it never names a tier without the data: a failure at 4
 leaves leftovers in the hot path, which the next run re-verifies and removes. A failure at any
 earlier step leaves the hot files and the row as they were. Connections must be autocommit
-(locks span several transactions)."""
+(locks span several transactions).
+
+Nothing is followed out of the hot tier (hot_paths): a model directory that is a symlink is
+refused whole (nothing uploaded, nothing deleted); symlinks and special files inside one are
+left alone and reported (`DemotionReport.left_alone`). Promotion: model_promotion.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +29,9 @@ from typing import Any
 
 import psycopg
 
-from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_MODEL, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers.hot_paths import Skipped
 from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     COLD,
     HOT,
@@ -82,16 +86,7 @@ class DemotionReport:
     skipped: dict[str, str] = field(default_factory=dict)
     leftovers_removed: int = 0
     errors: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    model_id: str
-    already_hot: bool
-    files_downloaded: int
-    bytes_downloaded: int
-    size_bytes: int
-    weakly_verified: int = 0
+    left_alone: Skipped = field(default_factory=Skipped)  # links / special files met
 
 
 def load_models(conn: psycopg.Connection) -> list[ModelState]:
@@ -126,46 +121,33 @@ def hot_volume_used(hot: PosixTier) -> int:
     return int(shutil.disk_usage(hot.root()).used)
 
 
-HotFile = tuple[str, Path, int, int]  # (relative name, path, size, mtime_ns) when copied
+HotFile = tuple[str, Path, int, int]  # (name in the model dir, path, size, mtime_ns)
 
 
-def hot_files(model_dir: Path) -> list[tuple[str, Path]]:
-    """(relative name, path) of a model's files, without our temp files."""
-    out = []
-    for dirpath, _dirs, files in os.walk(model_dir):
-        for name in files:
-            if tier_copy.is_temp_name(name):
-                continue
-            path = Path(dirpath) / name
-            out.append((path.relative_to(model_dir).as_posix(), path))
-    return sorted(out)
+def hot_files(root: Path, model_rel: str, skipped: Skipped | None = None) -> list[HotFile]:
+    """The regular files of the model directory root/model_rel, without our temp files and
+    without following links (PathEscapeError when the directory itself is reached through
+    one); links and special files inside go to `skipped`."""
+    base = root / model_rel
+    return [(e.rel, base / e.rel, e.size, e.mtime_ns)
+            for e in hot_paths.walk_files(root, model_rel, skipped)]
 
 
-def _remove_hot_files(files: list[HotFile], model_dir: Path) -> None:
+def _remove_hot_files(files: list[HotFile], root: Path, model_rel: str) -> None:
     """Delete the files that were copied, unless one changed since (then it stays, and the
-    next run's sweep keeps it for lack of a matching cold copy)."""
-    for _rel, path, size, mtime_ns in files:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
-            path.unlink(missing_ok=True)
-    # Empty directories only: anything that appeared meanwhile stays.
-    for dirpath, _dirs, _files in os.walk(model_dir, topdown=False):
-        try:
-            os.rmdir(dirpath)
-        except OSError:
-            pass
+    next run's sweep keeps it for lack of a matching cold copy). Unlinks go through
+    descriptors opened without following links; empty directories only are removed."""
+    for rel, _path, size, mtime_ns in files:
+        hot_paths.unlink_file(root, f"{model_rel}/{rel}", size, mtime_ns)
+    hot_paths.remove_empty_dirs(root, model_rel)
 
 
 def _ensure_cold_copy(client: Any, bucket: str, key: str, path: Path, layout: ModelLayout,
-                      model_id: str) -> tuple[tier_copy.Digest, bool]:
-    """Returns (digest, uploaded). Raises when the copy cannot be proven."""
-    digest = tier_copy.digest_file(path)
+                      model_id: str, digest: tier_copy.Digest) -> bool:
+    """Returns whether it uploaded. Raises when the copy cannot be proven."""
     try:
         tier_copy.verify_object(client, bucket, key, digest)
-        return digest, False
+        return False
     except tier_copy.CopyError as exc:
         if not layout.upload_missing:
             raise ModelTierError(
@@ -178,7 +160,7 @@ def _ensure_cold_copy(client: Any, bucket: str, key: str, path: Path, layout: Mo
     except tier_copy.CopyError as exc:
         raise ModelTierError(f"model {model_id}: uploaded {tier_copy.s3_url(bucket, key)} but "
                              f"could not verify it ({exc}); the hot copy is kept") from exc
-    return digest, True
+    return True
 
 
 def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
@@ -191,19 +173,30 @@ def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
             report.skipped[model_id] = "used or moved since selection"
             return
         hot.require_healthy()  # a vanished mount looks like missing files: stop first
-        model_dir = hot.path(layout.hot_rel(model_id))
-        files = hot_files(model_dir)
+        root, model_rel = hot.root(), layout.hot_rel(model_id)
+        skipped = Skipped()
+        try:
+            files = hot_files(root, model_rel, skipped)
+        except UnsafePathError as exc:
+            raise ModelTierError(f"model {model_id}: demotion refused, nothing uploaded or "
+                                 f"deleted: {exc}") from exc
+        report.left_alone.extend(skipped)
         if not files:
             raise ModelTierError(
-                f"model {model_id}: the row says hot but {model_dir} holds no files; check the "
-                "hot tier, or mark the row cold if the cold copy is complete")
+                f"model {model_id}: the row says hot but {root / model_rel} holds no regular "
+                "files; check the hot tier, or mark the row cold if the cold copy is complete"
+                + (f" ({skipped.describe()})" if skipped else ""))
         prefix = layout.cold_prefix_for(model_id)
         total = 0
         copied: list[HotFile] = []
-        for rel, path in files:
-            before = path.stat()
-            digest, uploaded = _ensure_cold_copy(client, bucket, prefix + rel, path, layout,
-                                                 model_id)
+        for rel, path, _size, _mtime in files:
+            try:
+                digest, before = tier_copy.digest_beneath(root, f"{model_rel}/{rel}")
+            except UnsafePathError as exc:  # swapped for a link since the walk
+                raise ModelTierError(f"model {model_id}: demotion refused, nothing deleted: "
+                                     f"{exc}") from exc
+            uploaded = _ensure_cold_copy(client, bucket, prefix + rel, path, layout, model_id,
+                                         digest)
             copied.append((rel, path, before.st_size, before.st_mtime_ns))
             total += digest.size
             if uploaded:
@@ -218,7 +211,7 @@ def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
             if cur.rowcount != 1:
                 raise ModelTierError(f"model {model_id}: row changed during demotion")
         hot.require_healthy()
-        _remove_hot_files(copied, model_dir)
+        _remove_hot_files(copied, root, model_rel)
         report.demoted.append(model_id)
         report.bytes_freed += total
 
@@ -228,33 +221,38 @@ def sweep_leftovers(conn: psycopg.Connection, client: Any, bucket: str, hot: Pos
     """Hot files of cold models (a delete that failed after the row flipped): each is removed
     only after its cold copy verifies again."""
     hot.require_healthy()
+    root = hot.root()
     for model_id, in conn.execute(
             "SELECT model_id FROM model_locations WHERE tier = 'cold' ORDER BY model_id"
             ).fetchall():
         try:
-            model_dir = hot.path(layout.hot_rel(model_id))
-        except ModelTierError as exc:
-            report.errors[model_id] = str(exc)
-            continue
-        if not model_dir.is_dir():
-            continue
-        with advisory_lock(conn, NS_MODEL, model_id):
-            current = load_model(conn, model_id)
-            if current is None or current.tier != COLD:
+            model_rel = layout.hot_rel(model_id)
+            if not hot_paths.check_dir(root, model_rel):
                 continue
-            prefix = layout.cold_prefix_for(model_id)
-            tier_copy.sweep_temp_files(model_dir, older_than_s=0)  # we hold the model's lock
-            for rel, path in hot_files(model_dir):
-                try:
-                    tier_copy.verify_object(client, bucket, prefix + rel,
-                                            tier_copy.digest_file(path))
-                except tier_copy.CopyError as exc:
-                    report.errors[model_id] = (f"leftover {path} kept: its cold copy does not "
-                                               f"verify ({exc})")
+            with advisory_lock(conn, NS_MODEL, model_id):
+                current = load_model(conn, model_id)
+                if current is None or current.tier != COLD:
                     continue
-                path.unlink(missing_ok=True)
-                report.leftovers_removed += 1
-            _remove_hot_files([], model_dir)
+                _sweep_model(client, bucket, root, model_id, model_rel, layout, report)
+        except (ModelTierError, UnsafePathError) as exc:
+            report.errors[model_id] = f"leftovers of cold model {model_id} not swept: {exc}"
+
+
+def _sweep_model(client: Any, bucket: str, root: Path, model_id: str, model_rel: str,
+                 layout: ModelLayout, report: DemotionReport) -> None:
+    prefix = layout.cold_prefix_for(model_id)
+    tier_copy.sweep_temp_files(root, older_than_s=0, rel=model_rel)  # we hold the lock
+    for rel, path, _size, _mtime in hot_files(root, model_rel, report.left_alone):
+        try:
+            digest, st = tier_copy.digest_beneath(root, f"{model_rel}/{rel}")
+            tier_copy.verify_object(client, bucket, prefix + rel, digest)
+        except tier_copy.CopyError as exc:
+            report.errors[model_id] = (f"leftover {path} kept: its cold copy does not "
+                                       f"verify ({exc})")
+            continue
+        if hot_paths.unlink_file(root, f"{model_rel}/{rel}", st.st_size, st.st_mtime_ns):
+            report.leftovers_removed += 1
+    hot_paths.remove_empty_dirs(root, model_rel)
 
 
 def run_demotion(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
@@ -276,72 +274,16 @@ def run_demotion(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
     return report
 
 
-def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
-                  model_id: str, now: datetime, layout: ModelLayout) -> Promotion:
-    """Copy a cold model into the hot path, verify, mark it hot. Concurrent calls for one
-    model wait for the lock, then find it hot and download nothing."""
-    model_segment(model_id)
-    with advisory_lock(conn, NS_MODEL, model_id):
-        current = load_model(conn, model_id)
-        if current is None:
-            raise ModelTierError(f"model {model_id!r} is not in model_locations; register it "
-                                 "before asking for a promotion")
-        hot.require_healthy()
-        if current.tier == HOT:
-            with conn.transaction():
-                conn.execute("UPDATE model_locations SET last_access = greatest(last_access, %s)"
-                             " WHERE model_id = %s", (now, model_id))
-            return Promotion(model_id, True, 0, 0, current.size_bytes)
-        prefix = layout.cold_prefix_for(model_id)
-        objects = list_objects(client, bucket, prefix)
-        if not objects:
-            raise ModelTierError(f"model {model_id}: the row says cold but "
-                                 f"{tier_copy.s3_url(bucket, prefix)} holds no objects")
-        model_dir = hot.path(layout.hot_rel(model_id))
-        tier_copy.sweep_temp_files(model_dir, older_than_s=0)  # we hold the model's lock
-        files = downloaded = weak = total = 0
-        for key, size in objects:
-            rel = safe_relpath(key[len(prefix):])
-            dest = model_dir / rel
-            total += size
-            if dest.is_file() and dest.stat().st_size == size and _matches_cold(
-                    client, bucket, key, dest):
-                continue  # a leftover of a failed delete that is still right
-            result = tier_copy.download_verified(client, bucket, key, dest,
-                                                 require_checksum=False)
-            files += 1
-            downloaded += result.digest.size
-            weak += result.verified_by == "size-only"
-        with conn.transaction():
-            conn.execute("UPDATE model_locations SET tier = 'hot', size_bytes = %s, "
-                         "last_access = greatest(last_access, %s), tier_changed_at = %s "
-                         "WHERE model_id = %s", (total, now, now, model_id))
-        return Promotion(model_id, False, files, downloaded, total, weak)
-
-
-def _matches_cold(client: Any, bucket: str, key: str, path: Path) -> bool:
-    try:
-        tier_copy.verify_object(client, bucket, key, tier_copy.digest_file(path))
-        return True
-    except tier_copy.CopyError:
-        return False
-
-
-def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
-    out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if not obj["Key"].endswith("/"):
-                out.append((obj["Key"], int(obj["Size"])))
-    return out
-
-
 def hot_rows_missing_files(conn: psycopg.Connection, hot: PosixTier,
                            layout: ModelLayout) -> list[str]:
     """Hot rows whose directory is empty or missing on the hot tier (for an asset check)."""
     missing = []
     for model_id, in conn.execute(
             "SELECT model_id FROM model_locations WHERE tier = 'hot' ORDER BY model_id"):
-        if not hot_files(hot.path(layout.hot_rel(model_id))):
+        try:
+            files = hot_files(hot.root(), layout.hot_rel(model_id))
+        except (ModelTierError, UnsafePathError):
+            files = []  # reached through a link: not usable as the hot copy
+        if not files:
             missing.append(model_id)
     return missing

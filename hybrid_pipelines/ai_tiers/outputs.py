@@ -3,7 +3,11 @@
 Files live at `<prefix>/<user_id>/YYYY/MM/DD/<uuid>.<ext>` on the hot tier and under the same
 key in the cold bucket. Every change to one output runs under that output's advisory lock, so
 a deletion request and the daily tiering never interleave (a tiering step cannot re-upload an
-output a deletion just removed). Connections must be autocommit."""
+output a deletion just removed). Connections must be autocommit.
+
+Hot files are reached without following links (hot_paths): an output that is a symlink or a
+special file, or that sits under a linked folder, is left alone with the reason; a promotion
+never overwrites a hot file with other bytes (it is kept under a `.hot-conflict-` name)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from hybrid_pipelines.ai_tiers import tier_copy
+from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_OUTPUT, PosixTier, advisory_lock
 from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     OutputState,
@@ -40,6 +44,10 @@ class OutputLayout:
         parse_output_path(rel)
         return hot.path(join_rel(self.hot_prefix, rel))
 
+    def hot_rel(self, rel: str) -> str:
+        parse_output_path(rel)
+        return join_rel(self.hot_prefix, rel)
+
     def cold_key(self, rel: str) -> str:
         parse_output_path(rel)
         return join_rel(self.cold_prefix, rel)
@@ -55,6 +63,7 @@ class OutputsReport:
     deleted: int = 0
     requests_done: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    moved_aside: list[str] = field(default_factory=list)  # hot files kept beside promotions
 
 
 _ROW = "output_id::text, user_id, path, tier, size_bytes, access_count, created_at"
@@ -83,12 +92,17 @@ def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
             report: OutputsReport) -> None:
     output_id, path_rel = row[0], row[2]
     src = layout.hot_path(hot, path_rel)
+    root, hot_rel = hot.root(), layout.hot_rel(path_rel)
     key = layout.cold_key(path_rel)
     hot.require_healthy()
-    if not src.is_file():
+    try:
+        digest, before = tier_copy.digest_beneath(root, hot_rel)
+    except FileNotFoundError:
         raise OutputTierError(f"output {output_id}: the row says hot but {src} is missing; "
-                              "check the hot tier mount")
-    digest = tier_copy.digest_file(src)
+                              "check the hot tier mount") from None
+    except hot_paths.UnsafePathError as exc:
+        raise OutputTierError(f"output {output_id}: not demoted, nothing uploaded or "
+                              f"deleted: {exc}") from exc
     try:
         tier_copy.verify_object(client, bucket, key, digest)
     except tier_copy.CopyError:
@@ -104,7 +118,8 @@ def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
         if cur.rowcount != 1:
             raise OutputTierError(f"output {output_id}: row changed during demotion")
     hot.require_healthy()
-    src.unlink(missing_ok=True)
+    # Only the bytes that were copied: a file rewritten since stays for someone to look at.
+    hot_paths.unlink_file(root, hot_rel, before.st_size, before.st_mtime_ns)
     report.demoted += 1
     report.bytes_freed += digest.size
 
@@ -114,8 +129,10 @@ def _promote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
              report: OutputsReport) -> None:
     output_id, path_rel = row[0], row[2]
     hot.require_healthy()
-    result = tier_copy.download_verified(client, bucket, layout.cold_key(path_rel),
-                                         layout.hot_path(hot, path_rel))
+    result = tier_copy.download_verified(client, bucket, layout.cold_key(path_rel), hot.root(),
+                                         layout.hot_rel(path_rel), replace=False)
+    if result.moved_aside:
+        report.moved_aside.append(result.moved_aside)
     with conn.transaction():
         conn.execute("UPDATE generated_outputs SET tier = 'hot', size_bytes = %s, sha256 = %s "
                      "WHERE output_id = %s", (result.digest.size, result.digest.sha256,
@@ -170,7 +187,11 @@ def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: Posi
                                       "the deletion request names the wrong user")
             rel = row[2]
             hot.require_healthy()
-            layout.hot_path(hot, rel).unlink(missing_ok=True)
+            try:
+                hot_paths.unlink_entry(hot.root(), layout.hot_rel(rel))  # a link, not its target
+            except hot_paths.PathEscapeError as exc:
+                raise OutputTierError(f"output {oid}: hot copy not deleted, the row is kept for "
+                                      f"a retry: {exc}") from exc
             key = layout.cold_key(rel)
             client.delete_object(Bucket=bucket, Key=key)
             if tier_copy.head_object(client, bucket, key) is not None:

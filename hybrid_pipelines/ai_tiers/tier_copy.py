@@ -14,15 +14,19 @@ import hashlib
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hybrid_pipelines.ai_tiers import hot_paths
+
+# Re-exported: callers have always found the temp-name rule here.
+from hybrid_pipelines.ai_tiers.hot_paths import TEMP_MARKER as TEMP_MARKER
+from hybrid_pipelines.ai_tiers.hot_paths import is_temp_name as is_temp_name
+
 CHUNK = 1 << 20
 SHA256_META = "sha256"
-TEMP_MARKER = ".hp-part-"
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -62,6 +66,19 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 def digest_file(path: Path) -> Digest:
     return digest_chunks(_file_chunks(path))
+
+
+def digest_fd(fd: int) -> Digest:
+    """Hash an open descriptor from its start (the descriptor is not closed)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return digest_chunks(iter(lambda: os.read(fd, CHUNK), b""))
+
+
+def digest_beneath(root: Path, rel: str) -> tuple[Digest, os.stat_result]:
+    """Hash the regular file root/rel, reached without following links (hot_paths), and its
+    stat before hashing; NotRegularFileError / PathEscapeError otherwise."""
+    with hot_paths.open_file(root, rel) as (fd, st):
+        return digest_fd(fd), st
 
 
 def s3_url(bucket: str, key: str) -> str:
@@ -144,30 +161,17 @@ def verify_object(client: Any, bucket: str, key: str, expected: Digest) -> str:
     return "read-back"
 
 
-def temp_path_for(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}{TEMP_MARKER}{uuid.uuid4().hex}")
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and TEMP_MARKER in name
-
-
-def sweep_temp_files(root: Path, older_than_s: float, now_ts: float | None = None) -> int:
-    """Remove temp files that crashed downloads left behind (only ours, only old ones)."""
-    if not root.is_dir():
-        return 0
-    limit = (now_ts if now_ts is not None else time.time()) - older_than_s
+def sweep_temp_files(root: Path, older_than_s: float, now_ts: float | None = None,
+                     rel: str = "", skipped: hot_paths.Skipped | None = None) -> int:
+    """Remove temp files that crashed downloads left behind beneath root/rel (only ours, only
+    old ones, never through a link); links and special files met go to `skipped`."""
+    limit_ns = int(((now_ts if now_ts is not None else time.time()) - older_than_s) * 1e9)
     removed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if is_temp_name(name):
-                path = Path(dirpath) / name
-                try:
-                    if path.stat().st_mtime <= limit:
-                        path.unlink()
-                        removed += 1
-                except FileNotFoundError:
-                    pass
+    base = hot_paths.parts_of(rel)
+    for entry in hot_paths.walk_files(root, rel, skipped, temp_files=True):
+        if entry.mtime_ns <= limit_ns and hot_paths.unlink_file(
+                root, "/".join([*base, entry.rel]), entry.size, entry.mtime_ns):
+            removed += 1
     return removed
 
 
@@ -176,12 +180,16 @@ class Download:
     digest: Digest
     verified_by: str  # 'sha256' | 'etag-md5' | 'size-only'
     etag: str = ""  # of the version downloaded
+    moved_aside: str | None = None  # rel path of a differing file kept beside the new one
 
 
-def download_verified(client: Any, bucket: str, key: str, dest: Path, *,
-                      require_checksum: bool = True) -> Download:
-    """Download to a temp name beside `dest`, check size and checksum, fsync, then rename into
-    place: readers never see a partial file, and a failed check leaves `dest` untouched."""
+def download_verified(client: Any, bucket: str, key: str, root: Path, rel: str, *,
+                      require_checksum: bool = True, replace: bool = True) -> Download:
+    """Download to root/rel through a temp file created exclusively beside it (in a directory
+    reached without following links, see hot_paths), check size and checksum, fsync, then
+    install it: readers never see a partial file, and a failed check leaves the destination
+    untouched. replace=False keeps a differing file already there under a conflict name
+    (`Download.moved_aside`) instead of overwriting it."""
     url = s3_url(bucket, key)
     head = head_object(client, bucket, key)
     if head is None:
@@ -192,44 +200,55 @@ def download_verified(client: Any, bucket: str, key: str, dest: Path, *,
     if not want_sha and not _MD5_ETAG.match(etag) and require_checksum:
         raise VerificationFailed(f"{url} has no sha256 metadata and a multipart ETag: nothing "
                                  "to verify a download against")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dest)
-    try:
-        resp = client.get_object(Bucket=bucket, Key=key)
-        if resp.get("ETag") != head.get("ETag"):
-            raise VerificationFailed(f"{url} changed during the download; run again")
-        body = resp["Body"]
-        sha, md5, got = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        with open(tmp, "wb") as out:
+    parent, name = hot_paths.split(rel)
+    with hot_paths.open_dir(root, parent, create=True) as dir_fd:
+        tmp, fd = hot_paths.create_temp(dir_fd, name)
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key)
+            if resp.get("ETag") != head.get("ETag"):
+                raise VerificationFailed(f"{url} changed during the download; run again")
+            body = resp["Body"]
+            sha, md5, got = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+            with os.fdopen(fd, "wb") as out:
+                fd = -1
+                try:
+                    while chunk := body.read(CHUNK):
+                        out.write(chunk)
+                        sha.update(chunk)
+                        md5.update(chunk)
+                        got += len(chunk)
+                finally:
+                    body.close()
+                out.flush()
+                os.fsync(out.fileno())
+            digest = Digest(got, sha.hexdigest(), md5.hexdigest())
+            if got != size:
+                raise VerificationFailed(f"{url}: downloaded {got} bytes, the store says {size}")
+            if want_sha:
+                if digest.sha256 != want_sha:
+                    raise VerificationFailed(f"{url}: downloaded sha256 {digest.sha256}, "
+                                             f"metadata says {want_sha}")
+                how = "sha256"
+            elif _MD5_ETAG.match(etag):
+                if digest.md5 != etag:
+                    raise VerificationFailed(f"{url}: downloaded MD5 {digest.md5}, ETag says "
+                                             f"{etag}")
+                how = "etag-md5"
+            else:
+                how = "size-only"
+            aside = hot_paths.install(
+                dir_fd, tmp, name, replace=replace,
+                same_bytes=lambda efd: digest_fd(efd).sha256 == digest.sha256)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
             try:
-                while chunk := body.read(CHUNK):
-                    out.write(chunk)
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    got += len(chunk)
-            finally:
-                body.close()
-            out.flush()
-            os.fsync(out.fileno())
-        digest = Digest(got, sha.hexdigest(), md5.hexdigest())
-        if got != size:
-            raise VerificationFailed(f"{url}: downloaded {got} bytes, the store says {size}")
-        if want_sha:
-            if digest.sha256 != want_sha:
-                raise VerificationFailed(f"{url}: downloaded sha256 {digest.sha256}, metadata "
-                                         f"says {want_sha}")
-            how = "sha256"
-        elif _MD5_ETAG.match(etag):
-            if digest.md5 != etag:
-                raise VerificationFailed(f"{url}: downloaded MD5 {digest.md5}, ETag says {etag}")
-            how = "etag-md5"
-        else:
-            how = "size-only"
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return Download(digest, how, etag)
+                os.unlink(tmp, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            raise
+    moved = "/".join(x for x in (parent, aside) if x) if aside else None
+    return Download(digest, how, etag, moved)
 
 
 def gzip_jsonl_file(path: Path, lines: Iterable[bytes]) -> int:

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +29,7 @@ import psycopg
 
 from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
 from hybrid_pipelines.hybrid_cache.rules.cache_diff import merge_by_key
+from hybrid_pipelines.hybrid_cache.shared_keys import count_shared_keys
 from hybrid_pipelines.hybrid_cache.sync import describe, is_partial
 from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
 from hybrid_pipelines.shared.nas_paths import safe_relpath
@@ -66,6 +68,9 @@ class AuditReport:
     nas_partials_fresh: int = 0
     hashes_checked: int = 0
     sync_failed_rows: int = 0
+    # Cache keys referenced by more than one row. Not drift (a file server may share objects
+    # on purpose), but each such object is evicted only when all its rows are safe on the NAS.
+    shared_keys: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -111,7 +116,8 @@ class AuditReport:
         return {**self.counts, "rows_total": self.rows_total, "objects_seen": self.objects_seen,
                 "drifted_rows": self.drifted_rows, "drift_items": self.drift_items,
                 "drift_percent": self.drift_percent, "data_at_risk": self.data_at_risk,
-                "hashes_checked": self.hashes_checked, "sync_failed_rows": self.sync_failed_rows}
+                "hashes_checked": self.hashes_checked, "sync_failed_rows": self.sync_failed_rows,
+                "shared_cache_keys": self.shared_keys}
 
 
 @dataclass
@@ -149,25 +155,32 @@ def _cached_rows(conn: psycopg.Connection, prefix: str) -> Iterator[tuple[Any, .
         yield from cur
 
 
+def _by_key(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Consecutive rows on one key together: seaweed_fid is not unique (shared_keys)."""
+    for _key, group in groupby(rows, key=lambda r: r[0]):
+        yield list(group)
+
+
 def _audit_cache(conn: psycopg.Connection, s3: Any, bucket: str, settings: AuditSettings,
                  report: AuditReport) -> dict[UUID, str]:
     """Returns cache-missing row id -> nas_status, decided together with the NAS side."""
     missing: dict[UUID, str] = {}
     with conn.transaction():
-        for key, obj, row in merge_by_key(_list_objects(s3, bucket, settings.key_prefix),
-                                          _cached_rows(conn, settings.key_prefix),
-                                          lambda o: o["Key"], lambda r: r[0]):
+        for key, obj, rows in merge_by_key(_list_objects(s3, bucket, settings.key_prefix),
+                                           _by_key(_cached_rows(conn, settings.key_prefix)),
+                                           lambda o: o["Key"], lambda g: g[0][0]):
             if obj is not None:
                 report.objects_seen += 1
-            if row is None:
+            if rows is None:
                 if len(report.cache_orphaned) < 10_000:
                     report.cache_orphaned.append(key)
                 continue
-            report.cached_rows += 1
-            if obj is None:
-                missing[row[1]] = row[3]
-            elif int(obj["Size"]) != int(row[2]):
-                report.cache_size_mismatch.append(row[1])
+            for row in rows:
+                report.cached_rows += 1
+                if obj is None:
+                    missing[row[1]] = row[3]
+                elif int(obj["Size"]) != int(row[2]):
+                    report.cache_size_mismatch.append(row[1])
     return missing
 
 
@@ -314,6 +327,7 @@ def run_audit(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem
     row = conn.execute("SELECT count(*), count(*) FILTER (WHERE nas_status = 'failed')"
                        " FROM file_metadata").fetchone()
     report.rows_total, report.sync_failed_rows = (row[0], row[1]) if row else (0, 0)
+    report.shared_keys = count_shared_keys(conn)
     cache_missing = _audit_cache(conn, s3, bucket, settings, report)
     nas_present = _audit_nas(conn, nas, settings, report, cache_missing)
     for file_id, nas_status in cache_missing.items():

@@ -4,6 +4,7 @@ memory, and the hash describes exactly what was written, not what was meant to b
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +37,12 @@ def _write_all(dst: Writable, chunk: bytes) -> None:
         view = view[written:]
 
 
-def copy_with_sha256(src: Readable, dst: Writable, chunk_size: int = CHUNK_SIZE) -> CopyResult:
+Progress = Callable[[int], None]
+"""Called after every chunk with its length; may raise to stop the copy (a lost lease)."""
+
+
+def copy_with_sha256(src: Readable, dst: Writable, chunk_size: int = CHUNK_SIZE, *,
+                     progress: Progress | None = None) -> CopyResult:
     """Copy `src` to `dst` in chunks, hashing each chunk as it goes by."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -48,10 +54,13 @@ def copy_with_sha256(src: Readable, dst: Writable, chunk_size: int = CHUNK_SIZE)
         digest.update(chunk)
         _write_all(dst, chunk)
         size += len(chunk)
+        if progress:
+            progress(len(chunk))
     return CopyResult(size, digest.hexdigest())
 
 
-def sha256_of_stream(src: Readable, chunk_size: int = CHUNK_SIZE) -> CopyResult:
+def sha256_of_stream(src: Readable, chunk_size: int = CHUNK_SIZE, *,
+                     progress: Progress | None = None) -> CopyResult:
     """Hash a stream without keeping it: used to re-read what a backend really holds."""
     digest, size = hashlib.sha256(), 0
     while True:
@@ -60,6 +69,8 @@ def sha256_of_stream(src: Readable, chunk_size: int = CHUNK_SIZE) -> CopyResult:
             break
         digest.update(chunk)
         size += len(chunk)
+        if progress:
+            progress(len(chunk))
     return CopyResult(size, digest.hexdigest())
 
 

@@ -90,6 +90,48 @@ def assign_nas_path(conn: psycopg.Connection, file_id: UUID, owner: str, nas_pat
     return cur.rowcount == 1
 
 
+def reserve_nas_path(conn: psycopg.Connection, key: str, file_id: UUID, nas_path: str) -> UUID:
+    """Reserve the NAS name `key` (rules.nas_keys.canonical_key) for `file_id`; returns the
+    file that holds it now: `file_id` itself (new, or already ours), or another file. One
+    statement, so two runs racing for a key cannot both get it. A reservation whose file is
+    gone or failed for good is taken over."""
+    row = conn.execute(
+        "INSERT INTO nas_path_reservations AS r (canonical_key, file_id, nas_path)"
+        " VALUES (%(key)s, %(id)s, %(path)s)"
+        " ON CONFLICT (canonical_key) DO UPDATE"
+        "   SET file_id = EXCLUDED.file_id, nas_path = EXCLUDED.nas_path, reserved_at = now()"
+        "   WHERE r.file_id = EXCLUDED.file_id"
+        "      OR NOT EXISTS (SELECT 1 FROM file_metadata f"
+        "                     WHERE f.id = r.file_id AND f.nas_status <> 'failed')"
+        " RETURNING file_id", {"key": key, "id": file_id, "path": nas_path}).fetchone()
+    if row is None:
+        row = conn.execute("SELECT file_id FROM nas_path_reservations WHERE canonical_key = %s",
+                           (key,)).fetchone()
+    if row is None:  # the holder gave it up between the two statements: try once more
+        return reserve_nas_path(conn, key, file_id, nas_path)
+    if row[0] == file_id:
+        # A row whose nas_path was corrected lets go of the name it held before.
+        conn.execute("DELETE FROM nas_path_reservations WHERE file_id = %s"
+                     " AND canonical_key <> %s", (file_id, key))
+    return row[0]
+
+
+def release_reservations(conn: psycopg.Connection, file_id: UUID) -> int:
+    """A row that failed for good placed nothing: its NAS name is free for another file."""
+    cur = conn.execute("DELETE FROM nas_path_reservations WHERE file_id = %s", (file_id,))
+    return cur.rowcount
+
+
+def lock_own_lease(conn: psycopg.Connection, file_id: UUID, owner: str) -> bool:
+    """Inside a transaction: lock the row if `owner` still holds an unexpired lease on it. Until
+    the transaction ends no other run can release or claim the row, so a rename done under
+    this lock is done by the row's one owner."""
+    row = conn.execute(
+        "SELECT 1 FROM file_metadata WHERE id = %s AND nas_status = 'syncing'"
+        " AND claimed_by = %s AND lease_until > now() FOR UPDATE", (file_id, owner)).fetchone()
+    return row is not None
+
+
 def nas_path_taken_by(conn: psycopg.Connection, nas_path: str, file_id: UUID) -> UUID | None:
     """Another file already placed at `nas_path` (renaming onto it would destroy it)."""
     row = conn.execute(

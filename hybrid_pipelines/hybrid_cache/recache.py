@@ -3,12 +3,18 @@
 
 One row at a time, locked for the copy (FOR UPDATE SKIP LOCKED), so two runs never copy the
 same file; the object is written under its final key and the row is flipped to 'cached' only
-after the bytes read from the NAS matched the recorded SHA-256 and the object's size is right."""
+after the bytes read from the NAS matched the recorded SHA-256 and the object's size is right.
+
+seaweed_fid is not unique on the platform's table (shared_keys): the row's own key is reused
+only when no other row references it; otherwise the bytes go under a key of this row's own,
+so re-caching never overwrites another row's object, and a mismatch deletes only an object
+that no other row references (checked under their row locks)."""
 
 from __future__ import annotations
 
 import logging
 import posixpath
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +24,7 @@ import psycopg
 from boto3.s3.transfer import TransferConfig
 
 from hybrid_pipelines.hybrid_cache.hashing_copy import CHUNK_SIZE, HashingReader
+from hybrid_pipelines.hybrid_cache.shared_keys import referenced_by_others
 from hybrid_pipelines.hybrid_cache.sync import BackendDown, Probe, describe
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
 
@@ -49,7 +56,9 @@ class RecacheReport:
 
 
 class HashMismatch(RuntimeError):
-    pass
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
 
 
 def recache_key(prefix: str, file_id: UUID, stored_name: str) -> str:
@@ -66,10 +75,31 @@ def _claim_one(conn: psycopg.Connection, skip: list[UUID]) -> tuple[Any, ...] | 
         (skip,)).fetchone()
 
 
+def cache_key_for(conn: psycopg.Connection, file_id: UUID, fid: str | None, prefix: str,
+                  stored_name: str) -> str:
+    """The row's own seaweed_fid if no other row references it, else a key of its own."""
+    for key in (fid, recache_key(prefix, file_id, stored_name)):
+        if key and not referenced_by_others(conn, key, file_id):
+            return key
+    return recache_key(prefix, file_id, f"{uuid.uuid4().hex[:8]}-{stored_name}")
+
+
+def discard_object(conn: psycopg.Connection, s3: Any, bucket: str, key: str,
+                   file_id: UUID) -> list[UUID]:
+    """Delete what a failed re-cache wrote, unless another row references the key: those rows
+    are locked first (inside the caller's transaction) so none can start needing it meanwhile.
+    Returns the rows that kept the object ([] when it was deleted)."""
+    others = referenced_by_others(conn, key, file_id, lock=True)
+    if not others:
+        s3.delete_object(Bucket=bucket, Key=key)
+    return others
+
+
 def copy_to_cache(s3: Any, bucket: str, nas: NASFileSystem, nas_path: str, key: str,
                   size: int, expected: str | None, chunk_size: int) -> str:
-    """Stream a NAS file into the cache, hashing on the way; returns the SHA-256. On a mismatch
-    the object is deleted again, so the cache never serves bytes the row does not describe."""
+    """Stream a NAS file into the cache, hashing on the way; returns the SHA-256. A mismatch
+    raises HashMismatch naming the key; the caller removes the object (discard_object), so
+    the cache never serves bytes the row does not describe."""
     config = TransferConfig(multipart_threshold=chunk_size, multipart_chunksize=chunk_size,
                             use_threads=False)
     with nas.open_read(nas_path) as fh:
@@ -77,14 +107,12 @@ def copy_to_cache(s3: Any, bucket: str, nas: NASFileSystem, nas_path: str, key: 
         s3.upload_fileobj(reader, bucket, key, Config=config)
     got = reader.result()
     if got.size != size or (expected and got.sha256 != expected.lower()):
-        s3.delete_object(Bucket=bucket, Key=key)
-        raise HashMismatch(f"NAS copy {nas_path} has {got.size} bytes with SHA-256 "
+        raise HashMismatch(key, f"NAS copy {nas_path} has {got.size} bytes with SHA-256 "
                            f"{got.sha256[:12]}..., the row records {size} bytes "
                            f"{(expected or '?')[:12]}...")
     head = s3.head_object(Bucket=bucket, Key=key)
     if int(head["ContentLength"]) != size:
-        s3.delete_object(Bucket=bucket, Key=key)
-        raise HashMismatch(f"cache object {key} holds {head['ContentLength']} bytes after "
+        raise HashMismatch(key, f"cache object {key} holds {head['ContentLength']} bytes after "
                            f"upload, expected {size}")
     return got.sha256
 
@@ -103,12 +131,15 @@ def run_recache(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSyst
             if row is None:
                 break
             file_id, stored_name, size, expected, nas_path, fid = row
-            key = fid or recache_key(settings.key_prefix, file_id, stored_name)
+            key = cache_key_for(conn, file_id, fid, settings.key_prefix, stored_name)
             try:
                 sha = copy_to_cache(s3, bucket, nas, nas_path, key, size, expected,
                                     settings.chunk_size)
             except HashMismatch as exc:
                 # The NAS copy is not the uploaded file: caching it would spread the damage.
+                if kept_for := discard_object(conn, s3, bucket, exc.key, file_id):
+                    report.errors.append(f"{file_id}: object {exc.key} not deleted: rows "
+                                         f"{', '.join(map(str, kept_for[:5]))} reference it")
                 conn.execute(
                     "UPDATE file_metadata SET recache_requested = false, nas_verified_at = NULL,"
                     " last_error = %s, updated_at = now() WHERE id = %s",

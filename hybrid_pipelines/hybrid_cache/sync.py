@@ -1,10 +1,18 @@
 """Pending sync: drain the SeaweedFS cache to the NAS, one verified copy per file.
 
-Per file: stream the object from SeaweedFS to a temporary name on the NAS while hashing it,
-re-read what the NAS holds and compare its SHA-256 with the recorded hash, rename into place,
-and only then mark the row synced. A run that dies at any point leaves either a 'syncing' row
-(its lease expires and it returns to the queue) or a stray temporary file (the reconcile job
-removes stale ones), never a row marked synced without a verified copy."""
+Per file: reserve its NAS name (two rows can never be placed at one name, as the NAS compares
+names), stream the object from SeaweedFS to a temporary name on the NAS while hashing it,
+re-read what the NAS holds and compare its SHA-256 with the recorded hash, rename into place
+without replacing anything, and mark the row synced in the same locked transaction, only if
+this run still holds the row's lease (renewed all along the copy). A run that dies at any point
+leaves either a 'syncing' row (its lease expires and it returns to the queue; a copy already
+renamed into place is recognised by its bytes) or a stray temporary file (the reconcile job
+removes stale ones), never a row marked synced without a verified copy, never a file replaced.
+
+Where files may go: a row's nas_path as the file server recorded it, anywhere in the share by
+default (it is the platform's column; `safe_relpath` keeps it inside the share); with
+`nas_root` set, only beneath that folder, and a row pointing elsewhere fails for good with the
+reason. Rows without a nas_path go under `nas_prefix` (which must lie within `nas_root`)."""
 
 from __future__ import annotations
 
@@ -24,9 +32,22 @@ from hybrid_pipelines.hybrid_cache.hashing_copy import (
     copy_with_sha256,
     sha256_of_stream,
 )
+from hybrid_pipelines.hybrid_cache.lease_keeper import LeaseKeeper
+from hybrid_pipelines.hybrid_cache.placement import adopt_existing, place, remove_quietly, reserve
+from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
+from hybrid_pipelines.hybrid_cache.sync_errors import (
+    BackendDown,
+    LeaseLost,
+    NASConflictError,
+    PermanentSyncError,
+    VerificationError,
+)
 from hybrid_pipelines.resources.errors import Health
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+
+__all__ = ["BackendDown", "LeaseLost", "NASConflictError", "PermanentSyncError",
+           "SyncReport", "SyncSettings", "VerificationError", "run_pending_sync"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +63,7 @@ class SyncSettings:
     nas_prefix: str = "uploads"
     chunk_size: int = CHUNK_SIZE
     retry_delay_s: float = 60.0  # a failed file waits this long before its next attempt
+    nas_root: str = ""  # every nas_path must lie beneath this NAS folder ('' = the whole share)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_batches", "max_attempts", "chunk_size"):
@@ -51,6 +73,14 @@ class SyncSettings:
             raise ValueError(f"lease_timeout_s must be >= 1 second, got {self.lease_timeout_s}")
         if self.retry_delay_s < 0:
             raise ValueError(f"retry_delay_s must be >= 0, got {self.retry_delay_s}")
+        try:
+            root, prefix = safe_relpath(self.nas_root), safe_relpath(self.nas_prefix)
+        except UnsafePathError as exc:
+            raise ValueError(f"sync setting nas_root or nas_prefix is unsafe: {exc}") from exc
+        if root and canonical_key(prefix) != canonical_key(root) and \
+                not is_within(prefix, root):
+            raise ValueError(f"sync setting nas_prefix {self.nas_prefix!r} must lie within "
+                             f"nas_root {self.nas_root!r}: rows without a nas_path go there")
 
 
 @dataclass
@@ -73,20 +103,6 @@ class SyncReport:
     def failure_rate(self) -> float:
         tried = self.synced + self.failed_attempts + self.failed_final
         return (self.failed_attempts + self.failed_final) / tried if tried else 0.0
-
-
-class VerificationError(RuntimeError):
-    """A copy whose bytes do not match the recorded size or SHA-256."""
-
-
-class PermanentSyncError(RuntimeError):
-    """Retrying cannot help (unsafe NAS path, path owned by another file): fail at once."""
-
-
-class BackendDown(RuntimeError):
-    def __init__(self, backend: str, detail: str):
-        self.backend, self.detail = backend, detail
-        super().__init__(f"{backend} went down: {detail}")
 
 
 Probe = Callable[[], Health]
@@ -114,19 +130,12 @@ def is_partial(name: str) -> bool:
 
 def describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:500]
+    # Long enough for a 500-character nas_path and the fix that follows it.
+    return f"{type(exc).__name__}: {text}"[:1200]
 
 
-def _remove_quietly(nas: NASFileSystem, path: str) -> None:
-    try:
-        nas.remove(path)
-    except Exception as exc:  # noqa: BLE001 - reconcile removes what we could not
-        log.warning("could not remove temporary NAS file %s: %s", path, describe(exc))
-
-
-def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
-             row: store.FileRow, settings: SyncSettings, owner: str, token: str) -> int:
-    """Copy one claimed row to the NAS and mark it synced; returns the bytes copied."""
+def resolve_target(row: store.FileRow, settings: SyncSettings) -> str:
+    """The row's NAS path, checked: inside the share, not the share root, within nas_root."""
     try:
         target = safe_relpath(row.nas_path) if row.nas_path else \
             default_nas_path(settings.nas_prefix, row)
@@ -134,12 +143,28 @@ def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
         raise PermanentSyncError(f"nas_path {row.nas_path!r} is unsafe: {exc}") from exc
     if not target:
         raise PermanentSyncError("nas_path is empty (it names the share root)")
+    if not is_within(target, settings.nas_root):
+        raise PermanentSyncError(
+            f"nas_path {row.nas_path!r} is outside the sync's NAS folder {settings.nas_root!r} "
+            f"(setting nas_root): give file {row.id} a nas_path beneath it, or widen nas_root")
+    return target
+
+
+def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
+             row: store.FileRow, settings: SyncSettings, owner: str, token: str,
+             keeper: LeaseKeeper) -> int:
+    """Copy one claimed row to the NAS and mark it synced; returns the bytes copied. `keeper`
+    renews the lease along the way and stops the copy once the row is no longer ours."""
+    target = resolve_target(row, settings)
     if not row.nas_path:
         store.assign_nas_path(conn, row.id, owner, target)
-    if other := store.nas_path_taken_by(conn, target, row.id):
-        raise PermanentSyncError(f"NAS path {target!r} already holds file {other}; give this "
-                                 "file its own nas_path")
+    reserve(conn, row, target)
     expected = row.hash.lower() if row.hash else None
+    if expected and (entry := nas.stat(target)) is not None:
+        # Placed by a run that stopped before marking the row, or a conflict: no copy needed.
+        adopt_existing(conn, nas, row, target, expected, owner, keeper, settings.chunk_size,
+                       entry)
+        return 0
     parent = posixpath.dirname(target)
     if parent:
         nas.makedirs(parent)
@@ -149,7 +174,7 @@ def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
     try:
         try:
             with nas.open_write(tmp) as out:
-                copied = copy_with_sha256(body, out, settings.chunk_size)
+                copied = copy_with_sha256(body, out, settings.chunk_size, progress=keeper)
         finally:
             body.close()
         if copied.size != row.size:
@@ -161,24 +186,17 @@ def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
                                     f"{expected[:12]}...)")
         expected = expected or copied.sha256
         with nas.open_read(tmp) as fh:
-            held = sha256_of_stream(fh, settings.chunk_size)
+            held = sha256_of_stream(fh, settings.chunk_size, progress=keeper)
         if held.size != row.size or held.sha256 != expected:
             raise VerificationError(f"NAS copy {tmp} is corrupt: {held.size} bytes with SHA-256 "
                                     f"{held.sha256[:12]}..., expected {row.size} bytes "
                                     f"{expected[:12]}...")
-        nas.rename(tmp, target)
+        placed = place(conn, nas, row, tmp, target, expected, owner, keeper,
+                       settings.chunk_size)
     except BaseException:
-        _remove_quietly(nas, tmp)
+        remove_quietly(nas, tmp)
         raise
-    if not store.mark_synced(conn, row.id, owner, expected, target):
-        raise LeaseLost(row.id)
-    return row.size
-
-
-class LeaseLost(RuntimeError):
-    def __init__(self, file_id: UUID):
-        super().__init__(f"lease on {file_id} expired and another run took it over; raise "
-                         "lease_timeout_s above the time a batch takes")
+    return row.size if placed else 0
 
 
 def _backend_down(probes: dict[str, Probe]) -> BackendDown | None:
@@ -202,6 +220,7 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
     report = SyncReport(owner)
     probes = probes or {}
     report.leases_expired = store.release_expired_leases(conn)
+    keeper = LeaseKeeper(conn, owner, settings.lease_timeout_s)
     tried: list[UUID] = []  # one attempt per file per run: a retry waits for a later run
     for _ in range(settings.max_batches):
         rows = store.claim_pending(conn, owner, settings.batch_size, settings.lease_timeout_s,
@@ -212,9 +231,15 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
         tried.extend(r.id for r in rows)
         done = 0
         try:
-            for row in rows:
-                outcome = _sync_row(conn, s3, bucket, nas, row, settings, owner, token, report,
-                                    probes)
+            for i, row in enumerate(rows):
+                # The rest of the batch waits on leases taken at the claim: renewed with
+                # this row's, so a long copy does not hand them to the next run.
+                if not keeper.hold(row.id, [r.id for r in rows[i + 1:]]):
+                    outcome = "lease_lost"
+                    report.leases_lost += 1
+                else:
+                    outcome = _sync_row(conn, s3, bucket, nas, row, settings, owner, token,
+                                        report, probes, keeper)
                 done += 1
                 if on_file:
                     on_file(row, outcome)
@@ -238,12 +263,10 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
 
 def _sync_row(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
               row: store.FileRow, settings: SyncSettings, owner: str, token: str,
-              report: SyncReport, probes: dict[str, Probe]) -> str:
-    if not store.renew_lease(conn, owner, [row.id], settings.lease_timeout_s):
-        report.leases_lost += 1
-        return "lease_lost"
+              report: SyncReport, probes: dict[str, Probe], keeper: LeaseKeeper) -> str:
     try:
-        report.bytes_synced += copy_one(conn, s3, bucket, nas, row, settings, owner, token)
+        report.bytes_synced += copy_one(conn, s3, bucket, nas, row, settings, owner, token,
+                                        keeper)
     except LeaseLost as exc:
         report.leases_lost += 1
         report.errors.append(str(exc))
@@ -267,6 +290,8 @@ def _fail(conn: psycopg.Connection, row: store.FileRow, owner: str, settings: Sy
     status = store.record_failure(conn, row.id, owner, reason, settings.max_attempts, permanent)
     report.errors.append(f"{row.id}: {reason}")
     if status == "failed":
+        # It placed nothing: its NAS name is free for the file that should have it.
+        store.release_reservations(conn, row.id)
         report.failed_final += 1
         log.error("file %s (%s) failed for good: %s", row.id, row.original_name, reason)
     elif status == "pending":

@@ -60,7 +60,8 @@ def _failure(path: str, error: str) -> dict[str, Any]:
     return out
 
 
-def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+def _local(arg: str, ffprobe: str, timeout_s: float,
+           limits: dict[str, int]) -> Iterator[dict[str, Any]]:
     from hybrid_pipelines.media_catalog.probe import probe_path
 
     root = Path(arg)
@@ -76,7 +77,8 @@ def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]
     for f in files:
         shown = str(f)
         try:
-            res = probe_path(f, ffprobe_path=ffprobe, timeout_s=timeout_s).to_json_dict()
+            res = probe_path(f, ffprobe_path=ffprobe, timeout_s=timeout_s,
+                             **limits).to_json_dict()
         except OSError as exc:
             yield _failure(shown, f"cannot read: {exc.strerror or exc}")
             continue
@@ -84,7 +86,8 @@ def _local(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]
         yield res
 
 
-def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+def _smb(arg: str, ffprobe: str, timeout_s: float,
+         limits: dict[str, int]) -> Iterator[dict[str, Any]]:
     from hybrid_pipelines.media_catalog.probe import probe
     from hybrid_pipelines.resources import NASResource
     from hybrid_pipelines.resources.nas import explain_nas_error
@@ -110,7 +113,8 @@ def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
         shown = f"{base}/{suffix}" if suffix else arg
         try:
             with nas.open_reader(rel) as reader:
-                res = probe(reader, ffprobe_path=ffprobe, timeout_s=timeout_s).to_json_dict()
+                res = probe(reader, ffprobe_path=ffprobe, timeout_s=timeout_s,
+                            **limits).to_json_dict()
         except Exception as exc:  # noqa: BLE001 - one line per file, whatever went wrong
             from hybrid_pipelines.media_catalog.probe import FfprobeNotFoundError
 
@@ -124,12 +128,19 @@ def _smb(arg: str, ffprobe: str, timeout_s: float) -> Iterator[dict[str, Any]]:
 
 def probe_command(args: argparse.Namespace) -> int:
     from hybrid_pipelines.media_catalog.probe import FfprobeNotFoundError
+    from hybrid_pipelines.media_catalog.settings import SettingsError, probe_limits_from_env
 
+    try:  # the same bounds as the pipeline's probes (HP_PROBE_MAX_READ_BYTES, ...)
+        limits = probe_limits_from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = 0
     for arg in args.paths:
         try:
-            results = _smb(arg, args.ffprobe, args.timeout) if arg.lower().startswith("smb://") \
-                else _local(arg, args.ffprobe, args.timeout)
+            results = _smb(arg, args.ffprobe, args.timeout, limits) \
+                if arg.lower().startswith("smb://") \
+                else _local(arg, args.ffprobe, args.timeout, limits)
             for res in results:
                 print(json.dumps({k: res.get(k) for k in RESULT_KEYS}, ensure_ascii=False),
                       flush=True)
@@ -151,6 +162,7 @@ def partitions_command(args: argparse.Namespace) -> int:
 
     from hybrid_pipelines.media_catalog.rules.catalog_paths import (
         is_ignored_dir_name,
+        name_problem,
         partition_key_for,
     )
     from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
@@ -168,9 +180,15 @@ def partitions_command(args: argparse.Namespace) -> int:
 
             print(f"error: NAS at {nas.address}: {explain(exc)}", file=sys.stderr)
             return 1
-        names += [e.path.rsplit("/", 1)[-1] for e in entries
-                  if e.is_dir and not is_ignored_dir_name(e.path.rsplit("/", 1)[-1],
-                                                           settings.rules)]
+        for e in entries:
+            name = e.path.rsplit("/", 1)[-1]
+            if not e.is_dir or is_ignored_dir_name(name, settings.rules):
+                continue
+            why = name_problem(name)
+            if why is not None:  # it could never be scanned: say so, add the others
+                print(f"warning: skipped folder {name!r}: {why}", file=sys.stderr)
+                continue
+            names.append(name)
     known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
     try:
         new = sorted({partition_key_for(n) for n in names} - known)

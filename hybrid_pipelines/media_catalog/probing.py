@@ -17,6 +17,8 @@ from typing import Any
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
 from hybrid_pipelines.media_catalog.nas_access import NASAccess, is_missing
 from hybrid_pipelines.media_catalog.probe import probe
+from hybrid_pipelines.media_catalog.probe.driver import DEFAULT_MAX_READ_BYTES
+from hybrid_pipelines.media_catalog.probe.ffprobe_run import DEFAULT_MEMORY_LIMIT_BYTES
 from hybrid_pipelines.media_catalog.rules.scan_diff import Progress
 from hybrid_pipelines.shared.nas_paths import UnsafePathError
 
@@ -53,8 +55,17 @@ class _Outcome:
     now_mtime: float | None = None
 
 
+@dataclass(frozen=True)
+class ProbeLimits:
+    """What one probe may cost (CatalogSettings: HP_PROBE_MAX_READ_BYTES and
+    HP_PROBE_MEMORY_LIMIT_BYTES)."""
+
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES
+
+
 def _probe_one(nas: NASAccess, path: str, size: int, mtime: float, ffprobe_path: str,
-               timeout_s: float) -> _Outcome:
+               timeout_s: float, limits: ProbeLimits) -> _Outcome:
     def attempt() -> _Outcome:
         reader = nas.nas.open_reader(path)
         try:
@@ -62,7 +73,9 @@ def _probe_one(nas: NASAccess, path: str, size: int, mtime: float, ffprobe_path:
                 st = nas.stat(path)
                 return _Outcome(path, size, mtime, now_size=reader.size,
                                 now_mtime=st.mtime if st else mtime)
-            res = probe(reader, ffprobe_path=ffprobe_path, timeout_s=timeout_s)
+            res = probe(reader, ffprobe_path=ffprobe_path, timeout_s=timeout_s,
+                        max_read_bytes=limits.max_read_bytes,
+                        memory_limit_bytes=limits.memory_limit_bytes)
         finally:
             reader.close()
         data = res.to_json_dict()
@@ -84,8 +97,10 @@ def _probe_one(nas: NASAccess, path: str, size: int, mtime: float, ffprobe_path:
 def probe_partition(store: CatalogStore, nas: NASAccess, partition_key: str, *,
                     ffprobe_path: str, timeout_s: float, workers: int = 2,
                     batch_size: int = 100, log: Log = lambda m: None,
-                    progress_every_s: float = 5.0) -> ProbeReport:
+                    progress_every_s: float = 5.0,
+                    limits: ProbeLimits | None = None) -> ProbeReport:
     todo = store.files_to_probe(partition_key)
+    limits = limits or ProbeLimits()
     report = ProbeReport()
     if not todo:
         return report
@@ -135,7 +150,7 @@ def probe_partition(store: CatalogStore, nas: NASAccess, partition_key: str, *,
             queue = iter(todo)
             running: set[Future[_Outcome]] = set()
             for row in queue:
-                running.add(pool.submit(_probe_one, nas, *row, ffprobe_path, timeout_s))
+                running.add(pool.submit(_probe_one, nas, *row, ffprobe_path, timeout_s, limits))
                 if len(running) >= workers * 2:
                     break
             while running:
@@ -145,7 +160,8 @@ def probe_partition(store: CatalogStore, nas: NASAccess, partition_key: str, *,
                         record(fut.result())
                     nxt = next(queue, None)
                     if nxt is not None:
-                        running.add(pool.submit(_probe_one, nas, *nxt, ffprobe_path, timeout_s))
+                        running.add(pool.submit(_probe_one, nas, *nxt, ffprobe_path, timeout_s,
+                                                 limits))
     finally:
         commit()  # keep every result obtained before a failure
     report.elapsed_s = round(time.monotonic() - t0, 3)

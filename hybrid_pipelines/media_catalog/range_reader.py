@@ -36,6 +36,17 @@ class ShortReadError(OSError):
     """A reader returned fewer bytes than its own size promised (the file shrank or moved)."""
 
 
+class ReadBudgetExceeded(Exception):
+    """Fetching a range would take a SparseFileCache past its byte budget. Raised before any
+    of that range is read, so the cache (and its temp file) never holds more than the budget.
+    Not an OSError: no retry can change it."""
+
+    def __init__(self, name: str, needed: int, limit: int) -> None:
+        super().__init__(f"{name}: reading would total {needed} bytes, over the budget of "
+                         f"{limit} bytes")
+        self.name, self.needed, self.limit = name, needed, limit
+
+
 class LocalFileReader:
     """RangeReader over a local file, using pread so no shared file position is involved."""
 
@@ -169,7 +180,8 @@ class SparseFileCache:
     or derive duration/bit rate from the file size, see the right positions, while the bytes
     never fetched read back as zeros and cost no disk space. Re-reading a cached range does
     not touch the source, so escalating from a small read to a bigger one only pays for the
-    new bytes.
+    new bytes. With `max_bytes`, the total fetched over the cache's life never exceeds it:
+    a range that would cross it raises ReadBudgetExceeded before any of it is read.
     """
 
     def __init__(
@@ -179,8 +191,10 @@ class SparseFileCache:
         suffix: str = "",
         tmp_dir: str | None = None,
         chunk_bytes: int = 8 * 1024 * 1024,
+        max_bytes: int | None = None,
     ) -> None:
         self.source = source
+        self.max_bytes = max_bytes
         self.name = source.name
         self.size = source.size
         self.bytes_read = 0
@@ -205,7 +219,12 @@ class SparseFileCache:
     def ensure(self, offset: int, length: int) -> None:
         """Fetch whatever part of [offset, offset+length) (clipped to EOF) is not cached yet."""
         end = min(offset + max(length, 0), self.size)
-        for gap_start, gap_end in _gaps(self._covered, max(offset, 0), end):
+        gaps = _gaps(self._covered, max(offset, 0), end)
+        if self.max_bytes is not None:
+            needed = self.bytes_read + sum(b - a for a, b in gaps)
+            if needed > self.max_bytes:
+                raise ReadBudgetExceeded(self.name, needed, self.max_bytes)
+        for gap_start, gap_end in gaps:
             pos = gap_start
             while pos < gap_end:
                 want = min(self._chunk, gap_end - pos)

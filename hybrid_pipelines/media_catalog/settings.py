@@ -7,6 +7,9 @@ HP_CATALOG_QUIET_S        a new file whose mtime is this old is stable at first 
 HP_CATALOG_RETRY_DELAYS   NAS reconnect delays in seconds, comma separated ("1,2,4")
 HP_CATALOG_PROBE_WORKERS  parallel probes (2)
 HP_CATALOG_FIRESTORE_BATCH  writes per Firestore commit (500, the most Firestore documents)
+HP_PROBE_MAX_READ_BYTES   bytes one probe may fetch from a file over all its attempts (64 MiB);
+                          past it the file is recorded invalid with the reason, never copied
+HP_PROBE_MEMORY_LIMIT_BYTES  ffprobe's address-space limit (1 GiB; ~300 MiB go to its libraries)
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hybrid_pipelines.media_catalog.nas_access import DEFAULT_RETRY_DELAYS_S
+from hybrid_pipelines.media_catalog.probe.driver import DEFAULT_MAX_READ_BYTES
+from hybrid_pipelines.media_catalog.probe.ffprobe_run import DEFAULT_MEMORY_LIMIT_BYTES
 from hybrid_pipelines.media_catalog.rules.catalog_paths import CatalogRules
 from hybrid_pipelines.media_catalog.rules.scan_diff import StabilityRule
 from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 ENV_VARS = ("HP_CATALOG_NAS_ROOT", "HP_CATALOG_RULES", "HP_CATALOG_MIN_STABLE_S",
             "HP_CATALOG_QUIET_S", "HP_CATALOG_RETRY_DELAYS", "HP_CATALOG_PROBE_WORKERS",
-            "HP_CATALOG_FIRESTORE_BATCH")
+            "HP_CATALOG_FIRESTORE_BATCH", "HP_PROBE_MAX_READ_BYTES", "HP_PROBE_MEMORY_LIMIT_BYTES")
 PARTITIONS_NAME = "media_catalog_folders"
 FIRESTORE_MAX_BATCH = 500
+# Sniffing alone reads 64 KiB; ffprobe cannot even load its libraries in less than ~512 MiB.
+MIN_PROBE_READ_BYTES = 1024 * 1024
+MIN_PROBE_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -56,6 +64,21 @@ def parse_delays(raw: str, source: str = "HP_CATALOG_RETRY_DELAYS") -> tuple[flo
     return delays
 
 
+def _probe_limits(env: Mapping[str, str]) -> dict[str, int]:
+    return {"max_read_bytes": int(_float(env, "HP_PROBE_MAX_READ_BYTES", DEFAULT_MAX_READ_BYTES)),
+            "memory_limit_bytes": int(_float(env, "HP_PROBE_MEMORY_LIMIT_BYTES",
+                                             DEFAULT_MEMORY_LIMIT_BYTES))}
+
+
+def probe_limits_from_env(environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """probe()'s max_read_bytes and memory_limit_bytes from the environment, checked as the
+    pipeline checks them (for callers that need no other catalog setting, e.g. the CLI)."""
+    limits = _probe_limits(os.environ if environ is None else environ)
+    CatalogSettings(probe_max_read_bytes=limits["max_read_bytes"],
+                    probe_memory_limit_bytes=limits["memory_limit_bytes"])
+    return limits
+
+
 @dataclass(frozen=True)
 class CatalogSettings:
     nas_root: str = ""
@@ -65,6 +88,8 @@ class CatalogSettings:
     batch_size: int = 100
     probe_workers: int = 2
     firestore_batch: int = FIRESTORE_MAX_BATCH
+    probe_max_read_bytes: int = DEFAULT_MAX_READ_BYTES
+    probe_memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES
 
     def __post_init__(self) -> None:
         # Each message names both places the value can come from: the run config field and
@@ -87,6 +112,14 @@ class CatalogSettings:
             if value < 0:
                 raise SettingsError(f"{name}={value} must be >= 0 seconds (run config {name}, "
                                     f"or {env})")
+        if self.probe_max_read_bytes < MIN_PROBE_READ_BYTES:
+            raise SettingsError(f"HP_PROBE_MAX_READ_BYTES={self.probe_max_read_bytes} is below "
+                                f"{MIN_PROBE_READ_BYTES} (1 MiB); probes need at least that, "
+                                f"the default is {DEFAULT_MAX_READ_BYTES}")
+        if self.probe_memory_limit_bytes < MIN_PROBE_MEMORY_BYTES:
+            raise SettingsError(f"HP_PROBE_MEMORY_LIMIT_BYTES={self.probe_memory_limit_bytes} is "
+                                f"below {MIN_PROBE_MEMORY_BYTES} (512 MiB), too little for "
+                                f"ffprobe to start; the default is {DEFAULT_MEMORY_LIMIT_BYTES}")
         object.__setattr__(self, "nas_root", safe_relpath(self.nas_root))
 
     @classmethod
@@ -96,6 +129,7 @@ class CatalogSettings:
             min_stable_s=_float(env, "HP_CATALOG_MIN_STABLE_S", StabilityRule.min_stable_s),
             quiet_s=_float(env, "HP_CATALOG_QUIET_S", StabilityRule.quiet_s))
         delays = env.get("HP_CATALOG_RETRY_DELAYS", "")
+        limits = _probe_limits(env)
         return cls(
             nas_root=env.get("HP_CATALOG_NAS_ROOT", ""),
             rules=CatalogRules.from_env(env),
@@ -103,6 +137,8 @@ class CatalogSettings:
             retry_delays_s=parse_delays(delays) if delays.strip() else DEFAULT_RETRY_DELAYS_S,
             probe_workers=int(_float(env, "HP_CATALOG_PROBE_WORKERS", 2)),
             firestore_batch=int(_float(env, "HP_CATALOG_FIRESTORE_BATCH", FIRESTORE_MAX_BATCH)),
+            probe_max_read_bytes=limits["max_read_bytes"],
+            probe_memory_limit_bytes=limits["memory_limit_bytes"],
         )
 
     def with_overrides(self, **kw: Any) -> CatalogSettings:

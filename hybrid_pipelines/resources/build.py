@@ -169,7 +169,8 @@ def _postgres(src: _Source) -> PostgresResource:
 
 def _sqlite_catalog(src: _Source) -> SQLiteCatalogResource:
     return SQLiteCatalogResource(
-        path=_env("HP_SQLITE_CATALOG_PATH", ".local/catalog/catalog.db", src))
+        path=_env("HP_SQLITE_CATALOG_PATH", ".local/catalog/catalog.db", src),
+        require_mount=src.getenv("HP_SQLITE_CATALOG_REQUIRE_MOUNT", "false").lower() == "true")
 
 
 def _firestore(src: _Source) -> FirestoreResource:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import uuid
 from pathlib import Path
@@ -40,9 +41,25 @@ class MountedPathResource(dg.ConfigurableResource):
         return Path(self.mount_path)
 
     def path(self, rel: str) -> Path:
+        """root/rel, refused when an existing component beneath the root is a symlink: a
+        link planted there would let a job read, write or delete outside the tier. (The jobs
+        then open each directory with O_NOFOLLOW too, see ai_tiers/hot_paths.py, so a link
+        swapped in after this check is refused as well.)"""
         clean = safe_relpath(rel)
         if not clean:
             raise UnsafePathError("an empty path names the tier root, not a file")
+        here = self.root()
+        for part in clean.split("/"):
+            here = here / part
+            try:
+                mode = os.lstat(here).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break  # not there yet: whoever creates it goes through O_NOFOLLOW opens
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError(
+                    f"{here} is a symbolic link (to {os.readlink(here)!r}); paths on the "
+                    f"{self.backend_name} at {self.root()} never go through links: replace "
+                    "it with a real directory or file, or remove it")
         return self.root() / clean
 
     def _check(self) -> str:

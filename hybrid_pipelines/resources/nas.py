@@ -8,8 +8,17 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
-from hybrid_pipelines.resources.nas_fs import SMBNAS, CountingReader, LocalNAS, NASFileSystem
+from hybrid_pipelines.resources.nas_fs import (
+    NAS_SENTINEL,
+    SMBNAS,
+    CountingReader,
+    LocalNAS,
+    NASFileSystem,
+    NASNotMountedError,
+)
 from hybrid_pipelines.resources.owned import Owned, OwnsHandles
+
+__all__ = ["ENV_VARS", "NAS_SENTINEL", "NASResource", "explain_nas_error"]
 
 ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
             "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT")
@@ -31,6 +40,8 @@ def explain_nas_error(exc: BaseException) -> str:
         return "the SMB server closed the connection"
     if isinstance(exc, SMBOSError) and exc.errno == 2:
         return "the share or path does not exist (HP_NAS_SHARE)"
+    if isinstance(exc, NASNotMountedError):
+        return str(exc)  # names the root, the likely cause and the sentinel to create
     if isinstance(exc, FileNotFoundError):
         return "the mount path does not exist (HP_NAS_LOCAL_ROOT)"
     if isinstance(exc, PermissionError):
@@ -40,7 +51,15 @@ def explain_nas_error(exc: BaseException) -> str:
 
 class NASResource(OwnsHandles, dg.ConfigurableResource):
     """The permanent store. `protocol=smb` talks SMB3 to host:port/share; `protocol=local`
-    uses `local_root`, a mounted share (NFS/SMB mount) or a plain folder.
+    uses `local_root`, a mounted share (NFS/SMB mount).
+
+    A local root must be a mount point (os.path.ismount) or hold the sentinel file
+    `.hybrid-pipelines-nas` (NAS_SENTINEL): an unmounted mount point is an empty directory,
+    which would otherwise pass health ("0 entries"), read as a share whose files were all
+    deleted, and fill up with files that belong on the NAS. Where the share is mounted below
+    the configured root (a bind mount, a subfolder of the mount), create the sentinel once on
+    the mounted share: `touch <local_root>/.hybrid-pipelines-nas`. health() then reports an
+    unmarked root as unhealthy with that instruction, and fs() and every later call refuse it.
 
     Over SMB the resource owns its smbclient connection cache (the sessions it opened):
     a new one in setup_for_execution (or on first use outside Dagster), its sessions closed

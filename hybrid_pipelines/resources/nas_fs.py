@@ -1,10 +1,13 @@
 """The NAS as a small file-system API, over SMB3 (smbprotocol) or a local/NFS mount path.
 
 Both back-ends speak share-relative POSIX paths that went through `safe_relpath`, so nothing
-can reach outside the share whichever way the NAS is attached."""
+can reach outside the share whichever way the NAS is attached. Neither ever replaces a file
+by renaming onto it: `rename` fails with FileExistsError when the target name is taken."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import stat as pystat
@@ -15,6 +18,28 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
+
+NAS_SENTINEL = ".hybrid-pipelines-nas"
+
+
+class NASNotMountedError(OSError):
+    """A local NAS root that is neither a mount point nor marked by the sentinel file: most
+    likely the share failed to mount, and the bare mount point must not be read as an empty
+    share nor filled with files that belong on the NAS."""
+
+
+def require_mounted(root: Path) -> None:
+    """Refuse a local root that does not look like a mounted share (see NAS_SENTINEL)."""
+    if not root.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "NAS mount path does not exist", str(root))
+    if (root / NAS_SENTINEL).is_file() or os.path.ismount(root):
+        return
+    raise NASNotMountedError(
+        f"NAS root {root} is not a mount point and holds no {NAS_SENTINEL} file: the share is "
+        "probably not mounted, and the bare directory is neither read nor written. Mount the "
+        "share at HP_NAS_LOCAL_ROOT; if it is mounted but the root is not itself a mount point "
+        "(a subfolder or bind mount), create the sentinel once on the mounted share: "
+        f"touch {root}/{NAS_SENTINEL}")
 
 
 class NotRegularFileError(UnsafePathError):
@@ -90,13 +115,17 @@ def _parent(path: str) -> str:
 
 
 class LocalNAS:
-    """A NAS attached as a mounted path (NFS/SMB mount) or a plain folder."""
+    """A NAS attached as a mounted path (NFS/SMB mount), recognised as such on every call: the
+    root must be a mount point or hold the NAS_SENTINEL file (see require_mounted), so a share
+    that was never mounted, or went away mid-run, is refused instead of read as empty."""
 
     def __init__(self, root: str):
         self.root = Path(root).resolve()
         self.description = f"file://{self.root}"
+        require_mounted(self.root)
 
     def _abs(self, path: str) -> Path:
+        require_mounted(self.root)  # one stat: the mount can vanish while a run goes on
         rel = safe_relpath(path)
         full = (self.root / rel) if rel else self.root
         real = Path(os.path.realpath(full))
@@ -151,7 +180,8 @@ class LocalNAS:
         return open(self._abs(path), "wb")  # noqa: SIM115 - caller closes
 
     def rename(self, src: str, dst: str) -> None:
-        os.replace(self._abs(src), self._abs(dst))
+        """Move `src` to `dst` only if `dst` does not exist (FileExistsError otherwise)."""
+        rename_noreplace(self._abs(src), self._abs(dst))
 
     def remove(self, path: str) -> None:
         full = self._abs(path)
@@ -227,9 +257,24 @@ class SMBNAS:
         return smbclient.open_file(self._unc(path), mode="wb", **self._kw)
 
     def rename(self, src: str, dst: str) -> None:
+        """Move `src` to `dst` only if no file has that name (compared as the server compares
+        names, e.g. case-insensitively): FileExistsError otherwise."""
         import smbclient
+        from smbprotocol.exceptions import SMBOSError
 
-        smbclient.replace(self._unc(src), self._unc(dst), **self._kw)
+        if self.stat(dst) is not None:
+            raise FileExistsError(errno.EEXIST, "NAS path already exists", dst)
+        try:
+            # smbclient.rename sends replace_if_exists=False, so the server refuses atomically
+            # a name taken since the stat above. It opens an existing dst first, which Samba
+            # answers with ACCESS_DENIED on a file without execute permission: either way
+            # nothing is replaced, and a name found taken after the failure is reported so.
+            smbclient.rename(self._unc(src), self._unc(dst), **self._kw)
+        except SMBOSError as exc:
+            if exc.errno == errno.EEXIST or getattr(exc, "ntstatus", None) == _NAME_COLLISION \
+                    or self.stat(dst) is not None:
+                raise FileExistsError(errno.EEXIST, "NAS path already exists", dst) from exc
+            raise
 
     def remove(self, path: str) -> None:
         import smbclient
@@ -248,6 +293,47 @@ class SMBNAS:
         import smbclient
 
         smbclient.makedirs(self._unc(path), exist_ok=True, **self._kw)
+
+
+_NAME_COLLISION = 0xC0000035  # STATUS_OBJECT_NAME_COLLISION
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Atomic rename that never replaces: renameat2(RENAME_NOREPLACE), or where the file
+    system lacks it (NFS, older kernels) a hard link (which fails if `dst` exists) and an
+    unlink of `src`. os.replace / os.rename would silently replace an existing file."""
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, "NAS path already exists", str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(src))
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        raise OSError(exc.errno, f"cannot rename without replacing on this file system "
+                      f"(no RENAME_NOREPLACE, no hard links): {exc.strerror}; mount the NAS "
+                      "with a file system that supports either", str(dst)) from exc
+    os.unlink(src)
 
 
 def _filetime(value: Any) -> float:

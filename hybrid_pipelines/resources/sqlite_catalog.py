@@ -14,7 +14,7 @@ import dagster as dg
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
 
-ENV_VARS = ("HP_SQLITE_CATALOG_PATH",)
+ENV_VARS = ("HP_SQLITE_CATALOG_PATH", "HP_SQLITE_CATALOG_REQUIRE_MOUNT")
 
 # (catalog file, schema) applied by this process; a file that was deleted since is applied
 # again. Process state, not a connection cache.
@@ -22,8 +22,24 @@ _APPLIED: set[tuple[str, str]] = set()
 _APPLIED_LOCK = threading.Lock()
 
 
-def open_catalog(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def require_catalog_mount(path: str | Path) -> None:
+    """A deployed catalog lives on its own volume: a pod that lacks the mount must fail, not
+    start an empty catalog in the container's scratch space and report every file as new."""
+    folder = Path(path).parent
+    if not os.path.ismount(folder):
+        raise RuntimeError(
+            f"SQLite catalog folder {folder} is not a mount point (HP_SQLITE_CATALOG_REQUIRE_MOUNT"
+            f"=true): this pod lacks the catalog volume; mount it at {folder} (deploy/k8s/"
+            "catalog.yaml) or set HP_SQLITE_CATALOG_REQUIRE_MOUNT=false where a plain folder "
+            "is meant")
+
+
+def open_catalog(path: str | Path, timeout_s: float = 30.0,
+                 require_mount: bool = False) -> sqlite3.Connection:
+    if require_mount:
+        require_catalog_mount(path)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None)
     conn.row_factory = sqlite3.Row
     # WAL lets the Firestore sync read while a scan writes; NORMAL is durable at checkpoints
@@ -38,6 +54,7 @@ def open_catalog(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connectio
 class SQLiteCatalogResource(dg.ConfigurableResource):
     path: str = ".local/catalog/catalog.db"
     timeout_s: float = 30.0
+    require_mount: bool = False
 
     @property
     def address(self) -> str:
@@ -45,7 +62,7 @@ class SQLiteCatalogResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        conn = open_catalog(self.path, self.timeout_s)
+        conn = open_catalog(self.path, self.timeout_s, self.require_mount)
         try:
             yield conn
         finally:

@@ -59,6 +59,22 @@ CREATE TABLE IF NOT EXISTS user_context_exports (
     PRIMARY KEY (user_id, conversation_id)
 );
 
+-- Every export of a conversation, one row each (user_context_exports above keeps only the
+-- newest): a conversation that expires, comes back and expires again has two, and
+-- reactivation restores both. Each expiry run writes its own objects (the key carries the run
+-- id), so no row here ever points at an object a later run overwrote.
+CREATE TABLE IF NOT EXISTS user_context_export_history (
+    id              bigserial PRIMARY KEY,
+    user_id         text NOT NULL,
+    conversation_id text NOT NULL,
+    archive_id      bigint NOT NULL,
+    object_key      text NOT NULL,
+    exported_at     timestamptz NOT NULL,
+    run_id          text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS user_context_export_history_conversation
+    ON user_context_export_history (user_id, conversation_id);
+
 CREATE TABLE IF NOT EXISTS context_reactivation_requests (
     id              bigserial PRIMARY KEY,
     user_id         text NOT NULL,

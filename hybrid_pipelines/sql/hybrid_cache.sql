@@ -104,3 +104,18 @@ CREATE TABLE IF NOT EXISTS backend_circuit (
     last_error           TEXT NOT NULL DEFAULT '',
     updated_at           TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Which file owns which name on the NAS. The pending sync reserves a row's target here before
+-- copying (INSERT ... ON CONFLICT), keyed by the name as the NAS compares names (rules/
+-- nas_keys.py: separators normalised, NFC, case-folded), so two rows whose paths are one file
+-- to Samba can never both be placed there: the second is refused, naming the first. A row
+-- that fails for good gives its reservation up; a reservation whose row is gone or 'failed'
+-- may be taken over. Rows synced before this table existed hold none: for them the NAS itself
+-- answers (the rename never replaces an existing file).
+CREATE TABLE IF NOT EXISTS nas_path_reservations (
+    canonical_key TEXT COLLATE "C" PRIMARY KEY,
+    file_id       UUID NOT NULL,
+    nas_path      TEXT NOT NULL,
+    reserved_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS nas_path_reservations_file_idx ON nas_path_reservations (file_id);

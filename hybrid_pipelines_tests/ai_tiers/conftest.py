@@ -24,7 +24,8 @@ from hybrid_pipelines.resources import (
 
 NOW = datetime(2025, 3, 31, 2, 0, tzinfo=UTC)
 TABLES = ("model_locations", "model_promotion_requests", "user_contexts",
-          "user_contexts_archive", "user_context_exports", "context_reactivation_requests",
+          "user_contexts_archive", "user_context_exports", "user_context_export_history",
+          "context_reactivation_requests",
           "generated_outputs", "output_deletion_requests", "efs_sync_manifest")
 
 

@@ -86,7 +86,8 @@ def test_archived_twin_is_merged_not_dropped(ai_pg: PostgresResource) -> None:
     assert messages == _msgs("first life") + _msgs("second life")
 
 
-@pytest.mark.fault("ai_tiers: two archive runs overlap -> nothing lost or doubled")
+@pytest.mark.fault("ai_tiers: two archive runs overlap -> nothing lost or doubled",
+                   kind="concurrency")
 def test_overlapping_archive_runs_lose_and_double_nothing(ai_pg: PostgresResource) -> None:
     eligible = [("u", f"old{i}", _msgs(str(i)), days_ago(40)) for i in range(300)]
     seed_contexts(ai_pg, eligible + [("u", f"new{i}", _msgs(str(i)), days_ago(2))
@@ -136,9 +137,10 @@ def test_expiry_exports_one_verified_object_per_day_then_deletes(ai_pg: Postgres
         (3, 2, 2)
     assert meta["storage_class"] == "GLACIER_IR"
     objects = space.keys("contexts/")
+    run_id = meta["run_id"]
     assert sorted(objects) == [
-        f"{space.contexts}/{day1:%Y/%m/%d}/user-contexts-{day1.date()}.jsonl.gz",
-        f"{space.contexts}/{day2:%Y/%m/%d}/user-contexts-{day2.date()}.jsonl.gz"]
+        f"{space.contexts}/{day1:%Y/%m/%d}/user-contexts-{day1.date()}-{run_id}.jsonl.gz",
+        f"{space.contexts}/{day2:%Y/%m/%d}/user-contexts-{day2.date()}-{run_id}.jsonl.gz"]
     lines = [json.loads(x) for body in objects.values()
              for x in gzip.decompress(body).splitlines()]
     assert sorted((x["conversation_id"], x["messages"][0]["content"]) for x in lines) == \
@@ -148,7 +150,8 @@ def test_expiry_exports_one_verified_object_per_day_then_deletes(ai_pg: Postgres
         assert conn.execute("SELECT count(*) FROM user_context_exports").fetchone()[0] == 3
 
 
-@pytest.mark.fault("ai_tiers: context export does not verify -> rows kept, bad object set aside")
+@pytest.mark.fault("ai_tiers: context export does not verify -> rows kept, bad object removed",
+                   kind="patched exception")
 def test_expiry_failure_before_delete_keeps_rows(ai_pg: PostgresResource, space: Space,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _archived(ai_pg, [("u1", "a", _msgs("a"), days_ago(500))], days_ago(400))
@@ -166,34 +169,39 @@ def test_expiry_failure_before_delete_keeps_rows(ai_pg: PostgresResource, space:
                                     cutoff(NOW, 365), NOW, space.contexts)
         assert _where(ai_pg) == {"a": "archive"}
     monkeypatch.undo()
-    # The retry does not trust the unverified object: it is set aside, not merged nor lost.
+    # The unverified object was this run's own key, pointed at by nothing: it is gone again,
+    # and the retry writes a new one.
+    assert space.keys("contexts/") == {}
     with ai_pg.connect(autocommit=True) as conn:
         report = contexts.expire_archive(conn, space.client(), space.store.bucket,
                                          cutoff(NOW, 365), NOW, space.contexts)
     assert report.rows_exported == 1 and _where(ai_pg) == {}
     objects = space.keys("contexts/")
-    (good,) = [k for k in objects if k.endswith(".jsonl.gz")]
-    (aside,) = [k for k in objects if ".unverified-" in k]
+    (good,) = objects
+    assert report.run_id in good
     assert json.loads(gzip.decompress(objects[good]))["conversation_id"] == "a"
-    assert objects[aside] == b"\0" * len(objects[aside])
 
 
-def test_rerun_for_the_same_day_merges_into_the_existing_object(ai_pg: PostgresResource,
-                                                                space: Space) -> None:
+def test_rerun_for_the_same_day_writes_beside_the_existing_object(ai_pg: PostgresResource,
+                                                                  space: Space) -> None:
     day = days_ago(400)
     _archived(ai_pg, [("u1", "a", _msgs("a"), day - timedelta(days=40))], day)
     client, bucket = space.client(), space.store.bucket
     with ai_pg.connect(autocommit=True) as conn:
         contexts.expire_archive(conn, client, bucket, cutoff(NOW, 365), NOW, space.contexts)
+    first = space.keys("contexts/")
     # Another row of the same archive day shows up later (a clock-skewed archive run).
     _archived(ai_pg, [("u1", "b", _msgs("b"), day - timedelta(days=40))], day)
     with ai_pg.connect(autocommit=True) as conn:
         report = contexts.expire_archive(conn, client, bucket, cutoff(NOW, 365), NOW,
                                          space.contexts, storage_class=None)
     assert report.rows_exported == 1
-    (body,) = space.keys("contexts/").values()
-    assert sorted(json.loads(x)["conversation_id"] for x in gzip.decompress(body).splitlines()) \
-        == ["a", "b"]
+    objects = space.keys("contexts/")
+    assert {k: v for k, v in objects.items() if k in first} == first  # left as it was
+    (new,) = set(objects) - set(first)
+    assert report.run_id in new
+    assert [json.loads(x)["conversation_id"] for x in gzip.decompress(objects[new]).splitlines()] \
+        == ["b"]
 
 
 def test_reactivation_from_archive_and_from_export(ai_pg: PostgresResource,

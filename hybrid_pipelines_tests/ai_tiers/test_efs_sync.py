@@ -98,7 +98,8 @@ def test_mirror_new_changed_and_tampered(ai_pg: PostgresResource,
     assert _tree(root) == files
 
 
-@pytest.mark.fault("ai_tiers: two S3->EFS syncs overlap -> each object downloaded once")
+@pytest.mark.fault("ai_tiers: two S3->EFS syncs overlap -> each object downloaded once",
+                   kind="concurrency")
 def test_two_overlapping_runs_download_each_object_once(
         ai_pg: PostgresResource, object_store_resource: ObjectStoreResource,
         efs_resource: EFSResource, source: Source) -> None:

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from boto3.exceptions import S3UploadFailedError
 
-from hybrid_pipelines.ai_tiers import models, tier_copy
-from hybrid_pipelines.ai_tiers.models import ModelLayout, promote_model
+from hybrid_pipelines.ai_tiers import model_promotion, models, tier_copy
+from hybrid_pipelines.ai_tiers.model_promotion import promote_model
+from hybrid_pipelines.ai_tiers.models import ModelLayout
 from hybrid_pipelines.defs.ai_tiers.assets import model_locations
 from hybrid_pipelines.defs.ai_tiers.jobs import PromotionConfig, model_promotion_job
 from hybrid_pipelines.defs.ai_tiers.sensors import model_promotion_requests_sensor
@@ -57,8 +58,8 @@ def _cold_files(sp: Space, model_id: str) -> dict[str, bytes]:
 
 
 def _hot_files(sp: Space, model_id: str) -> dict[str, bytes]:
-    root = sp.hot_model_dir(model_id)
-    return {rel: p.read_bytes() for rel, p in models.hot_files(root)}
+    return {rel: p.read_bytes()
+            for rel, p, *_ in models.hot_files(sp.hot.root(), f"{sp.models}/{model_id}")}
 
 
 def test_demotion_boundary_days(ai_pg: PostgresResource, space: Space) -> None:
@@ -95,7 +96,6 @@ def test_over_capacity_demotes_least_recently_used(ai_pg: PostgresResource,
         ["hot", "hot", "cold"]
 
 
-@pytest.mark.fault("ai_tiers: cold copy missing -> demotion blocked, hot copy kept")
 def test_missing_cold_copy_blocks_demotion(ai_pg: PostgresResource, space: Space) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
     result = _demote(ai_pg, space, upload_missing=False, raise_on_error=False)
@@ -113,7 +113,6 @@ def test_missing_cold_copy_blocks_demotion(ai_pg: PostgresResource, space: Space
     assert model_row(ai_pg, "m")[0] == "cold"
 
 
-@pytest.mark.fault("ai_tiers: JuiceFS mount gone during demotion -> clear error, nothing deleted")
 def test_hot_mount_gone_stops_before_anything(ai_pg: PostgresResource, space: Space,
                                               tmp_path: Path) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
@@ -138,7 +137,8 @@ def _corrupting_upload(real):
     return upload
 
 
-@pytest.mark.fault("ai_tiers: model upload fails half-way -> hot copy kept, next run completes")
+@pytest.mark.fault("ai_tiers: model upload fails half-way -> hot copy kept, next run completes",
+                   kind="patched exception")
 def test_failure_at_copy_keeps_hot_copy(ai_pg: PostgresResource, space: Space,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
@@ -160,7 +160,8 @@ def test_failure_at_copy_keeps_hot_copy(ai_pg: PostgresResource, space: Space,
     assert model_row(ai_pg, "m")[0] == "cold" and _cold_files(space, "m") == FILES
 
 
-@pytest.mark.fault("ai_tiers: cold copy does not verify -> hot copy kept, next run completes")
+@pytest.mark.fault("ai_tiers: cold copy does not verify -> hot copy kept, next run completes",
+                   kind="patched exception")
 def test_failure_at_verify_keeps_hot_copy(ai_pg: PostgresResource, space: Space,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
@@ -175,7 +176,8 @@ def test_failure_at_verify_keeps_hot_copy(ai_pg: PostgresResource, space: Space,
     assert model_row(ai_pg, "m")[0] == "cold" and _cold_files(space, "m") == FILES
 
 
-@pytest.mark.fault("ai_tiers: row update refused after verified copy -> hot copy kept")
+@pytest.mark.fault("ai_tiers: row update refused after verified copy -> hot copy kept",
+                   kind="state edited")
 def test_failure_at_db_update_keeps_hot_copy(ai_pg: PostgresResource, space: Space) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
     # A real failure from the real server: a trigger that rejects the row update.
@@ -197,12 +199,13 @@ def test_failure_at_db_update_keeps_hot_copy(ai_pg: PostgresResource, space: Spa
     assert _demote_direct(ai_pg, space).bytes_uploaded == 0  # the next run reuses it
 
 
-@pytest.mark.fault("ai_tiers: hot delete fails after row flip -> leftovers swept after re-verify")
+@pytest.mark.fault("ai_tiers: hot delete fails after row flip -> leftovers swept after re-verify",
+                   kind="patched exception")
 def test_failure_at_delete_leaves_leftovers_swept_next_run(
         ai_pg: PostgresResource, space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
 
-    def fail_delete(files, model_dir):
+    def fail_delete(files, *_where):
         # Fault injection: the mount refuses the unlink (EIO). A healthy JuiceFS mount
         # cannot be told to fail one unlink on demand.
         files[0][1].unlink()
@@ -220,7 +223,8 @@ def test_failure_at_delete_leaves_leftovers_swept_next_run(
     assert not space.hot_model_dir("m").exists()
 
 
-@pytest.mark.fault("ai_tiers: model file rewritten mid-demotion -> not deleted")
+@pytest.mark.fault("ai_tiers: model file rewritten mid-demotion -> not deleted",
+                   kind="patched exception")
 def test_file_rewritten_during_demotion_is_not_deleted(
         ai_pg: PostgresResource, space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
     seed_model(ai_pg, space, "m", FILES, days_ago(45))
@@ -271,11 +275,12 @@ def test_promotion_job_brings_a_model_back(ai_pg: PostgresResource, space: Space
     assert result.dagster_run.tags["hybrid_pipelines/pool"] == "ai_tiers"
 
 
-@pytest.mark.fault("ai_tiers: 3 concurrent promotions of one model -> one download")
+@pytest.mark.fault("ai_tiers: 3 concurrent promotions of one model -> one download",
+                   kind="concurrency")
 def test_concurrent_promotions_download_once(ai_pg: PostgresResource, space: Space) -> None:
     size = _demoted_model(ai_pg, space)
     layout = ModelLayout(hot_prefix=space.models, cold_prefix=space.models)
-    results: list[models.Promotion] = []
+    results: list[model_promotion.Promotion] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(3)
 

@@ -84,7 +84,8 @@ def test_daily_tiering_boundaries_and_popularity(ai_pg: PostgresResource, space:
     assert result.get_asset_check_evaluations()[0].passed
 
 
-@pytest.mark.fault("ai_tiers: output cold copy does not verify -> hot file kept")
+@pytest.mark.fault("ai_tiers: output cold copy does not verify -> hot file kept",
+                   kind="patched exception")
 def test_upload_that_does_not_verify_keeps_the_hot_file(ai_pg: PostgresResource, space: Space,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     oid, rel, body = _seed(ai_pg, space, "u1", days_ago(10))

@@ -77,12 +77,12 @@ def test_corrupt_download_never_replaces_the_destination(space: Space, tmp_path:
     space.put_cold(key, b"corrupted!", {"sha256": "0" * 64})
     dest = _file(tmp_path, "d", b"previous version")
     with pytest.raises(VerificationFailed, match="metadata says"):
-        tier_copy.download_verified(client, bucket, key, dest)
+        tier_copy.download_verified(client, bucket, key, tmp_path, "d")
     assert dest.read_bytes() == b"previous version"
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp file left behind
     body = b"new version"
     space.put_cold(key, body, {"sha256": tier_copy.digest_chunks([body]).sha256})
-    got = tier_copy.download_verified(client, bucket, key, dest)
+    got = tier_copy.download_verified(client, bucket, key, tmp_path, "d")
     assert (got.verified_by, dest.read_bytes()) == ("sha256", body)
 
 

@@ -80,6 +80,9 @@ def test_output_paths() -> None:
         output_path("u1", NOW, "not-a-uuid", "png")
 
 
-def test_export_key_is_one_object_per_day() -> None:
-    assert export_key("ns/contexts/", date(2024, 2, 29)) == \
-        "ns/contexts/2024/02/29/user-contexts-2024-02-29.jsonl.gz"
+def test_export_key_is_one_object_per_day_and_run() -> None:
+    assert export_key("ns/contexts/", date(2024, 2, 29), "r1") == \
+        "ns/contexts/2024/02/29/user-contexts-2024-02-29-r1.jsonl.gz"
+    assert export_key("c", date(2024, 2, 29), "r2") != export_key("c", date(2024, 2, 29), "r1")
+    with pytest.raises(ValueError, match="cannot be part of an object key"):
+        export_key("c", date(2024, 2, 29), "../x")

@@ -14,6 +14,7 @@ from .deploy_files import (
     compose_service_env,
     env_vars_read_by_code,
     k8s_deployment_env,
+    k8s_run_pod_env,
     known_hp_vars,
     required_env,
 )
@@ -21,8 +22,10 @@ from .deploy_files import (
 FLAVOURS = {
     "docker compose (deploy/docker, code-location service)":
         lambda: compose_service_env("code-location"),
-    "kubernetes (deploy/helm + deploy/k8s, code location and its run/step pods)":
+    "kubernetes (deploy/helm + deploy/k8s + deploy/secrets, the code location)":
         k8s_deployment_env,
+    "kubernetes (deploy/helm + deploy/k8s + deploy/secrets, run and step pods)":
+        k8s_run_pod_env,
 }
 
 

@@ -18,10 +18,14 @@ from .deploy_files import (
     HELM,
     REPO,
     compose,
+    dagster_k8s_pod,
     helm_values,
     k8s_deployment_env,
     k8s_objects,
+    k8s_run_launcher,
+    k8s_run_pod_env,
     pyproject,
+    secret_shapes,
     user_deployment,
 )
 
@@ -43,6 +47,7 @@ USER_DEPLOYMENT_KEYS = {
     "port", "env", "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity",
     "tolerations", "podSecurityContext", "securityContext", "resources", "livenessProbe",
     "readinessProbe", "startupProbe", "labels", "volumeMounts", "volumes", "schedulerName",
+    "deploymentStrategy",
 }
 K8S_RUN_LAUNCHER_KEYS = {
     "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
@@ -71,10 +76,6 @@ WEBSERVER_KEYS = {
 
 def project_instance() -> dict:
     return yaml.safe_load((REPO / "dagster.yaml").read_text())
-
-
-def k8s_run_launcher() -> dict:
-    return helm_values()["runLauncher"]["config"]["k8sRunLauncher"]
 
 
 def validate_pod(spec: dict, what: str) -> None:
@@ -115,7 +116,7 @@ def test_kubernetes_run_launcher_and_external_postgres_from_a_secret() -> None:
     assert values["postgresql"]["enabled"] is False
     assert "postgresqlPassword" not in values["postgresql"], "the password lives in the Secret"
     assert values["generatePostgresqlPasswordSecret"] is False
-    secret = k8s_objects("Secret")[values["global"]["postgresqlSecretName"]]
+    secret = secret_shapes()[values["global"]["postgresqlSecretName"]]
     assert "postgresql-password" in secret["stringData"], "the chart reads postgresql-password"
     from hybrid_pipelines.dev.stack.instance_config import POSTGRES_STORAGE
 
@@ -138,29 +139,50 @@ def test_code_location_serves_the_project_module_from_our_image() -> None:
     assert image["repository"].rsplit("/", 1)[-1] == name, \
         f"{image['repository']} is not the image compose builds ({name})"
     assert image["tag"] == pyproject()["project"]["version"], "tag the image with the release"
-    assert dep["includeConfigInLaunchedRuns"]["enabled"] is True
 
 
-def test_env_sources_and_volumes_exist_in_the_manifests() -> None:
-    dep = user_deployment()
-    maps, secrets = k8s_objects("ConfigMap"), k8s_objects("Secret")
+def test_run_pods_get_the_code_locations_config_but_the_catalog() -> None:
+    """Launched runs do not inherit the code location's config (it mounts the ReadWriteOnce
+    SQLite catalog); the run launcher gives them the same env and volumes, minus the catalog."""
+    dep, launcher = user_deployment(), k8s_run_launcher()
+    assert dep["includeConfigInLaunchedRuns"]["enabled"] is False
+    assert launcher["envConfigMaps"] == dep["envConfigMaps"]
+    assert launcher["envSecrets"] == dep["envSecrets"]
+    assert k8s_run_pod_env() == k8s_deployment_env()
+    catalog = {v["name"] for v in dep["volumes"]
+               if v.get("persistentVolumeClaim", {}).get("claimName") == "hp-catalog"}
+    assert catalog, "the code location mounts the catalog (its NAS sensor reads it)"
+    assert [v for v in launcher["volumes"] if v["name"] not in catalog] \
+        == [v for v in dep["volumes"] if v["name"] not in catalog]
+    assert not [v for v in launcher["volumes"] if v["name"] in catalog
+                or v.get("persistentVolumeClaim", {}).get("claimName") == "hp-catalog"]
+    assert launcher["volumeMounts"] == [m for m in dep["volumeMounts"]
+                                        if m["name"] not in catalog]
+
+
+@pytest.mark.parametrize("pods", ["code location", "run launcher"])
+def test_env_sources_and_volumes_exist_in_the_manifests(pods: str) -> None:
+    source = user_deployment() if pods == "code location" else k8s_run_launcher()
+    maps, secrets = k8s_objects("ConfigMap"), secret_shapes()
     claims = k8s_objects("PersistentVolumeClaim")
-    for ref in dep["envConfigMaps"]:
+    for ref in source["envConfigMaps"]:
         assert ref["name"] in maps, f"ConfigMap {ref['name']} is not in deploy/k8s"
-    for ref in dep["envSecrets"]:
-        assert ref["name"] in secrets, f"Secret {ref['name']} is not in deploy/k8s"
-    volumes = {v["name"]: v for v in dep["volumes"]}
+    for ref in source["envSecrets"]:
+        assert ref["name"] in secrets, f"Secret {ref['name']} is not made by deploy/secrets"
+    volumes = {v["name"]: v for v in source["volumes"]}
     for v in volumes.values():
         if "persistentVolumeClaim" in v:
             assert v["persistentVolumeClaim"]["claimName"] in claims, v
         if "secret" in v:
             assert v["secret"]["secretName"] in secrets, v
-    mounts = {m["mountPath"] for m in dep["volumeMounts"]}
-    assert {m["name"] for m in dep["volumeMounts"]} <= set(volumes)
-    env = k8s_deployment_env()
+    mounts = {m["mountPath"] for m in source["volumeMounts"]}
+    assert {m["name"] for m in source["volumeMounts"]} <= set(volumes)
+    env = k8s_deployment_env() if pods == "code location" else k8s_run_pod_env()
     for var in ("HP_JUICEFS_MOUNT_PATH", "HP_EFS_MOUNT_PATH"):
         assert env[var] in mounts, f"{var}={env[var]} is not mounted"
-    for var in ("HP_SQLITE_CATALOG_PATH", "GOOGLE_APPLICATION_CREDENTIALS"):
+    on_mounts = ("GOOGLE_APPLICATION_CREDENTIALS",) + (
+        ("HP_SQLITE_CATALOG_PATH",) if pods == "code location" else ())
+    for var in on_mounts:
         assert str(Path(env[var]).parent) in mounts, f"{var}={env[var]} is not on a mount"
 
 
@@ -174,7 +196,11 @@ def test_pod_fragments_are_valid_kubernetes() -> None:
                   "securityContext": dep["podSecurityContext"]}, "code location")
     launcher = k8s_run_launcher()
     run_pod = dict(launcher["runK8sConfig"]["podSpecConfig"])
-    run_pod["containers"] = [{"name": "run", "image": "x:1", "resources": launcher["resources"]}]
+    run_pod["containers"] = [{"name": "run", "image": "x:1", "resources": launcher["resources"],
+                              "volumeMounts": launcher["volumeMounts"],
+                              "envFrom": [{"configMapRef": r} for r in launcher["envConfigMaps"]]
+                              + [{"secretRef": r} for r in launcher["envSecrets"]]}]
+    run_pod["volumes"] = launcher["volumes"]
     validate_pod(run_pod, "run pod")
     webserver = helm_values()["dagsterWebserver"]
     validate_pod({"containers": [{"name": "w", "image": "x:1",
@@ -214,8 +240,8 @@ def test_k8s_executor_run_config_is_valid() -> None:
     assert result.success, [e.message for e in result.errors]
     for step, step_config in {"default": config["step_k8s_config"],
                               **config.get("per_step_k8s_config", {})}.items():
-        validate_pod({"containers": [{"name": "s", "image": "x:1",
-                                      **step_config["container_config"]}]}, f"step {step}")
+        container, spec = dagster_k8s_pod(step_config)
+        validate_pod({**spec, "containers": [container]}, f"step {step}")
 
 
 def test_job_k8s_config_tags_are_valid_and_cover_every_pool() -> None:
@@ -232,5 +258,5 @@ def test_job_k8s_config_tags_are_valid_and_cover_every_pool() -> None:
     for family, config in families.items():
         result = validate_config(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, config)
         assert result.success, (family, [e.message for e in result.errors])
-        validate_pod({"containers": [{"name": "s", "image": "x:1",
-                                      **config["container_config"]}]}, family)
+        container, spec = dagster_k8s_pod(config)
+        validate_pod({**spec, "containers": [container]}, family)

@@ -1,5 +1,6 @@
-"""deploy/k8s/*.yaml against the Kubernetes OpenAPI schemas (offline, strict), and the
-references between the manifests (secrets, storage classes, services, commands)."""
+"""deploy/k8s/*.yaml (and the Secrets deploy/secrets/ generates) against the Kubernetes
+OpenAPI schemas (offline, strict), and the references between the manifests (secrets, storage
+classes, services, commands)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .deploy_files import (
     k8s_manifests,
     k8s_objects,
     pinned_version,
+    secret_shapes,
 )
 
 # The oldest Kubernetes we support (K3s/EKS still in support) and the newest schema we ship.
@@ -32,8 +34,13 @@ CLUSTER_SCOPED = {"Namespace", "StorageClass"}
 JUICEFS_CSI_KEYS = {"name", "metaurl", "storage", "bucket", "access-key", "secret-key"}
 
 
+def manifests_and_secrets() -> list[tuple[str, dict]]:
+    return [*k8s_manifests(), *(("secrets/kustomization.yaml", o)
+                                for o in secret_shapes().values())]
+
+
 def manifest_ids() -> list[str]:
-    return [f"{f}:{o['kind']}/{o['metadata']['name']}" for f, o in k8s_manifests()]
+    return [f"{f}:{o['kind']}/{o['metadata']['name']}" for f, o in manifests_and_secrets()]
 
 
 def pod_specs() -> list[tuple[str, dict]]:
@@ -47,15 +54,15 @@ def pod_specs() -> list[tuple[str, dict]]:
 
 def test_every_manifest_file_has_objects() -> None:
     files = sorted(p.name for p in K8S.glob("*.yaml"))
-    assert {"namespace.yaml", "configmap.yaml", "secrets.yaml", "seaweedfs.yaml",
-            "juicefs-csi.yaml"} <= set(files), files
+    assert {"namespace.yaml", "configmap.yaml", "seaweedfs.yaml", "seaweedfs-networkpolicy.yaml",
+            "juicefs-csi.yaml", "catalog.yaml"} <= set(files), files
     kinds = {o["kind"] for _, o in k8s_manifests()}
-    assert {"StatefulSet", "Service", "StorageClass", "Secret", "ConfigMap",
+    assert {"StatefulSet", "Service", "StorageClass", "ConfigMap", "NetworkPolicy",
             "PersistentVolumeClaim"} <= kinds
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize(("name", "obj"), k8s_manifests(), ids=manifest_ids())
+@pytest.mark.parametrize(("name", "obj"), manifests_and_secrets(), ids=manifest_ids())
 def test_manifest_is_valid_kubernetes(name: str, obj: dict, version: str) -> None:
     try:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -77,7 +84,7 @@ def test_the_validator_rejects_a_broken_manifest() -> None:
             kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
 
 
-@pytest.mark.parametrize(("name", "obj"), k8s_manifests(), ids=manifest_ids())
+@pytest.mark.parametrize(("name", "obj"), manifests_and_secrets(), ids=manifest_ids())
 def test_namespaced_objects_live_in_the_project_namespace(name: str, obj: dict) -> None:
     ns = obj["metadata"].get("namespace")
     if obj["kind"] in CLUSTER_SCOPED:
@@ -86,15 +93,16 @@ def test_namespaced_objects_live_in_the_project_namespace(name: str, obj: dict) 
         assert ns == NAMESPACE, f"{name}: {obj['kind']}/{obj['metadata']['name']} in {ns!r}"
 
 
-def test_secrets_hold_placeholders_only() -> None:
-    secrets = k8s_objects("Secret")
-    assert {"hp-nas-credentials", "juicefs-hot-secret", "juicefs-shared-secret"} <= set(secrets)
+def test_secret_templates_hold_placeholders_only() -> None:
+    """The committed *.example files of deploy/secrets/ show the shape, never a value."""
+    secrets = secret_shapes()
+    assert {"hp-nas-credentials", "juicefs-hot-secret", "juicefs-shared-secret",
+            "seaweedfs-security"} <= set(secrets)
     for name, secret in secrets.items():
-        assert "data" not in secret, f"Secret {name}: use stringData with placeholders"
         values = secret["stringData"]
         assert values, name
         for key, value in values.items():
-            if SECRET_KEY.search(key) or key.endswith(".json"):
+            if SECRET_KEY.search(key) or key.endswith((".json", ".toml")):
                 assert PLACEHOLDER in value, f"Secret {name}.{key} must be a {PLACEHOLDER} value"
     nas = secrets["hp-nas-credentials"]["stringData"]
     assert set(nas) == {"HP_NAS_USERNAME", "HP_NAS_PASSWORD"}
@@ -108,7 +116,7 @@ def test_configmap_holds_no_secret() -> None:
 
 
 def test_juicefs_storage_classes_and_claims() -> None:
-    classes, secrets = k8s_objects("StorageClass"), k8s_objects("Secret")
+    classes, secrets = k8s_objects("StorageClass"), secret_shapes()
     assert {"juicefs-hot", "juicefs-shared"} <= set(classes)
     for name, sc in classes.items():
         assert sc["provisioner"] == "csi.juicefs.com", name
@@ -121,7 +129,9 @@ def test_juicefs_storage_classes_and_claims() -> None:
     volume_names = {secrets[c["parameters"]["csi.storage.k8s.io/node-publish-secret-name"]]
                     ["stringData"]["name"] for c in classes.values()}
     assert len(volume_names) == len(classes), "each tier is its own JuiceFS volume"
-    for name, pvc in k8s_objects("PersistentVolumeClaim").items():
+    claims = k8s_objects("PersistentVolumeClaim")
+    for name in ("hp-hot-tier", "hp-shared"):
+        pvc = claims[name]
         assert pvc["spec"]["storageClassName"] in classes, name
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], \
             f"{name}: run and step pods on any node mount it"
@@ -146,8 +156,16 @@ def test_services_select_workloads_and_statefulsets_have_their_service() -> None
 
 
 def test_secret_references_resolve() -> None:
-    secrets = k8s_objects("Secret")
+    secrets = secret_shapes()
     for where, spec in pod_specs():
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                name = volume["secret"]["secretName"]
+                assert name in secrets, f"{where}: volume {volume['name']}: missing Secret {name}"
+                for mount in (m for c in spec["containers"] for m in c.get("volumeMounts", [])
+                              if m["name"] == volume["name"] and "subPath" in m):
+                    assert mount["subPath"] in secrets[name]["stringData"], \
+                        f"{where}: Secret {name} has no key {mount['subPath']}"
         for container in spec["containers"]:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")

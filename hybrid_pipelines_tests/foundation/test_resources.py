@@ -50,7 +50,7 @@ def test_postgres_wrong_password(postgres_resource: PostgresResource) -> None:
                        secret="not-the-password")
 
 
-@pytest.mark.fault("PostgreSQL stopped, then back: clear error, reconnect")
+@pytest.mark.fault("PostgreSQL stopped, then back: clear error, reconnect", kind="server stopped")
 def test_postgres_stopped_then_back(server_factory) -> None:
     server = server_factory("postgres")
     res = postgres_resource_for(server)
@@ -125,7 +125,7 @@ def test_nas_wrong_password(nas_resource: NASResource) -> None:
     assert_clear_error(bad, "NAS", "logon failed", "HP_NAS_PASSWORD", secret="wrong-pass-123")
 
 
-@pytest.mark.fault("smbd stopped, then back: clear error, session replaced")
+@pytest.mark.fault("smbd stopped, then back: clear error, session replaced", kind="server stopped")
 def test_nas_stopped_then_reconnects(server_factory) -> None:
     server = server_factory("samba")
     res = nas_resource_for(server)
@@ -200,6 +200,17 @@ def test_sqlite_catalog_wal(catalog_resource: SQLiteCatalogResource) -> None:
 def test_sqlite_unwritable_path_is_clear() -> None:
     res = SQLiteCatalogResource(path="/proc/nope/catalog.db")
     assert_clear_error(res, "SQLite catalog", "Error", "HP_SQLITE_CATALOG_PATH")
+
+
+def test_sqlite_catalog_without_its_volume_refuses_instead_of_starting_empty(tmp_path) -> None:
+    """Deployed, the catalog folder is its own volume: a pod that lacks the mount must fail,
+    not create an empty catalog in scratch space (that would report every NAS file as new)."""
+    res = SQLiteCatalogResource(path=str(tmp_path / "catalog" / "catalog.db"), require_mount=True)
+    assert_clear_error(res, "SQLite catalog", "not a mount point",
+                       "HP_SQLITE_CATALOG_REQUIRE_MOUNT")
+    assert not (tmp_path / "catalog").exists()
+    mounted = SQLiteCatalogResource(path="/proc/catalog.db", require_mount=True)  # /proc: a mount
+    assert "not a mount point" not in mounted.health().detail
 
 
 def test_ffprobe(ffprobe_resource) -> None:
@@ -482,6 +493,7 @@ def test_cache_gate_and_backend_health_agree_when_seaweedfs_is_down(
 
     good = seaweedfs_resource_for(seaweed_server)
     (tmp_path / "nas").mkdir()
+    (tmp_path / "nas" / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: stands in for a mount
     nas = NASResource(protocol="local", local_root=str(tmp_path / "nas"))
     prepare(postgres_resource)
     with _FakeMaster() as fake_master:
@@ -498,7 +510,7 @@ def test_cache_gate_and_backend_health_agree_when_seaweedfs_is_down(
                                    aws_secret_access_key=good.aws_secret_access_key,
                                    bucket=good.bucket)
         with postgres_resource.connect(autocommit=True) as conn:
-            conn.execute("TRUNCATE file_metadata, backend_circuit")
+            conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
         with dg.instance_for_test() as instance:
             health = dg.materialize([backend_health], instance=instance,
                                     resources=_health_resources(tmp_path, postgres_resource,

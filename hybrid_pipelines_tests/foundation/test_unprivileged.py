@@ -32,10 +32,10 @@ NO_SUDO = decide(1002, 1002, "hpdev", "needs-password")
 
 # ---- the decision ------------------------------------------------------------------------------
 
-def test_root_runs_privileged_steps_itself_and_serves_the_share_as_root() -> None:
+def test_root_runs_privileged_steps_itself_and_serves_the_share_as_hpnas() -> None:
     assert ROOT.prefix == () and ROOT.missing is None and not ROOT.via_sudo
     assert ROOT.argv(["smbd", "-F"]) == ["smbd", "-F"]
-    assert share_owner(ROOT) == "root"  # unchanged from before issue 10
+    assert share_owner(ROOT) == "hpnas"  # never root (issue 12): the stack's NAS account
 
 
 def test_normal_user_with_passwordless_sudo_goes_through_sudo_n() -> None:
@@ -81,7 +81,7 @@ def test_normal_users_have_the_sbin_tools_found(tmp_path: Path,
     assert privilege.find_tool("no-such-tool") is None
 
 
-@pytest.mark.parametrize("priv, owner", [(ROOT, "root"), (SUDOER, "hpdev")])
+@pytest.mark.parametrize("priv, owner", [(ROOT, "hpnas"), (SUDOER, "hpdev")])
 def test_conf_forces_the_share_owner(tmp_path: Path, priv: Privilege, owner: str) -> None:
     server = SambaServer(root=tmp_path, port=4450)
     server._write_conf(share_owner(priv))
@@ -173,7 +173,8 @@ def test_files_the_nas_writes_belong_to_the_invoking_user(samba_server: SambaSer
     with fs.open_write("unprivileged/written-over-smb.bin") as fh:
         fh.write(b"x" * 10)
     written = samba_server.share_dir / "unprivileged" / "written-over-smb.bin"
-    assert written.stat().st_uid == os.geteuid()
+    owner = pwd.getpwnam(samba_server.username).pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert written.stat().st_uid == owner
     assert written.read_bytes() == b"x" * 10
     (samba_server.share_dir / "unprivileged" / "seeded.txt").write_text("seeded")
     with fs.open_read("unprivileged/seeded.txt") as fh:
@@ -197,7 +198,10 @@ def test_stop_leaves_no_smbd_and_a_state_folder_we_own_and_restart_works(
     assert len(session) >= 2  # smbd and its workers (and sudo): all must go
     server.stop()
     assert not [p for p in session if pid_alive(p)] and not server.alive()
-    foreign = [str(p) for p in server.root.rglob("*") if p.lstat().st_uid != os.geteuid()]
+    # As root the share itself belongs to the NAS account (issue 12), which root can delete.
+    nas_uid = pwd.getpwnam(server.username).pw_uid if os.geteuid() == 0 else os.geteuid()
+    foreign = [str(p) for p in server.root.rglob("*") if p.lstat().st_uid != os.geteuid()
+               and not (p.is_relative_to(server.share_dir) and p.lstat().st_uid == nas_uid)]
     assert not foreign, foreign  # else the user could not delete the state folder
     server.start()  # smbd refuses runtime dirs it did not create as root: they were cleared
     assert server.alive() and server.healthy()

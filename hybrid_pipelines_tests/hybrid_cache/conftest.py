@@ -32,7 +32,7 @@ def hc_postgres(postgres_resource: PostgresResource) -> PostgresResource:
 def conn(hc_postgres: PostgresResource) -> Iterator[psycopg.Connection]:
     """An autocommit connection on freshly emptied hybrid-cache tables."""
     with hc_postgres.connect(autocommit=True) as c:
-        c.execute("TRUNCATE file_metadata, backend_circuit")
+        c.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
         yield c
 
 

@@ -13,7 +13,8 @@ from hybrid_pipelines.hybrid_cache.sync import SyncSettings, run_pending_sync, t
 from .conftest import Uploader, nas_bytes, row, sha, share_path
 
 
-@pytest.mark.fault("hybrid cache: objects and NAS files lost or damaged behind the metadata")
+@pytest.mark.fault("hybrid cache: objects and NAS files lost or damaged behind the metadata",
+                   kind="state edited")
 def test_audit_counts_every_kind_of_drift_and_reconcile_fixes_only_the_safe_ones(
         conn, upload: Uploader, s3_resource, s3, nas_fs, samba_server, prefix) -> None:
     bucket = s3_resource.bucket

@@ -78,7 +78,7 @@ def _settings(prefix: str, policy: Policy, **kw: Any) -> EvictionSettings:
 @pytest.mark.parametrize("policy", list(Policy))
 def test_each_policy_evicts_its_files_and_never_an_unsynced_one(
         conn, cache, s3_resource, s3, nas_fs, prefix, policy: Policy) -> None:
-    report = run_eviction(conn, s3, s3_resource.bucket, _settings(prefix, policy))
+    report = run_eviction(conn, s3, s3_resource.bucket, nas_fs, _settings(prefix, policy))
 
     assert report.usage_before.bytes == 9 * SIZE and report.bytes_needed == 2 * SIZE
     by_id = {f.id: name for name, f in cache.items()}
@@ -95,22 +95,24 @@ def test_each_policy_evicts_its_files_and_never_an_unsynced_one(
 
 
 def test_eviction_that_cannot_reach_the_target_still_spares_unsynced_files(
-        conn, cache, s3_resource, s3, prefix) -> None:
+        conn, cache, s3_resource, s3, nas_fs, prefix) -> None:
     settings = _settings(prefix, Policy.FIFO, capacity_bytes=9_500, threshold=0.5, target=0.1)
-    report = run_eviction(conn, s3, s3_resource.bucket, settings)
+    report = run_eviction(conn, s3, s3_resource.bucket, nas_fs, settings)
     assert report.files_evicted == 6 and report.shortfall_bytes > 0
     for name in UNSAFE:
         assert row(conn, cache[name].id)["cache_status"] == "cached"
         assert _exists(s3, s3_resource.bucket, cache[name].key)
 
 
-def test_below_threshold_nothing_is_evicted(conn, cache, s3_resource, s3, prefix) -> None:
-    report = run_eviction(conn, s3, s3_resource.bucket,
+def test_below_threshold_nothing_is_evicted(conn, cache, s3_resource, s3, nas_fs,
+                                            prefix) -> None:
+    report = run_eviction(conn, s3, s3_resource.bucket, nas_fs,
                           _settings(prefix, Policy.LRU, capacity_bytes=100_000))
     assert report.bytes_needed == 0 and report.files_evicted == 0
 
 
-@pytest.mark.fault("hybrid cache: eviction died between object delete and row update")
+@pytest.mark.fault("hybrid cache: eviction died between object delete and row update",
+                   kind="patched exception")
 def test_failure_between_delete_and_update_is_safe_and_reconciled(
         conn, cache, s3_resource, s3, nas_fs, prefix, monkeypatch) -> None:
     def crash(*_a: Any, **_k: Any) -> int:
@@ -120,7 +122,7 @@ def test_failure_between_delete_and_update_is_safe_and_reconciled(
 
     monkeypatch.setattr(ev, "_mark_evicted", crash)
     with pytest.raises(RuntimeError, match="between delete and update"):
-        run_eviction(conn, s3, s3_resource.bucket, _settings(prefix, Policy.LRU))
+        run_eviction(conn, s3, s3_resource.bucket, nas_fs, _settings(prefix, Policy.LRU))
     monkeypatch.undo()
 
     gone = [cache[n] for n in sorted(EXPECTED[Policy.LRU])]
@@ -145,7 +147,7 @@ def test_failure_between_delete_and_update_is_safe_and_reconciled(
     assert run_audit(conn, s3, s3_resource.bucket, nas_fs, audit).drift_items == 0
 
     # The next eviction run carries on from a consistent state and still spares the unsafe.
-    again = run_eviction(conn, s3, s3_resource.bucket,
+    again = run_eviction(conn, s3, s3_resource.bucket, nas_fs,
                          _settings(prefix, Policy.LRU, threshold=0.6, target=0.5))
     assert again.files_evicted == 2
     for name in UNSAFE:

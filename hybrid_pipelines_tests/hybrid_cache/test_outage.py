@@ -53,7 +53,7 @@ def _readable(s3: Any, bucket: str, key: str) -> bool:
         return False
 
 
-@pytest.mark.fault("hybrid cache: SeaweedFS killed mid-sync, restarted")
+@pytest.mark.fault("hybrid cache: SeaweedFS killed mid-sync, restarted", kind="server stopped")
 def test_seaweedfs_killed_mid_sync_then_recovers_and_recaches(
         conn, hc_postgres, private_seaweed, nas_resource: NASResource, prefix) -> None:
     sw = _fast_fail(private_seaweed)
@@ -122,7 +122,7 @@ def test_seaweedfs_killed_mid_sync_then_recovers_and_recaches(
     assert sha(body) == fallback.sha256
 
 
-@pytest.mark.fault("hybrid cache: NAS (smbd) stopped during sync")
+@pytest.mark.fault("hybrid cache: NAS (smbd) stopped during sync", kind="server stopped")
 def test_nas_down_skips_without_burning_attempts(conn, hc_postgres, s3_resource, s3,
                                                  server_factory, prefix) -> None:
     samba = server_factory("samba")

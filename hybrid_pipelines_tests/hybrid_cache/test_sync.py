@@ -66,16 +66,16 @@ def test_queue_order_is_priority_then_fifo(conn, upload: Uploader, s3_resource,
     assert row(conn, new.id)["nas_status"] == row(conn, newest.id)["nas_status"] == "pending"
 
 
-@pytest.mark.fault("hybrid cache: NAS copy corrupted during sync")
+@pytest.mark.fault("hybrid cache: NAS copy corrupted during sync", kind="patched exception")
 def test_corrupted_nas_copy_is_caught_by_the_hash(conn, upload: Uploader, s3_resource, nas_fs,
                                                   prefix, monkeypatch) -> None:
     f = upload(random.Random(1).randbytes(300_000), "clip.mp4")
     real_copy = sync_mod.copy_with_sha256
 
-    def copy_then_corrupt(src, dst, chunk_size):
+    def copy_then_corrupt(src, dst, chunk_size, **kw):
         # Fault injection: a real Samba never corrupts a write on demand, so we damage the
         # temporary file on the NAS after the streamed copy, through the same SMB handle.
-        result = real_copy(src, dst, chunk_size)
+        result = real_copy(src, dst, chunk_size, **kw)
         dst.write(b"\x00garbage")
         return result
 
@@ -95,7 +95,7 @@ def test_corrupted_nas_copy_is_caught_by_the_hash(conn, upload: Uploader, s3_res
     assert sha(nas_bytes(nas_fs, r["nas_path"])) == f.sha256
 
 
-@pytest.mark.fault("hybrid cache: cached object replaced by other bytes")
+@pytest.mark.fault("hybrid cache: cached object replaced by other bytes", kind="state edited")
 def test_cache_object_not_matching_its_hash_fails_after_three_attempts(
         conn, upload: Uploader, s3_resource, s3, nas_fs) -> None:
     f = upload(b"A" * 1000)
@@ -127,7 +127,7 @@ def test_unsafe_nas_path_fails_at_once_with_the_reason(conn, upload: Uploader, s
     assert reason in r["last_error"]
 
 
-@pytest.mark.fault("hybrid cache: sync run died holding its leases")
+@pytest.mark.fault("hybrid cache: sync run died holding its leases", kind="state edited")
 def test_rows_of_a_crashed_run_return_after_the_lease(conn, upload: Uploader, s3_resource,
                                                       nas_fs) -> None:
     files = [upload(bytes([i]) * 100) for i in range(3)]

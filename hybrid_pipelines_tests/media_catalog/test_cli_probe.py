@@ -104,3 +104,21 @@ def test_catalog_partitions_command(samba_server: SambaServer, tmp_path: Path,
     with dg.DagsterInstance.get() as instance:
         assert sorted(instance.get_dynamic_partitions("media_catalog_folders")) == \
             ["HCL", "WSOP", "Wait%2E%2E%2E 포커"]
+
+
+def test_cli_probes_within_the_pipelines_read_budget(media: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "garbage.flac"
+    with open(big, "wb") as fh:
+        fh.write(b"fLaC" + bytes(range(256)) * 512)
+        fh.truncate(256 * 1024 * 1024)  # sparse
+    monkeypatch.setenv("HP_PROBE_MAX_READ_BYTES", str(2 * 1024 * 1024))
+    rc, rows = _probe([str(big), str(media["mkv"])], capsys)
+    assert rc == 1
+    assert rows[0]["error"].startswith("probe would read more than 2 MiB")
+    assert rows[0]["bytes_read"] <= 2 * 1024 * 1024
+    assert rows[1]["ok"]
+    monkeypatch.setenv("HP_PROBE_MAX_READ_BYTES", "1000")
+    assert main(["probe", str(media["mkv"])]) == 2
+    assert "HP_PROBE_MAX_READ_BYTES=1000 is below" in capsys.readouterr().err

@@ -63,7 +63,8 @@ def _counts_match(sync: FirestoreSync, store: CatalogStore, folder: str) -> None
     assert sync.firestore_counts(folder) == store.live_counts(folder)
 
 
-@pytest.mark.fault("media catalog: Firestore emulator killed mid-sync, restarted")
+@pytest.mark.fault("media catalog: Firestore emulator killed mid-sync, restarted",
+                   kind="server stopped")
 def test_emulator_killed_mid_sync_then_restarted(emulator: FirestoreEmulator,
                                                  catalog: tuple[CatalogStore, str]) -> None:
     store, folder = catalog
@@ -94,7 +95,7 @@ def test_emulator_killed_mid_sync_then_restarted(emulator: FirestoreEmulator,
     assert again.sync_partition(folder).synced == 0  # caught up
 
 
-@pytest.mark.fault("media catalog: Firestore emulator frozen mid-commit")
+@pytest.mark.fault("media catalog: Firestore emulator frozen mid-commit", kind="server stopped")
 def test_frozen_emulator_commit_is_resent_not_duplicated(
         emulator: FirestoreEmulator, catalog: tuple[CatalogStore, str]) -> None:
     store, folder = catalog

@@ -33,7 +33,7 @@ def nas(server_factory: ServerFactory) -> dict:
     return {"server": server, "folder": folder, "total": DIRS * PER_DIR}
 
 
-@pytest.mark.fault("media catalog: smbd killed mid-scan, restarted")
+@pytest.mark.fault("media catalog: smbd killed mid-scan, restarted", kind="server stopped")
 def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
                                                 quick_retries: None) -> None:
     server, folder = nas["server"], nas["folder"]
@@ -83,7 +83,6 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     assert {r[0] for r in rows} == expected
 
 
-@pytest.mark.fault("media catalog: NAS down during a scan (retries, clear failure)")
 def test_nas_down_fails_the_run_with_a_clear_error(nas: dict, tmp_path: Path,
                                                    quick_retries: None) -> None:
     server = nas["server"]

@@ -71,6 +71,7 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 def catalog_setup(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "nas" / "Shows" / "S1").mkdir(parents=True)
     (tmp_path / "nas" / "Shows" / "S1" / "e1.mp4").write_bytes(b"x" * 100)
+    (tmp_path / "nas" / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: stands in for a mount
     catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
     # Nothing listens on port 1: a run that gets past its settings would fail differently.
     resources = {"nas": NASResource(protocol="local", local_root=str(tmp_path / "nas")),
@@ -307,7 +308,7 @@ def test_wrong_seaweedfs_keys_skip_the_sync_without_charging_attempts(
                               aws_access_key_id=good.aws_access_key_id,
                               aws_secret_access_key="not-the-secret-key-42", bucket=good.bucket)
     with pg.connect(autocommit=True) as conn:
-        conn.execute("TRUNCATE file_metadata, backend_circuit")
+        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
         f = upload_to_cache(conn, good.get_client(), good.bucket, "a.bin", b"a" * 100,
                             key_prefix="rel-keys/", nas_prefix="rel-keys")
     defs = hc_definitions(pg, wrong, nas_resource_for(samba_server))

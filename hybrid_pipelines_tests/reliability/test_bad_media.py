@@ -188,6 +188,7 @@ def test_special_files_on_a_mounted_share_are_refused_not_waited_on(tmp_path: Pa
     old = time.time() - 7200
     for p in d.iterdir():
         os.utime(p, (old, old), follow_symlinks=False)
+    (root / ".hybrid-pipelines-nas").touch()  # NAS_SENTINEL: a dir standing in for a mount
     nas = NASResource(protocol="local", local_root=str(root))
     catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
     resources = {"nas": nas, "sqlite_catalog": catalog, "ffprobe": FFprobeResource()}

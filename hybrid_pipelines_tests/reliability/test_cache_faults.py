@@ -89,7 +89,7 @@ def pg(private_pg) -> Iterator[PostgresResource]:
     prepare(res)
     with res.connect(autocommit=True) as conn:
         conn.execute("DROP TRIGGER IF EXISTS hp_gate ON file_metadata")
-        conn.execute("TRUNCATE file_metadata, backend_circuit")
+        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
     yield res
 
 
@@ -125,7 +125,7 @@ def evict_prefix(nas_resource: NASResource) -> Iterator[str]:
 
 
 @pytest.mark.fault("hybrid cache: SeaweedFS killed mid-eviction -> only verified files "
-                   "evicted, rows match objects, next run completes")
+                   "evicted, rows match objects, next run completes", kind="server stopped")
 def test_seaweedfs_killed_mid_eviction(pg: PostgresResource, private_seaweed: SeaweedFSServer,
                                        nas_resource: NASResource, evict_prefix: str,
                                        when_gated: Arm) -> None:
@@ -245,7 +245,7 @@ def _kill_samba(server: SambaServer) -> None:
 
 
 @pytest.mark.fault("hybrid cache: smbd killed mid-copy -> no row synced without a verified "
-                   "copy, no attempt charged, next run completes")
+                   "copy, no attempt charged, next run completes", kind="killed mid-I/O")
 def test_smbd_killed_mid_copy(pg: PostgresResource, private_samba: SambaServer,
                               seaweed_server: SeaweedFSServer) -> None:
     sw = fast_fail(seaweed_server)

@@ -17,6 +17,7 @@ import pytest
 
 from hybrid_pipelines.defs.media_catalog.assets import nas_media_files
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL
 from hybrid_pipelines_tests.media_catalog.conftest import instance_with, metadata_of
 
 FOLDER = "Archive"
@@ -43,6 +44,8 @@ dg.materialize([nas_media_files], partition_key={FOLDER!r}, instance=instance,
 @pytest.fixture(scope="module")
 def nas_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
     root = tmp_path_factory.mktemp("killed-run") / "nas"
+    root.mkdir()
+    (root / NAS_SENTINEL).touch()  # a plain directory standing in for the mounted share
     old = time.time() - 7200  # finished copies: stable at first sight
     paths = set()
     for d in range(DIRS):
@@ -67,7 +70,7 @@ def _processed(db: Path) -> int:
 
 
 @pytest.mark.fault("run process SIGKILLed mid NAS scan -> resumes from checkpoint, no "
-                   "duplicate rows")
+                   "duplicate rows", kind="killed mid-I/O")
 def test_sigkilled_scan_run_resumes_from_its_checkpoint(nas_tree: tuple[Path, set[str]],
                                                         tmp_path: Path) -> None:
     root, expected = nas_tree

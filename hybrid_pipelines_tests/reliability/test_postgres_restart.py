@@ -71,7 +71,7 @@ def _archive(pg: PostgresResource, batch_size: int) -> dg.ExecuteInProcessResult
 
 
 @pytest.mark.fault("PostgreSQL restarted mid context archive -> committed batches kept, "
-                   "open batch rolled back, next run completes")
+                   "open batch rolled back, next run completes", kind="server stopped")
 def test_postgres_restart_mid_context_archive(pg: PostgresResource, private_pg: PostgresServer,
                                               when_gated: Arm) -> None:
     batch, eligible, recent = 50, 400, 60
@@ -134,7 +134,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.fault("PostgreSQL restarted mid S3->EFS sync -> manifest and files consistent, "
-                   "next run completes")
+                   "next run completes", kind="server stopped")
 def test_postgres_restart_mid_efs_sync(pg: PostgresResource, private_pg: PostgresServer,
                                        models_source: tuple[ObjectStoreResource, str],
                                        efs_resource: EFSResource,

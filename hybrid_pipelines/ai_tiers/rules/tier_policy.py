@@ -133,9 +133,14 @@ def parse_output_path(path: str) -> tuple[str, date, str, str]:
 
 # ---- context expiry -----------------------------------------------------------------------------
 
-def export_key(prefix: str, day: date) -> str:
-    """One object per day of archive."""
-    return f"{prefix.strip('/')}/{day:%Y/%m/%d}/user-contexts-{day.isoformat()}.jsonl.gz"
+def export_key(prefix: str, day: date, run_id: str) -> str:
+    """One object per day of archive and expiry run: a later run for the same day writes
+    beside the earlier object, never over it (the earlier one may be the only copy)."""
+    if not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", run_id):
+        raise ValueError(f"run id {run_id!r} cannot be part of an object key; use letters, "
+                         "digits, '-' or '_'")
+    return (f"{prefix.strip('/')}/{day:%Y/%m/%d}/user-contexts-{day.isoformat()}-{run_id}"
+            ".jsonl.gz")
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:

@@ -109,8 +109,10 @@ def model_locations(context: dg.AssetExecutionContext, config: ModelDemotionConf
             "bytes_uploaded": report.bytes_uploaded, "files_uploaded": report.files_uploaded,
             "files_already_in_cold": report.already_in_cold,
             "leftovers_removed": report.leftovers_removed, "models_failed": len(report.errors),
-            "models_skipped": len(report.skipped),
+            "models_skipped": len(report.skipped), **report.left_alone.metadata(),
             **sizes}
+    if report.left_alone:
+        context.log.warning(f"hot tier: {report.left_alone.describe()}")
     if report.errors:
         raise dg.Failure(description="Some models were not demoted; their hot copies are "
                          "kept:\n" + _errors_text(report.errors), metadata=meta)
@@ -144,8 +146,9 @@ def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConf
 
 
 @dg.asset(group_name=GROUP, kinds={"s3"}, deps=[user_contexts_archive],
-          description="Archived contexts older than a year, exported as one gzip JSON-lines "
-          "object per archive day (cold storage class) and then deleted from the archive.")
+          description="Archived contexts older than a year, exported as gzip JSON-lines "
+          "objects (one per archive day and run, never overwritten; cold storage class), "
+          "verified, then deleted from the archive as the export pointers move.")
 def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig,
                          postgres: PostgresResource,
                          object_store: ObjectStoreResource) -> dg.MaterializeResult:
@@ -163,7 +166,7 @@ def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig
     return dg.MaterializeResult(metadata={
         "contexts_exported": report.rows_exported, "objects_written": report.objects_written,
         "bytes_uploaded": report.bytes_uploaded, "days_exported": len(report.days_exported),
-        "skipped_locked": int(report.skipped_locked),
+        "skipped_locked": int(report.skipped_locked), "run_id": report.run_id,
         "storage_class": report.storage_class or "store default", **sizes})
 
 
@@ -186,7 +189,11 @@ def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
             "bytes_freed": report.bytes_freed, "bytes_promoted": report.bytes_promoted,
             "bytes_uploaded": report.bytes_uploaded, "outputs_deleted": report.deleted,
             "deletion_requests_done": report.requests_done, "outputs_failed": len(report.errors),
-            **sizes}
+            "hot_files_moved_aside": len(report.moved_aside),
+            "moved_aside_examples": ", ".join(report.moved_aside[:5]), **sizes}
+    if report.moved_aside:
+        context.log.warning("promotions kept differing hot files under new names: "
+                            + ", ".join(report.moved_aside[:20]))
     if report.errors:
         raise dg.Failure(description="Some outputs were left as they were:\n"
                          + _errors_text(report.errors), metadata=meta)
@@ -211,7 +218,10 @@ def efs_models(context: dg.AssetExecutionContext, config: EfsSyncConfig,
             "bytes_downloaded": report.bytes_downloaded, "objects_unchanged": report.unchanged,
             "files_deleted": report.deleted, "temp_files_swept": report.temp_files_swept,
             "size_only_verified": report.size_only_verified,
-            "mirrored_bytes": report.mirrored_bytes, "objects_failed": len(report.errors)}
+            "mirrored_bytes": report.mirrored_bytes, "objects_failed": len(report.errors),
+            **report.left_alone.metadata()}
+    if report.left_alone:
+        context.log.warning(f"EFS mirror: {report.left_alone.describe()}")
     if report.errors:
         raise dg.Failure(description="Some objects were not mirrored:\n"
                          + _errors_text(report.errors), metadata=meta)

@@ -5,7 +5,7 @@ is marked done/failed with the outcome."""
 import dagster as dg
 from pydantic import Field
 
-from hybrid_pipelines.ai_tiers import contexts, models, outputs
+from hybrid_pipelines.ai_tiers import contexts, model_promotion, models, outputs
 from hybrid_pipelines.ai_tiers.rules.tier_policy import parse_now
 from hybrid_pipelines.defs.ai_tiers.assets import (
     SCHEMA,
@@ -59,8 +59,9 @@ def promote_model(context: dg.OpExecutionContext, config: PromotionConfig,
     layout = models.ModelLayout(hot_prefix=config.hot_prefix, cold_prefix=config.cold_prefix)
     try:
         with postgres.connect(autocommit=True) as conn:
-            result = models.promote_model(conn, object_store.get_client(), object_store.bucket,
-                                          hot_tier, config.model_id, now, layout)
+            result = model_promotion.promote_model(
+                conn, object_store.get_client(), object_store.bucket, hot_tier,
+                config.model_id, now, layout)
             sizes = models.tier_sizes(conn)
     except Exception as exc:
         _finish_request(postgres, "model_promotion_requests", config.request_id, "failed",
@@ -68,6 +69,10 @@ def promote_model(context: dg.OpExecutionContext, config: PromotionConfig,
         raise
     detail = ("already hot" if result.already_hot else
               f"{result.files_downloaded} file(s), {result.bytes_downloaded} bytes downloaded")
+    if result.moved_aside:
+        detail += (f"; {len(result.moved_aside)} hot file(s) with bytes the cold copy lacks "
+                   f"kept under new names: {', '.join(result.moved_aside[:5])}")
+        context.log.warning(f"model {config.model_id}: {detail}")
     _finish_request(postgres, "model_promotion_requests", config.request_id, "done", detail)
     context.log.info(f"model {config.model_id}: {detail}")
     context.log_event(dg.AssetMaterialization(
@@ -75,7 +80,9 @@ def promote_model(context: dg.OpExecutionContext, config: PromotionConfig,
         metadata={"models_promoted": int(not result.already_hot),
                   "bytes_downloaded": result.bytes_downloaded,
                   "files_downloaded": result.files_downloaded,
-                  "size_only_verified": result.weakly_verified, **sizes}))
+                  "size_only_verified": result.weakly_verified,
+                  "hot_files_moved_aside": len(result.moved_aside),
+                  "moved_aside_examples": ", ".join(result.moved_aside[:5]), **sizes}))
 
 
 @dg.job(tags=AI_TIERS_TAGS, description="Promote one model to the hot tier (run config model_id).")

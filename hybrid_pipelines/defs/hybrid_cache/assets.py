@@ -14,7 +14,7 @@ from hybrid_pipelines.defs.hybrid_cache.config import (
     RecacheConfig,
     SyncConfig,
 )
-from hybrid_pipelines.hybrid_cache.eviction import measure_usage, run_eviction
+from hybrid_pipelines.hybrid_cache.eviction import EvictionReport, measure_usage, run_eviction
 from hybrid_pipelines.hybrid_cache.health_gate import NAS, SEAWEEDFS, record
 from hybrid_pipelines.hybrid_cache.recache import RecacheReport, run_recache
 from hybrid_pipelines.hybrid_cache.rules.alarms import CacheStats, evaluate
@@ -78,7 +78,7 @@ def _gated(context: dg.AssetExecutionContext, postgres: PostgresResource,
 
 
 def _note_stop(context: dg.AssetExecutionContext, conn: psycopg.Connection,
-               report: SyncReport | RecacheReport, health: dict[str, int],
+               report: SyncReport | RecacheReport | EvictionReport, health: dict[str, int],
                policy: BreakerPolicy) -> None:
     """A backend that failed mid-run opens its breaker and shows as unhealthy."""
     if report.stopped_reason:
@@ -160,30 +160,39 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
 @dg.asset(
     group_name=GROUP, deps=[seaweedfs_cache, nas_replicas], output_required=False,
     description="Cache eviction: above the usage threshold, delete cached objects whose NAS "
-                "copy is synced and verified (LRU/LFU/FIFO) down to the target.",
+                "copy is synced, verified and re-checked on the NAS just before the delete "
+                "(LRU/LFU/FIFO) down to the target. A copy found gone or changed is re-queued "
+                "for sync and its object kept; an object another row still needs is kept; "
+                "with the NAS down nothing is evicted.",
 )
 def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     settings = config.settings()
     policy = config.breaker_policy()
-    # Evicting while the NAS is down would leave readers with no copy they can reach.
+    # Every delete needs its NAS copy looked at first: with the NAS down, evict nothing.
     with _gated(context, postgres, seaweedfs, nas, policy, "eviction", "bytes_evicted") as gate:
         if gate is None:
             return
         conn, health = gate
-        report = run_eviction(conn, seaweedfs.get_client(), seaweedfs.bucket, settings)
+        report = run_eviction(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
+                              settings, probes=probes(seaweedfs, nas))
+        _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
-    if report.shortfall_bytes:
+    if report.shortfall_bytes and not report.stopped_reason:
         context.log.warning(f"{report.shortfall_bytes} bytes still above the target: not enough "
-                            "cached files are synced and verified on the NAS yet")
+                            "cached files are synced, verified and re-checked on the NAS yet")
     for err in report.errors:
-        context.log.warning(f"delete failed: {err}")
+        context.log.warning(err)
     yield dg.MaterializeResult(metadata={
         **_numbers(stats, health, files_evicted=report.files_evicted),
         "policy": dg.MetadataValue.text(report.policy),
         "bytes_evicted": report.bytes_evicted,
         "bytes_needed": report.bytes_needed, "shortfall_bytes": report.shortfall_bytes,
         "delete_errors": report.delete_errors,
+        "recheck_failed": report.recheck_failed, "recheck_hashed": report.recheck_hashed,
+        "recheck_bytes_hashed": report.bytes_hashed, "recheck_errors": report.recheck_errors,
+        "keys_busy": report.keys_busy, "shared_keys_evicted": report.shared_keys_evicted,
+        "stopped_reason": dg.MetadataValue.text(report.stopped_reason or "-"),
         "cache_usage_bytes_before": report.usage_before.bytes,
         "cache_usage_percent_before": round(report.usage_before.percent, 3),
         "cache_usage_percent": round(report.usage_after_percent, 3), "usage_from_bucket": 1,

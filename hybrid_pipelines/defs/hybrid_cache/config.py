@@ -9,7 +9,12 @@ from hybrid_pipelines.hybrid_cache.audit import AuditSettings
 from hybrid_pipelines.hybrid_cache.eviction import EvictionSettings
 from hybrid_pipelines.hybrid_cache.recache import RecacheSettings
 from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy
-from hybrid_pipelines.hybrid_cache.rules.eviction_policy import Policy, parse_policy
+from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
+    RECHECK_HASH_MAX_BYTES,
+    RECHECK_MTIME_SKEW_S,
+    Policy,
+    parse_policy,
+)
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings
 
 FALLBACK_CAPACITY_BYTES = 50 * 2**30
@@ -55,13 +60,15 @@ class SyncConfig(BreakerConfig):
     lease_timeout_s: float = Field(600.0, description="A 'syncing' row whose run stopped "
                                                       "returns to the queue after this long.")
     nas_prefix: str = Field("uploads", description="NAS folder for rows without a nas_path.")
+    nas_root: str = Field("", description="NAS folder every row's nas_path must lie beneath "
+                                          "('' = the whole share); a row outside fails at once.")
     retry_delay_s: float = Field(60.0, description="A failed file waits this long before its "
                                                    "next attempt.")
 
     def settings(self) -> SyncSettings:
         return SyncSettings(self.batch_size, self.max_batches, self.max_attempts,
                             self.lease_timeout_s, self.nas_prefix,
-                            retry_delay_s=self.retry_delay_s)
+                            retry_delay_s=self.retry_delay_s, nas_root=self.nas_root)
 
 
 class EvictionConfig(BreakerConfig):
@@ -74,11 +81,19 @@ class EvictionConfig(BreakerConfig):
     batch_size: int = Field(100, description="Files deleted per batch.")
     max_files: int = Field(10_000, description="Files evicted per run at most.")
     key_prefix: str = Field("", description="Only objects under this key prefix count.")
+    recheck_hash_max_bytes: int = Field(
+        RECHECK_HASH_MAX_BYTES, description="NAS copies up to this size are hashed again just "
+        "before their cached object is deleted; larger ones are checked by size and mtime (and "
+        "hashed only when modified since their verification). 0: hash only modified copies.")
+    recheck_mtime_skew_s: float = Field(
+        RECHECK_MTIME_SKEW_S, description="Clock difference allowed between the NAS and the "
+        "database when comparing a copy's mtime with its verification time.")
 
     def settings(self) -> EvictionSettings:
         policy: Policy = parse_policy(self.policy)
         return EvictionSettings(self.capacity_bytes, self.threshold, self.target, policy,
-                                self.batch_size, self.max_files, self.key_prefix)
+                                self.batch_size, self.max_files, self.key_prefix,
+                                self.recheck_hash_max_bytes, self.recheck_mtime_skew_s)
 
 
 class RecacheConfig(BreakerConfig):

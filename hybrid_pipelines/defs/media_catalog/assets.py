@@ -12,7 +12,7 @@ from hybrid_pipelines.media_catalog.catalog_build import build_catalog
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
 from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
-from hybrid_pipelines.media_catalog.probing import probe_partition
+from hybrid_pipelines.media_catalog.probing import ProbeLimits, probe_partition
 from hybrid_pipelines.media_catalog.rules.catalog_paths import folder_for
 from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
@@ -101,7 +101,9 @@ def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NA
         report = probe_partition(store, access, context.partition_key,
                                  ffprobe_path=ffprobe.binary(), timeout_s=ffprobe.timeout_s,
                                  workers=settings.probe_workers, batch_size=settings.batch_size,
-                                 log=context.log.info)
+                                 log=context.log.info,
+                                 limits=ProbeLimits(settings.probe_max_read_bytes,
+                                                    settings.probe_memory_limit_bytes))
         counts = store.status_counts(context.partition_key)
     meta: dict[str, int | float] = report.metadata()
     meta.update({f"files_{k}": v for k, v in sorted(counts.items())})

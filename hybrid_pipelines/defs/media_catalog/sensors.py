@@ -1,6 +1,6 @@
 """NAS polling sensor: adds a partition per new top-level folder and requests runs only for
 the partitions whose files changed (new, changed, renamed, deleted, still being written) or
-whose catalog has unfinished work. Cheap: see scan.detect_changes."""
+whose catalog has unfinished work. Cheap: see change_detection.detect_changes."""
 
 import json
 
@@ -9,13 +9,14 @@ import dagster as dg
 from hybrid_pipelines.defs.media_catalog.assets import media_catalog_folders, media_catalog_job
 from hybrid_pipelines.defs.pools import CATALOG_TAGS, TRIGGER_TAG
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, apply_schema, has_schema
+from hybrid_pipelines.media_catalog.change_detection import detect_changes
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.rules.catalog_paths import (
     folder_for,
     is_ignored_dir_name,
+    name_problem,
     partition_key_for,
 )
-from hybrid_pipelines.media_catalog.scan import detect_changes
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
 
@@ -47,6 +48,13 @@ def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResour
                            f"{nas.address}; check HP_CATALOG_NAS_ROOT and HP_NAS_SHARE")
     folders = {e.name: e for e in root
                if e.is_dir and not is_ignored_dir_name(e.name, settings.rules)}
+    for name in sorted(folders):
+        why = name_problem(name)
+        if why is not None:
+            # No path check accepts it, so it can never be scanned: report it and carry on
+            # with the other folders rather than failing every tick.
+            del folders[name]
+            context.log.warning(f"skipped top-level folder {name!r}: {why}")
     loose = sum(1 for e in root if not e.is_dir)
     if loose:
         context.log.debug(f"{loose} file(s) at the catalogued root belong to no catalog")
@@ -69,6 +77,8 @@ def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResour
                     cursor[pk] = last[pk]
                 continue  # its queued or running run will see the same changes
             name = folder_for(pk)
+            if name_problem(name) is not None:
+                continue  # a partition added by hand for a folder that cannot be scanned
             entry = folders.get(name)
             changes = detect_changes(store, access, settings, pk, settings.folder_path(name),
                                      entry.mtime if entry else None)
@@ -84,8 +94,11 @@ def media_catalog_nas_sensor(context: dg.SensorEvaluationContext, nas: NASResour
             requests.append(dg.RunRequest(
                 partition_key=pk, run_key=f"{pk}:{fp}",
                 tags={**CATALOG_TAGS, TRIGGER_TAG: "nas_sensor"}))
+    skipped = sum(1 for e in root if e.is_dir and e.name not in folders
+                  and not is_ignored_dir_name(e.name, settings.rules))
     context.log.info(f"{len(folders)} folder(s), {len(new_keys)} new, {len(requests)} run(s) "
-                     f"requested, {access.listings} directories listed")
+                     f"requested, {skipped} skipped for their names, {access.listings} "
+                     "directories listed")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[media_catalog_folders.build_add_request(new_keys)]

@@ -26,6 +26,7 @@ from hybrid_pipelines.dev.stack.process import (
 from hybrid_pipelines.dev.stack.samba import SambaServer, samba_available
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.dev.stack.seed import seed_share
+from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL
 
 SERVER_TYPES: dict[str, type[LocalServer]] = {
     cls.name: cls
@@ -212,8 +213,14 @@ class LocalStack:
 
     def nas_dir(self) -> Path:
         samba = self.servers.get("samba")
-        path = samba.share_dir if isinstance(samba, SambaServer) else self.state_dir / "nas"
+        if isinstance(samba, SambaServer):
+            samba.share_dir.mkdir(parents=True, exist_ok=True)
+            return samba.share_dir
+        # Without Samba the NAS is this plain folder (HP_NAS_PROTOCOL=local): mark it as the
+        # share, as an operator marks a mounted one, or the NAS resource refuses it.
+        path = self.state_dir / "nas"
         path.mkdir(parents=True, exist_ok=True)
+        (path / NAS_SENTINEL).touch()
         return path
 
     def down(self, log: Callable[[str], None] = print) -> None:

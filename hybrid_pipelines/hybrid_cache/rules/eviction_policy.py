@@ -93,3 +93,38 @@ def choose(candidates: Iterable[Candidate], policy: Policy, need_bytes: int,
            max_files: int | None = None) -> list[Candidate]:
     """Reference choice over an in-memory list (tests and the benchmark's baseline)."""
     return take_until(sorted(candidates, key=sort_key(policy)), need_bytes, max_files)
+
+
+# ---- the NAS re-check just before an object is deleted ----------------------------------
+# A verification is a moment, not a guarantee: an editor may delete or replace the NAS copy
+# afterwards. So each candidate is looked at again right before its object goes:
+# - missing, a folder, or another size: fail (no read needed);
+# - modified after the verification (mtime later than nas_verified_at + skew): hash it, whatever
+#   its size: the bytes may be the same (a touch, a re-save) or not;
+# - small (<= hash_max_bytes): hash it anyway. This catches a same-size replacement whose old
+#   mtime was put back (`cp -p`, a restore), and costs at most as many bytes read from the NAS
+#   as the eviction frees;
+# - otherwise size and mtime are the check: re-reading every large file before each eviction
+#   would cost a full read of everything evicted. The audit's hash samples cover the rest.
+RECHECK_HASH_MAX_BYTES = 4 * 1024 * 1024
+RECHECK_MTIME_SKEW_S = 2.0  # NAS and database clocks may differ a little
+
+
+def recheck_plan(nas: tuple[bool, int, float] | None, row_size: int, verified_at: float,
+                 hash_max_bytes: int = RECHECK_HASH_MAX_BYTES,
+                 mtime_skew_s: float = RECHECK_MTIME_SKEW_S) -> tuple[str, str]:
+    """`nas` is (is_dir, size, mtime) of what the NAS holds at the row's path, None when
+    nothing is there; `verified_at` is nas_verified_at in seconds since the epoch. Returns
+    ("fail", why), ("hash", why) or ("ok", "")."""
+    if nas is None:
+        return "fail", "the NAS copy is missing"
+    is_dir, size, mtime = nas
+    if is_dir:
+        return "fail", "a folder stands where the NAS copy was"
+    if size != row_size:
+        return "fail", f"the NAS copy has {size} bytes, the row records {row_size}"
+    if mtime > verified_at + mtime_skew_s:
+        return "hash", "the NAS copy was modified after it was verified"
+    if row_size <= hash_max_bytes:
+        return "hash", "small enough to hash at every eviction"
+    return "ok", ""

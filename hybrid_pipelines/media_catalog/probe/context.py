@@ -39,6 +39,15 @@ class ProbeOptions:
     max_moov_bytes: int
     max_full_read_bytes: int | None
     probe_unknown: bool
+    max_read_bytes: int | None = None  # total over every attempt; None: unbounded
+    memory_limit_bytes: int | None = None  # ffprobe's address space; None: unlimited
+
+    @property
+    def moov_cap(self) -> int:
+        """The moov is read whole and parsed in memory: it must fit the read budget too."""
+        if self.max_read_bytes is None:
+            return self.max_moov_bytes
+        return min(self.max_moov_bytes, self.max_read_bytes)
 
 
 @dataclass
@@ -47,6 +56,7 @@ class ProbeContext:
     opts: ProbeOptions
     sniff: Sniff
     trace: list[str] | None = None
+    last_failure: str = ""  # why the latest attempt failed, for the final verdict
 
     @property
     def size(self) -> int:

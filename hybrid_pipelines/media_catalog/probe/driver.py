@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from hybrid_pipelines.media_catalog.probe.context import (
@@ -20,11 +19,18 @@ from hybrid_pipelines.media_catalog.probe.context import (
     ProbeFailure,
     ProbeOptions,
 )
+from hybrid_pipelines.media_catalog.probe.ffprobe_run import (
+    DEFAULT_MEMORY_LIMIT_BYTES,
+    FfprobeRun,
+    memory_failure,
+    run_ffprobe,
+)
 from hybrid_pipelines.media_catalog.probe.plans import attempts
 from hybrid_pipelines.media_catalog.range_reader import (
     ByteCountingRangeReader,
     LocalFileReader,
     RangeReader,
+    ReadBudgetExceeded,
     ShortReadError,
     SparseFileCache,
 )
@@ -38,6 +44,11 @@ from hybrid_pipelines.media_catalog.rules.ffprobe_output import (
 from hybrid_pipelines.media_catalog.rules.mp4_boxes import DEFAULT_MAX_MOOV_BYTES
 
 DEFAULT_HEAD_BYTES = 64 * 1024
+MiB = 1024 * 1024
+# Total bytes one probe may fetch over all its attempts: far above what any sound file needs
+# (a 2 h faststart MP4 has a 3.6 MiB moov), far below "the whole 200 GB file in /tmp".
+DEFAULT_MAX_READ_BYTES = 64 * MiB
+MAX_READ_ENV = "HP_PROBE_MAX_READ_BYTES"
 # On a whole file, these in ffprobe's output mean the file was cut short, so the recorded
 # reason says "truncated" (on a partial read they say nothing about the file).
 _TRUNCATION_HINTS = (
@@ -49,43 +60,19 @@ _TRUNCATION_HINTS = (
 )
 
 
-class FfprobeNotFoundError(RuntimeError):
-    """The ffprobe binary is missing: a broken environment, not a broken media file, so it is
-    raised rather than recorded against every file."""
+def _mib(n: int) -> str:
+    return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
 
 
-@dataclass(frozen=True)
-class _Run:
-    returncode: int
-    stdout: bytes
-    stderr: str
+def budget_reason(limit: int, needed: int, size: int, after: str = "") -> str:
+    """Why a file was left unprobed at the read budget, and the setting that changes it."""
+    what = "the whole file" if needed >= size else f"{needed} bytes in total"
+    return (f"probe would read more than {_mib(limit)} of this {size}-byte file (its next "
+            f"attempt needs {what}{'; ' + after if after else ''}); raise {MAX_READ_ENV} "
+            f"(now {limit}) to at least {needed} to try it")
 
 
-def _run_ffprobe(
-    target: str, *, ffprobe_path: str, timeout_s: float, stdin_data: bytes | None
-) -> _Run:
-    cmd = [
-        ffprobe_path, "-hide_banner", "-v", "error", "-print_format", "json",
-        "-show_format", "-show_streams", target,
-    ]  # fmt: skip
-    try:
-        # run() kills the child on timeout before re-raising, so nothing is left behind.
-        proc = subprocess.run(
-            cmd,
-            input=stdin_data,
-            stdin=None if stdin_data is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise FfprobeNotFoundError(f"ffprobe not found: {ffprobe_path}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ProbeFailure(f"ffprobe timed out after {timeout_s:g}s") from exc
-    return _Run(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
-
-
-def _failure_reason(run: _Run, why: str | None, *, partial: bool) -> str:
+def _failure_reason(run: FfprobeRun, why: str | None, *, partial: bool) -> str:
     lines = [clean_line(line.strip()) for line in run.stderr.splitlines() if line.strip()]
     detail = why or (lines[-1] if lines else f"ffprobe exited with {run.returncode}")
     if run.returncode != 0 and why is None:
@@ -105,23 +92,30 @@ def _run_attempt(ctx: ProbeContext, attempt: Attempt) -> tuple[ProbeResult | Non
     if attempt.mode == "pipe":
         n = min(attempt.pipe_bytes, ctx.size)
         partial = n < ctx.size
-        run = _run_ffprobe(
+        run = run_ffprobe(
             "pipe:0",
             ffprobe_path=opts.ffprobe_path,
             timeout_s=opts.timeout_s,
             stdin_data=cache.read_cached(0, n),
+            container=ctx.sniff.container,
+            memory_limit_bytes=opts.memory_limit_bytes,
         )
     else:
         partial = not cache.is_covered(0, ctx.size)
-        run = _run_ffprobe(
+        run = run_ffprobe(
             "file:" + cache.path,
             ffprobe_path=opts.ffprobe_path,
             timeout_s=opts.timeout_s,
             stdin_data=None,
+            container=ctx.sniff.container,
+            memory_limit_bytes=opts.memory_limit_bytes,
         )
     # Name the file in messages, not our temp copy or stdin.
     stderr = run.stderr.replace("file:" + cache.path, cache.name).replace("pipe:0", cache.name)
     run = replace(run, stderr=stderr.replace(cache.path, cache.name))
+    oom = memory_failure(run, opts.memory_limit_bytes)
+    if oom is not None:
+        raise ProbeFailure(oom)
     try:
         data = json.loads(run.stdout or b"{}")
     except json.JSONDecodeError:
@@ -142,6 +136,11 @@ def _whole_file(ctx: ProbeContext) -> Attempt | str:
     missing = ctx.size - ctx.cache.covered_bytes
     if limit is not None and missing > limit:
         return f"whole-file read skipped ({missing} more bytes, limit {limit})"
+    budget = ctx.opts.max_read_bytes
+    if budget is not None and ctx.cache.bytes_read + missing > budget:
+        # Checked here too (the cache would refuse anyway) so that the verdict carries the
+        # reason the last partial attempt failed.
+        return budget_reason(budget, ctx.cache.bytes_read + missing, ctx.size, ctx.last_failure)
     return Attempt("whole file", "file", ((0, ctx.size),))
 
 
@@ -164,7 +163,7 @@ def _probe_with(ctx: ProbeContext) -> ProbeResult:
             whole_done = True
             whole = _whole_file(ctx)
             if isinstance(whole, str):
-                reason = f"{reason}; {whole}"
+                reason = whole if whole.startswith("probe would read") else f"{reason}; {whole}"
                 break
             attempt = whole
         for offset, length in attempt.ranges:
@@ -175,6 +174,7 @@ def _probe_with(ctx: ProbeContext) -> ProbeResult:
             continue
         tried.add(key)
         result, reason = _run_attempt(ctx, attempt)
+        ctx.last_failure = reason if result is None else ""
         ctx.log(f"{attempt.label}: {reason} (read so far {ctx.cache.bytes_read})")
         if result is not None:
             return result
@@ -202,17 +202,25 @@ def probe(
     probe_unknown: bool = False,
     tmp_dir: str | None = None,
     trace: list[str] | None = None,
+    max_read_bytes: int | None = DEFAULT_MAX_READ_BYTES,
+    memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
 ) -> ProbeResult:
     """Probe the media file behind `reader`, reading as little of it as the container allows.
 
     Media problems (empty, not media, truncated, hostile headers, ffprobe timeouts) come back
     as ok=False with a reason. Reader I/O errors propagate; a missing ffprobe raises
-    FfprobeNotFoundError. `max_full_read_bytes` caps the last-resort whole-file read;
-    `probe_unknown` lets ffprobe try files whose first bytes match no known container;
-    `trace`, if given, receives one line per ffprobe attempt.
+    FfprobeNotFoundError. `max_read_bytes` bounds the bytes fetched over all attempts (and so
+    the temp file, the moov and the pipe); past it the file is recorded invalid with the
+    reason. `max_full_read_bytes` caps the last-resort whole-file read on its own;
+    `memory_limit_bytes` is ffprobe's address-space limit; `probe_unknown` lets ffprobe try
+    files whose first bytes match no known container; `trace`, if given, receives one line
+    per ffprobe attempt.
     """
     if head_bytes < 1024:
         raise ValueError(f"head_bytes must be at least 1024, got {head_bytes}")
+    if max_read_bytes is not None and max_read_bytes < head_bytes:
+        raise ValueError(f"max_read_bytes ({max_read_bytes}) must be at least head_bytes "
+                         f"({head_bytes}): {MAX_READ_ENV} is too small to sniff a file")
     name = reader.name
     if reader.size == 0:
         return _failed(name, 0, "zero-byte file")
@@ -223,9 +231,13 @@ def probe(
         max_moov_bytes=max_moov_bytes,
         max_full_read_bytes=max_full_read_bytes,
         probe_unknown=probe_unknown,
+        max_read_bytes=max_read_bytes,
+        memory_limit_bytes=memory_limit_bytes,
     )
     counter = ByteCountingRangeReader(reader)
-    with SparseFileCache(counter, suffix=_suffix(name), tmp_dir=tmp_dir) as cache:
+    ctx: ProbeContext | None = None
+    with SparseFileCache(counter, suffix=_suffix(name), tmp_dir=tmp_dir,
+                         max_bytes=max_read_bytes) as cache:
         try:
             sniff = sniff_container(cache.read_at(0, head_bytes))
             if sniff is None and not probe_unknown:
@@ -238,8 +250,12 @@ def probe(
             if trace is not None:
                 trace.append(f"failed: {exc.reason}")
             return _failed(name, counter.bytes_read, exc.reason)
-        except ShortReadError as exc:
-            reason = f"truncated: file shrank while being read: {exc}"
+        except (ShortReadError, ReadBudgetExceeded) as exc:
+            if isinstance(exc, ReadBudgetExceeded):
+                reason = budget_reason(exc.limit, exc.needed, reader.size,
+                                       ctx.last_failure if ctx else "")
+            else:
+                reason = f"truncated: file shrank while being read: {exc}"
             if trace is not None:
                 trace.append(f"failed: {reason}")
             return _failed(name, counter.bytes_read, reason)

@@ -74,10 +74,16 @@ class _IsoLayout:
     resume_at: int | None  # where the walk stopped early (fragmented files), else None
 
 
-def _box_failure(exc: BoxError) -> ProbeFailure:
+def _box_failure(exc: BoxError, ctx: ProbeContext | None = None) -> ProbeFailure:
     if isinstance(exc, TruncatedBoxError):
         return ProbeFailure(f"truncated: {exc}")
     if isinstance(exc, BoxTooLargeError):
+        opts = ctx.opts if ctx else None
+        if opts is not None and opts.moov_cap < opts.max_moov_bytes:
+            # The read budget, not the structural cap, refused it: name the knob.
+            return ProbeFailure(f"moov too large: {exc}; probe would read more than the "
+                                f"read budget; raise HP_PROBE_MAX_READ_BYTES (now "
+                                f"{opts.max_read_bytes}) to read it")
         return ProbeFailure(f"moov too large: {exc}")
     return ProbeFailure(f"corrupt MP4/MOV structure: {exc}")
 
@@ -87,9 +93,7 @@ def _iso_layout(ctx: ProbeContext) -> _IsoLayout:
     moov: Box | None = None
     mdat: Box | None = None
     resume_at: int | None = None
-    walker = iter_boxes(
-        ctx.cache, max_boxes=MAX_LAYOUT_BOXES, max_moov_bytes=ctx.opts.max_moov_bytes
-    )
+    walker = iter_boxes(ctx.cache, max_boxes=MAX_LAYOUT_BOXES, max_moov_bytes=ctx.opts.moov_cap)
     try:
         for box in walker:
             boxes.append(box)
@@ -103,7 +107,7 @@ def _iso_layout(ctx: ProbeContext) -> _IsoLayout:
                 break
     except BoxError as exc:
         if moov is None or mdat is None:
-            raise _box_failure(exc) from exc
+            raise _box_failure(exc, ctx) from exc
         # Junk after a complete moov and mdat (e.g. zero padding) does not stop ffprobe.
         ctx.log(f"ignored trailing data: {exc}")
     if moov is None:

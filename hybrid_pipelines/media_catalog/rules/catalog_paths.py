@@ -21,6 +21,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hybrid_pipelines.media_catalog.rules.player_names import (
+    split_default,
+    vs_player_spans,
+)
+
 # "A vs B [vs C]" after a " - " separator or at the start of the file name, up to the end or a
 # bracket: "Final Table - Phil Ivey vs Tom Dwan (HD).mp4" -> Phil Ivey, Tom Dwan.
 DEFAULT_PLAYER_PATTERNS: tuple[str, ...] = (
@@ -28,6 +33,10 @@ DEFAULT_PLAYER_PATTERNS: tuple[str, ...] = (
     r"\s*(?:$|[\[(]|\s[-–—]\s)",
 )
 DEFAULT_PLAYER_SEPARATORS = r"\s+(?:vs|VS|Vs)\.?\s+|\s*,\s*|\s+&\s+"
+# The defaults above are never run by the regex engine on a name: rules/player_names.py finds
+# the same matches in linear time (the regex form stays the one operators override, and keeps
+# the rules' fingerprint). Operators' own regexes see at most this many characters of a name.
+MAX_PLAYER_SCAN_CHARS = 200
 
 # Firestore document ids must not contain '/', be '.'/'..' or look like __x__; ours are
 # [a-z0-9-] only, whatever script the name is in.
@@ -193,6 +202,28 @@ def folder_for(partition_key: str) -> str:
     return re.sub(r"%(25|2E)", lambda m: "%" if m.group(1) == "25" else ".", partition_key)
 
 
+# ---------------------------------------------------------------- names that cannot be catalogued
+
+MAX_NAME_BYTES = 255
+
+
+def name_problem(name: str) -> str | None:
+    """Why one NAS name (a folder or file name, not a path) cannot be catalogued, or None.
+
+    The NAS path checks (shared.nas_paths.safe_relpath) refuse these names on every call, so
+    a folder named so can be neither listed nor probed: the sensor and the scan skip it and
+    report it instead of failing on it every time."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        return f"{name!r} is not a plain name"
+    bad = sorted({c for c in name if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return (f"{name!r} contains control character(s) {', '.join(repr(c) for c in bad)}; "
+                "rename it on the NAS")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"{name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes; shorten it on the NAS"
+    return None
+
+
 # ---------------------------------------------------------------- rules applied
 
 
@@ -218,12 +249,25 @@ def is_ignored_dir_name(name: str, rules: CatalogRules) -> bool:
     return name in rules.ignore_names or name.startswith(rules.ignore_prefixes)
 
 
+def _player_spans(pattern: str, stem: str) -> list[str]:
+    if pattern == DEFAULT_PLAYER_PATTERNS[0]:
+        return vs_player_spans(stem)  # the same matches, in linear time
+    # An operator's own regex may backtrack badly too: it sees a bounded prefix of the name.
+    return [m.group("players") for m in re.finditer(pattern, stem[:MAX_PLAYER_SCAN_CHARS])]
+
+
+def _split_players(players: str, rules: CatalogRules) -> list[str]:
+    if rules.player_separators == DEFAULT_PLAYER_SEPARATORS:
+        return split_default(players)
+    return re.split(rules.player_separators, players[:MAX_PLAYER_SCAN_CHARS])
+
+
 def find_players(stem: str, rules: CatalogRules) -> tuple[str, ...]:
     found: list[str] = []
     seen: set[str] = set()
     for pattern in rules.player_patterns:
-        for match in re.finditer(pattern, stem):
-            for name in re.split(rules.player_separators, match.group("players")):
+        for players in _player_spans(pattern, stem):
+            for name in _split_players(players, rules):
                 name = " ".join(name.split())
                 key = player_key(name)
                 if name and key not in seen:

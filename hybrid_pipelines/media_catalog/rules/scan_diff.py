@@ -151,6 +151,24 @@ class Entry:
         return self.path.rsplit("/", 1)[-1]
 
 
+def split_unusable(entries: Iterable[Entry], problem: Callable[[str], str | None]
+                   ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """Entries whose names can be catalogued, and the directories that cannot (with why).
+
+    Only directories are held back: nothing below one can be listed, so walking into it
+    would fail the scan on every resume. A file with such a name stays in the listing and is
+    recorded invalid with the reason when its probe refuses the path."""
+    kept: list[Entry] = []
+    skipped: list[tuple[Entry, str]] = []
+    for e in entries:
+        why = problem(e.name) if e.is_dir else None
+        if why is None:
+            kept.append(e)
+        else:
+            skipped.append((e, why))
+    return kept, skipped
+
+
 @dataclass
 class ListingDiff:
     # Children in walk order: FileDecision for files, Entry for subdirectories.

@@ -1,0 +1,128 @@
+"""Promotion of a cold model back onto the hot tier (JuiceFS), under the model's lock.
+
+Every file is written beneath the hot root only (hot_paths): the model directory and every
+directory below it are opened without following links, so a `models/<id>` that is a symlink,
+or a link inside it, refuses the promotion before anything is written; each file arrives
+through a temp file created O_EXCL|O_NOFOLLOW and checked against the cold copy.
+
+A hot file may already sit where a cold file goes: a leftover the sweep kept because its
+bytes differ from the cold copy (someone wrote the model directory after the demotion).
+Those bytes exist nowhere else, so the promotion never overwrites them: the file is renamed
+to a `<name>.hot-conflict-<UTC time>-<id>` sibling, the cold version takes its place, and the
+aside names are reported (Promotion.moved_aside, the run's metadata, the request's detail).
+Moving aside rather than refusing: whoever asked for the promotion is waiting for the model
+the row and the cold tier describe, and refusing would block it until someone sorted the
+directory by hand, while moving aside keeps both sets of bytes (the next demotion carries
+the aside file to the cold tier like any other file of the model)."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
+from hybrid_pipelines.ai_tiers.db import NS_MODEL, PosixTier, advisory_lock
+from hybrid_pipelines.ai_tiers.models import (
+    ModelLayout,
+    ModelTierError,
+    load_model,
+    model_segment,
+)
+from hybrid_pipelines.ai_tiers.rules.tier_policy import HOT
+from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model_id: str
+    already_hot: bool
+    files_downloaded: int
+    bytes_downloaded: int
+    size_bytes: int
+    weakly_verified: int = 0
+    moved_aside: tuple[str, ...] = ()  # hot files with other bytes, kept under these names
+
+
+def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                  model_id: str, now: datetime, layout: ModelLayout) -> Promotion:
+    """Copy a cold model into the hot path, verify, mark it hot. Concurrent calls for one
+    model wait for the lock, then find it hot and download nothing."""
+    model_segment(model_id)
+    with advisory_lock(conn, NS_MODEL, model_id):
+        current = load_model(conn, model_id)
+        if current is None:
+            raise ModelTierError(f"model {model_id!r} is not in model_locations; register it "
+                                 "before asking for a promotion")
+        hot.require_healthy()
+        if current.tier == HOT:
+            with conn.transaction():
+                conn.execute("UPDATE model_locations SET last_access = greatest(last_access, %s)"
+                             " WHERE model_id = %s", (now, model_id))
+            return Promotion(model_id, True, 0, 0, current.size_bytes)
+        prefix = layout.cold_prefix_for(model_id)
+        objects = list_objects(client, bucket, prefix)
+        if not objects:
+            raise ModelTierError(f"model {model_id}: the row says cold but "
+                                 f"{tier_copy.s3_url(bucket, prefix)} holds no objects")
+        try:
+            result = _copy_in(client, bucket, hot.root(), layout.hot_rel(model_id), prefix,
+                              objects, model_id)
+        except UnsafePathError as exc:
+            raise ModelTierError(f"model {model_id}: promotion refused, the row stays cold: "
+                                 f"{exc}") from exc
+        with conn.transaction():
+            conn.execute("UPDATE model_locations SET tier = 'hot', size_bytes = %s, "
+                         "last_access = greatest(last_access, %s), tier_changed_at = %s "
+                         "WHERE model_id = %s", (result.size_bytes, now, now, model_id))
+        return result
+
+
+def _copy_in(client: Any, bucket: str, root: Path, model_rel: str, prefix: str,
+             objects: list[tuple[str, int]], model_id: str) -> Promotion:
+    with hot_paths.open_dir(root, model_rel, create=True):
+        pass  # the model directory is a real directory beneath the root (or now exists)
+    tier_copy.sweep_temp_files(root, older_than_s=0, rel=model_rel)  # we hold the lock
+    files = downloaded = weak = total = 0
+    aside: list[str] = []
+    for key, size in objects:
+        name = safe_relpath(key[len(prefix):])
+        if not name or hot_paths.is_temp_name(name.rsplit("/", 1)[-1]):
+            raise UnsafePathError(f"cold object {tier_copy.s3_url(bucket, key)} cannot be a "
+                                  "file of the model (empty or temp-file name); rename it")
+        rel = f"{model_rel}/{name}"
+        total += size
+        if _matches_cold(client, bucket, key, root, rel, size):
+            continue  # a leftover of a failed delete that is still right
+        result = tier_copy.download_verified(client, bucket, key, root, rel,
+                                             require_checksum=False, replace=False)
+        files += 1
+        downloaded += result.digest.size
+        weak += result.verified_by == "size-only"
+        if result.moved_aside:
+            aside.append(result.moved_aside)
+    return Promotion(model_id, False, files, downloaded, total, weak, tuple(aside))
+
+
+def _matches_cold(client: Any, bucket: str, key: str, root: Path, rel: str, size: int) -> bool:
+    st = hot_paths.lstat(root, rel)
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return False
+    try:
+        tier_copy.verify_object(client, bucket, key, tier_copy.digest_beneath(root, rel)[0])
+        return True
+    except (tier_copy.CopyError, hot_paths.NotRegularFileError):
+        return False
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith("/"):
+                out.append((obj["Key"], int(obj["Size"])))
+    return out

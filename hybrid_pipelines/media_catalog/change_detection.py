@@ -1,0 +1,116 @@
+"""Does a partition need a run? A cheap, read-only look at the NAS and the catalog, used by
+the NAS sensor every tick (the scan itself lives in scan.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, parent_of
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.rules.catalog_paths import (
+    is_ignored,
+    is_ignored_dir_name,
+    name_problem,
+)
+from hybrid_pipelines.media_catalog.rules.scan_diff import (
+    PENDING,
+    STABLE,
+    Entry,
+    diff_listing,
+    listing_reason,
+    split_unusable,
+)
+from hybrid_pipelines.media_catalog.settings import CatalogSettings
+
+
+@dataclass
+class Changes:
+    """What a cheap look at one partition found; empty means nothing to do."""
+
+    partition_key: str
+    reasons: list[str] = field(default_factory=list)
+    busy: bool = False  # a scan of it is in progress (checkpoint updated recently)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(sorted(self.reasons)).encode()).hexdigest()[:16]
+
+    def summary(self, limit: int = 3) -> str:
+        more = f" (+{len(self.reasons) - limit} more)" if len(self.reasons) > limit else ""
+        return "; ".join(self.reasons[:limit]) + more
+
+
+def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSettings,
+                   partition_key: str, top: str, top_mtime: float | None,
+                   now: float | None = None, busy_for_s: float = 600.0) -> Changes:
+    """Read-only: does the partition need a run? Lists only inner directories and those with
+    files still being written; a changed or new directory is reported without listing it
+    (the run will). Also reports unfinished work in the catalog (a failed scan, files
+    waiting for a probe, a catalog or Firestore copy behind the files)."""
+    now = time.time() if now is None else now
+    out = Changes(partition_key)
+    unfinished = store.unfinished_scan(partition_key)
+    if unfinished:
+        scan_id, _last, status, updated_at = unfinished
+        if status == "running" and now - updated_at < busy_for_s:
+            out.busy = True  # a run is scanning it right now; look again next tick
+            return out
+        # Stale 'running' (the run died) or 'failed': the next run resumes it.
+        out.reasons.append(f"unfinished scan {scan_id} ({status})")
+    known_dirs = store.dir_states(partition_key)
+    if top_mtime is None:
+        if store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid")):
+            out.reasons.append(f"folder {top!r} is gone")
+        return out
+    if not known_dirs:
+        out.reasons.append(f"never scanned: {top!r}")
+        return out
+    waiting = store.count_files(partition_key, (STABLE,))
+    if waiting:
+        out.reasons.append(f"{waiting} stable file(s) waiting for a probe")
+    file_seq = store.partition_max_seq(partition_key)
+    if file_seq > store.get_state(f"catalog:{partition_key}")[0] \
+            or file_seq > store.get_state(f"firestore:{partition_key}")[0]:
+        out.reasons.append(f"catalog or Firestore behind change {file_seq}")
+    children: dict[str, list[str]] = defaultdict(list)
+    for path in known_dirs:
+        children[parent_of(path)].append(path)
+    pending_dirs = store.pending_dirs(partition_key)
+    rules = settings.rules
+
+    def visit(d: str, mtime: float) -> None:
+        known = known_dirs.get(d)
+        reason = listing_reason(mtime, known, full=False, has_pending=d in pending_dirs)
+        if reason in ("new", "changed"):
+            out.reasons.append(f"directory {d!r} {reason} (mtime {mtime!r})")
+            return
+        if reason is None:
+            return
+        entries = nas.list_dir(d)
+        if entries is None:
+            out.reasons.append(f"directory {d!r} vanished")
+            return
+        # Folders no path check accepts are the scan's to report; they are not changes.
+        entries, _unusable = split_unusable(entries, name_problem)
+
+        def ignored(e: Entry) -> bool:
+            return is_ignored_dir_name(e.name, rules) if e.is_dir \
+                else is_ignored(settings.relative(e.path), rules)
+
+        diff = diff_listing(entries, store.files_in_dir(d), children.get(d, ()), now,
+                            settings.stability, ignored)
+        for child in diff.children:
+            if isinstance(child, Entry):
+                visit(child.path, child.mtime)
+            elif child.writes:
+                o = child.obs
+                out.reasons.append(f"file {o.path!r} {child.kind} (size {o.size}, "
+                                   f"mtime {o.mtime!r})")
+        out.reasons.extend(f"file {p!r} deleted" for p in diff.deleted_files)
+        out.reasons.extend(f"directory {p!r} deleted" for p in diff.gone_dirs)
+
+    visit(top, top_mtime)
+    return out

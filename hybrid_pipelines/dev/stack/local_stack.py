@@ -92,6 +92,7 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         out: dict[str, str] = {
             "HP_SQLITE_CATALOG_PATH": str(self.state_dir / "catalog" / "catalog.db"),
+            "HP_SQLITE_CATALOG_REQUIRE_MOUNT": "false",  # a plain folder here, a volume deployed
             "HP_EFS_MOUNT_PATH": str(self.state_dir / "efs"),
             "HP_FFPROBE_PATH": "ffprobe",
             "HP_FFPROBE_TIMEOUT": "30",

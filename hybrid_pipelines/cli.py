@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Each domain adds its own commands (probe, simulate-uploads, ...) in `<domain>/commands.py`.
     import importlib
 
+    from hybrid_pipelines.sql import commands as db_commands
+
+    db_commands.add_commands(sub)
+
     for domain in DOMAINS:
         try:
             module = importlib.import_module(f"hybrid_pipelines.{domain}.commands")

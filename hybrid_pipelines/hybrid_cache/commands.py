@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from hybrid_pipelines.resources.build import build_resources
-
-
-def stack_env_path() -> Path:
-    return Path(os.environ.get("HP_STACK_DIR", ".local")) / "stack.env"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
-def connection_env(env_file: Path | None = None) -> dict[str, str]:
-    """HP_* variables from the environment, falling back to the local stack's stack.env."""
-    return {**read_env_file(env_file or stack_env_path()), **os.environ}
+from hybrid_pipelines.shared.env import connection_env
 
 
 def _simulate(args: argparse.Namespace) -> int:

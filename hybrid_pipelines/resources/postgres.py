@@ -21,6 +21,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
+from hybrid_pipelines.sql import schema_steps
+from hybrid_pipelines.sql.migrations import migrate
 
 ENV_VARS = ("HP_PG_HOST", "HP_PG_PORT", "HP_PG_USER", "HP_PG_PASSWORD", "HP_PG_DATABASE")
 
@@ -57,7 +59,12 @@ class PostgresResource(dg.ConfigurableResource):
         return make_conninfo(host=self.host, port=self.port, user=self.user,
                              password=self.password, dbname=self.database,
                              connect_timeout=self.connect_timeout_s,
-                             application_name="hybrid_pipelines")
+                             application_name="hybrid_pipelines",
+                             # The platform's TIMESTAMP columns (no zone) hold UTC: with the
+                             # session in UTC, now() and comparisons with timestamptz agree
+                             # with what the platform's services write, whatever the server's
+                             # own zone.
+                             options="-c TimeZone=UTC")
 
     @contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
@@ -70,19 +77,27 @@ class PostgresResource(dg.ConfigurableResource):
         return (self.host, self.port, self.user, self.database, name)
 
     def apply_schema(self, *names: str, force: bool = False) -> None:
-        """Apply `sql/<name>.sql` files (each idempotent: IF NOT EXISTS) the first time this
-        process meets this database, and skip them afterwards; `force` applies them anyway
-        (a database recreated under a running process)."""
+        """Bring the database up to schema `name` the first time this process meets it, and
+        skip it afterwards; `force` applies it anyway (a database recreated under a running
+        process). A schema with a step list (`sql/<name>_schema.py`, see sql/migrations.py)
+        is migrated online step by step; otherwise `sql/<name>.sql` (idempotent) is run."""
         with _APPLIED_LOCK:
             todo = [n for n in names if force or self._schema_key(n) not in _APPLIED]
         if not todo:
             return
-        with self.connect() as conn:
-            # One lock so concurrent runs don't race on CREATE ... IF NOT EXISTS.
-            conn.execute("SELECT pg_advisory_xact_lock(727274)")
-            for name in todo:
-                sql = pkg_resources.files("hybrid_pipelines.sql").joinpath(f"{name}.sql")
-                conn.execute(sql.read_text())
+        stepped = {n: steps for n in todo if (steps := schema_steps(n)) is not None}
+        if stepped:
+            with self.connect(autocommit=True) as conn:
+                for steps in stepped.values():
+                    migrate(conn, steps)
+        scripts = [n for n in todo if n not in stepped]
+        if scripts:
+            with self.connect() as conn:
+                # One lock so concurrent runs don't race on CREATE ... IF NOT EXISTS.
+                conn.execute("SELECT pg_advisory_xact_lock(727274)")
+                for name in scripts:
+                    sql = pkg_resources.files("hybrid_pipelines.sql").joinpath(f"{name}.sql")
+                    conn.execute(sql.read_text())
         # Remembered only once committed: a failed apply is tried again next time.
         with _APPLIED_LOCK:
             _APPLIED.update(self._schema_key(n) for n in todo)

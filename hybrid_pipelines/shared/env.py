@@ -4,7 +4,9 @@ act on (the variable, the bad value and what to set it to) instead of int()'s ba
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 
 class EnvVarError(ValueError):
@@ -42,3 +44,24 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def stack_env_path() -> Path:
+    return Path(os.environ.get("HP_STACK_DIR", ".local")) / "stack.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def connection_env(env_file: Path | None = None) -> dict[str, str]:
+    """HP_* variables from the environment, falling back to the local stack's stack.env."""
+    return {**read_env_file(env_file or stack_env_path()), **os.environ}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_pipelines.cli import main
-from hybrid_pipelines.hybrid_cache.commands import connection_env, read_env_file
+from hybrid_pipelines.shared.env import connection_env, read_env_file
 from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
 from hybrid_pipelines.hybrid_cache.uploads import MIB, PatternStream, mixed_sizes
 

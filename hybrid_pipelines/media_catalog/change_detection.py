@@ -54,12 +54,12 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
     out = Changes(partition_key)
     unfinished = store.unfinished_scan(partition_key)
     if unfinished:
-        scan_id, _last, status, updated_at = unfinished
-        if status == "running" and now - updated_at < busy_for_s:
+        scan_id, _last, state, updated_at = unfinished
+        if state == "running" and now - updated_at < busy_for_s:
             out.busy = True  # a run is scanning it right now; look again next tick
             return out
         # Stale 'running' (the run died) or 'failed': the next run resumes it.
-        out.reasons.append(f"unfinished scan {scan_id} ({status})")
+        out.reasons.append(f"unfinished scan {scan_id} ({state})")
     known_dirs = store.dir_states(partition_key)
     if top_mtime is None:
         if store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid")):

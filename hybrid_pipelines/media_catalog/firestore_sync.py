@@ -1,14 +1,17 @@
 """Incremental copy of the SQLite catalog to Firestore.
 
-Collections (document ids are stable: a hash of the path for files, slug+hash of the names
-for the rest, see core.catalog_paths):
+Collections (readable ids, see rules.firestore_ids and firestore_paths):
 
-    catalogs/{catalog_id}
-    catalogs/{catalog_id}/series/{series_id}
-    catalogs/{catalog_id}/series/{series_id}/contents/{content_id}
-    files/{file_id}
-    players/{player_id}
-    _sync_metadata/{partition doc}   cursor of each partition, and `players`
+    catalogs/{catalog name}                          catalogs/WSOP
+    catalogs/{catalog}/series/{series name}          .../series/WSOP 2024
+    .../series/{series}/contents/{content title}     .../contents/Main Event%2FDay1~<hash>
+    files/{hash of the path}
+    players/{player key}                             players/phil ivey
+    _sync_metadata/{partition doc}   cursor of each partition, and `players`; `id_scheme`
+
+A metadata document without `id_scheme` was written by the old code with slug+hash ids: the
+sync then stops and names the one-off job (firestore_id_migration) that moves those documents,
+instead of writing a second copy of every document beside them.
 
 Every row change in SQLite carries a change number (seq). A partition's sync sends the
 changes after its cursor in seq order, at most 500 writes per commit; the commit also writes
@@ -37,7 +40,7 @@ from hybrid_pipelines.media_catalog.catalog_store import (
     ChangeRow,
     json_list,
 )
-from hybrid_pipelines.media_catalog.rules.catalog_paths import catalog_id, folder_for
+from hybrid_pipelines.media_catalog.firestore_paths import LegacyIds, ReadableIds
 from hybrid_pipelines.resources import BackendError, FirestoreResource
 from hybrid_pipelines.resources.firestore import ENV_VARS, explain_firestore_error
 
@@ -76,7 +79,8 @@ class FirestoreSync:
     def __init__(self, store: CatalogStore, firestore: FirestoreResource, *,
                  batch_size: int = 500, timeout_s: float | None = None,
                  log: Log = lambda m: None,
-                 on_commit: Callable[[int, int], None] | None = None):
+                 on_commit: Callable[[int, int], None] | None = None,
+                 ids: LegacyIds | ReadableIds | None = None):
         from google.api_core.retry import Retry
 
         self.store, self.firestore, self.log = store, firestore, log
@@ -89,6 +93,8 @@ class FirestoreSync:
                                ENV_VARS) from exc
         self.retry = Retry(initial=0.2, maximum=2.0, multiplier=2.0, timeout=self.timeout_s)
         self.on_commit = on_commit  # (batch number, cursor) after each commit, for tests
+        # LegacyIds only to write documents the old way (the migration's tests).
+        self.ids = ids if ids is not None else ReadableIds(store)
 
     # ------------------------------------------------------------------ errors
 
@@ -101,21 +107,15 @@ class FirestoreSync:
     # ------------------------------------------------------------------ refs and documents
 
     def _ref(self, kind: str, row: dict[str, Any]) -> Any:
-        c = self.client
-        if kind == "file":
-            return c.collection("files").document(row["file_id"])
-        if kind == "player":
-            return c.collection("players").document(row["player_id"])
-        cat = c.collection("catalogs").document(row["catalog_id"])
-        if kind == "catalog":
-            return cat
-        ser = cat.collection("series").document(row["series_id"])
-        if kind == "series":
-            return ser
-        return ser.collection("contents").document(row["content_id"])
+        return self.client.document(*self.ids.parts(kind, row))
 
     def _doc(self, kind: str, row: dict[str, Any], partition_key: str) -> dict[str, Any] | None:
         """The document for a row, or None when it must be deleted."""
+        doc = self._fields(kind, row, partition_key)
+        return None if doc is None else self.ids.remap(kind, doc)
+
+    def _fields(self, kind: str, row: dict[str, Any],
+                partition_key: str) -> dict[str, Any] | None:
         common = {"updated_at": _ts(row["updated_at"]), "seq": row["seq"]}
         if kind == "file":
             if row["status"] == "deleted":
@@ -149,6 +149,16 @@ class FirestoreSync:
                 retry=self.retry, timeout=self.timeout_s)
         except Exception as exc:
             raise self._fail(f"reading {META}/{meta_id}", exc, cursor) from exc
+        if snap.exists and self.ids.scheme is not None:
+            data = snap.to_dict() or {}
+            if data.get("cursor") and data.get("id_scheme") != self.ids.scheme:
+                raise BackendError(
+                    "Firestore", self.firestore.address,
+                    f"{META}/{meta_id} says documents up to change {data.get('cursor')} were "
+                    "written with the old slug+hash document ids; syncing now would leave a "
+                    "second copy of each beside them. Run the one-off Dagster job "
+                    "firestore_id_migration (it moves them to readable ids, written and "
+                    "deleted in the same batch), then this sync again", ENV_VARS)
         if full:
             return 0, True
         if not snap.exists:
@@ -188,8 +198,10 @@ class FirestoreSync:
                     batch.set(self._ref(ch.kind, row), doc)
                     sets += 1
             last = changes[-1].seq
-            batch.set(self.client.collection(META).document(meta_id),
-                      {**meta, "cursor": last, "synced_at": datetime.now(UTC)})
+            meta_doc = {**meta, "cursor": last, "synced_at": datetime.now(UTC)}
+            if self.ids.scheme is not None:
+                meta_doc["id_scheme"] = self.ids.scheme
+            batch.set(self.client.collection(META).document(meta_id), meta_doc)
             try:
                 batch.commit(retry=self.retry, timeout=self.timeout_s)
             except Exception as exc:
@@ -265,9 +277,8 @@ class FirestoreSync:
             return int(result[0][0].value)
 
         flt = FieldFilter("partition", "==", partition_key)
-        folder = self.store.folder_of(partition_key) or folder_for(partition_key)
         series = self.client.collection("catalogs").document(
-            catalog_id(folder.rsplit("/", 1)[-1])).collection("series")
+            self.ids.catalog_of_partition(self.store, partition_key)).collection("series")
         try:
             # list_documents also finds series documents already deleted whose contents
             # are still there: those contents must count.

@@ -131,11 +131,19 @@ CREATE INDEX IF NOT EXISTS content_players_player ON content_players (player_id)
 
 -- One row per scan; a scan killed mid-way is resumed from last_path by the next run.
 -- Written in the same transaction as each batch of files.
+-- scan_id, last_path, processed_files and status are the archive analyzer design's columns,
+-- with its values: status 'in_progress' until the scan completes, then 'completed' (a
+-- failed scan is still in progress: the next run resumes it). `state` is ours, finer:
+-- running | done | failed. A catalog made before `state` existed had our values in
+-- `status` under a CHECK that refuses the design's: catalog_store.schema_upgrade rebuilds
+-- that one table once, in one transaction, keeping every row.
 CREATE TABLE IF NOT EXISTS scan_checkpoints (
     scan_id         TEXT PRIMARY KEY,
     partition_key   TEXT NOT NULL,
     mode            TEXT NOT NULL CHECK (mode IN ('incremental', 'full')),
-    status          TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    status          TEXT NOT NULL CHECK (status IN ('in_progress', 'completed')),
+    state           TEXT NOT NULL DEFAULT 'running'
+                    CHECK (state IN ('running', 'done', 'failed')),
     last_path       TEXT,
     processed_files INTEGER NOT NULL DEFAULT 0,
     new_files       INTEGER NOT NULL DEFAULT 0,

@@ -106,7 +106,7 @@ def test_scan_skips_a_badly_named_subfolder_and_completes(
         rows = {p.split(f"{folder}/", 1)[1]: status
                 for p, status in conn.execute("SELECT path, status FROM files")}
         unfinished = conn.execute(
-            "SELECT count(*) FROM scan_checkpoints WHERE status != 'done'").fetchone()[0]
+            "SELECT count(*) FROM scan_checkpoints WHERE status != 'completed'").fetchone()[0]
     assert rows == {"S1/good.mp4": "valid"}
     assert unfinished == 0
     # The sensor's cheap look sees nothing to do either: the bad names are not "changes".

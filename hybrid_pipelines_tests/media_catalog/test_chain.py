@@ -14,12 +14,8 @@ import pytest
 
 from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.media_catalog.firestore_sync import META, meta_doc_id
-from hybrid_pipelines.media_catalog.rules.catalog_paths import (
-    content_id,
-    file_id,
-    player_id,
-    series_id,
-)
+from hybrid_pipelines.media_catalog.rules.catalog_paths import file_id
+from hybrid_pipelines.media_catalog.rules.firestore_ids import doc_id, player_doc_id
 from hybrid_pipelines.resources import FirestoreResource, NASResource, SQLiteCatalogResource
 from hybrid_pipelines_tests.media_catalog.conftest import CHAIN
 
@@ -97,8 +93,9 @@ def test_chain_from_share_to_firestore(scenario: dict,
     assert (day1["status"], day1["video_codec"], day1["width"], day1["height"]) == \
         ("valid", "h264", 160, 120)
     assert day1["duration"] == pytest.approx(1.0, abs=0.1)
-    assert day1["content_id"] == content_id(folder, "WSOP 2024", "Main Event/Day1 - Phil Ivey "
-                                                                 "vs Tom Dwan")
+    # Reference fields name the readable document ids the web app looks up.
+    assert (day1["catalog_id"], day1["series_id"]) == (folder, "WSOP 2024")
+    assert day1["content_id"] == doc_id("Main Event/Day1 - Phil Ivey vs Tom Dwan")
     reasons = {Path(p).name: d["probe_error"] for p, d in by_path.items()
                if d["status"] == "invalid"}
     assert set(reasons) == {"random.mp4", "truncated.mp4", "zero.mp4", "notes.mp4"}
@@ -112,15 +109,13 @@ def test_chain_from_share_to_firestore(scenario: dict,
     client = firestore_resource.client()
     cat = client.collection("catalogs").document(day1["catalog_id"]).get().to_dict()
     assert (cat["name"], cat["file_count"], cat["series_count"]) == (folder, 13, 5)
-    korean = client.document(
-        f"catalogs/{day1['catalog_id']}/series/{series_id(folder, '포커 2025')}").get().to_dict()
+    korean = client.document(f"catalogs/{folder}/series/포커 2025").get().to_dict()
     assert (korean["name"], korean["content_count"]) == ("포커 2025", 4)
-    content = client.document(
-        f"catalogs/{day1['catalog_id']}/series/{day1['series_id']}/contents/"
-        f"{day1['content_id']}").get().to_dict()
+    content = client.document("catalogs", folder, "series", "WSOP 2024", "contents",
+                              day1["content_id"]).get().to_dict()
     assert content["title"] == "Main Event/Day1 - Phil Ivey vs Tom Dwan"
-    assert content["player_ids"] == [player_id("Phil Ivey"), player_id("Tom Dwan")]
-    hong = client.collection("players").document(player_id("홍길동")).get().to_dict()
+    assert content["player_ids"] == ["phil ivey", "tom dwan"]
+    hong = client.collection("players").document(player_doc_id("홍길동")).get().to_dict()
     assert hong["name"] == "홍길동" and hong["content_count"] >= 1
     meta = client.collection(META).document(meta_doc_id(folder)).get().to_dict()
     with sqlite3.connect(s["catalog"].path) as conn:
@@ -160,9 +155,8 @@ def test_deletes_and_renames_reach_firestore(scenario: dict,
     assert paths[new]["status"] == "valid" and paths[new]["video_codec"] == "h264"
     assert len(docs) == 12
     client = firestore_resource.client()
-    hr = client.document(f"catalogs/{paths[new]['catalog_id']}/series/"
-                         f"{series_id(folder, 'WSOP 2024')}/contents/"
-                         f"{content_id(folder, 'WSOP 2024', 'High Roller/Final Table')}").get()
+    hr = client.document("catalogs", paths[new]["catalog_id"], "series", "WSOP 2024",
+                         "contents", doc_id("High Roller/Final Table")).get()
     assert not hr.exists  # a content left without files is deleted, not left dangling
     check = result.get_asset_check_evaluations()[0]
     assert check.passed

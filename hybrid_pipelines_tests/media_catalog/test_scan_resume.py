@@ -59,7 +59,8 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     assert f"127.0.0.1:{server.port}" in message and "gave up after 4 attempts" in message
     assert "HP_NAS_HOST" in message and server.password not in message
     assert access.reconnects == 3
-    assert cp["status"] == "failed" and cp["processed_files"] == 200 == commits[-1]
+    assert cp["state"] == "failed" and cp["processed_files"] == 200 == commits[-1]
+    assert cp["status"] == "in_progress"  # the design's value: the next run resumes it
     with sqlite3.connect(catalog.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 200
 
@@ -73,11 +74,11 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     assert meta["processed_files"] == meta["new"] == meta["found"] == nas["total"]
     with sqlite3.connect(catalog.path) as conn:
         rows = conn.execute("SELECT path, first_scan_id FROM files").fetchall()
-        status = conn.execute("SELECT status, COUNT(*) FROM scan_checkpoints "
-                              "GROUP BY status").fetchall()
+        status = conn.execute("SELECT status, state, COUNT(*) FROM scan_checkpoints "
+                              "GROUP BY status, state").fetchall()
     assert len(rows) == len({r[0] for r in rows}) == nas["total"]
     assert {r[1] for r in rows} == {cp["scan_id"]}  # one scan, resumed, not a second one
-    assert status == [("done", 1)]
+    assert status == [("completed", "done", 1)]
     expected = {f"{folder}/Season {d}/Episode {i:03d} 회차.ts" for d in range(DIRS)
                 for i in range(PER_DIR)}
     assert {r[0] for r in rows} == expected

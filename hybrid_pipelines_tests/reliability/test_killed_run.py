@@ -95,14 +95,14 @@ def test_sigkilled_scan_run_resumes_from_its_checkpoint(nas_tree: tuple[Path, se
             child.wait()
 
     with sqlite3.connect(db) as conn:
-        cp = conn.execute("SELECT scan_id, status, processed_files FROM scan_checkpoints"
+        cp = conn.execute("SELECT scan_id, status, state, processed_files FROM scan_checkpoints"
                           ).fetchall()
         rows = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
     assert len(cp) == 1
-    scan_id, status, processed = cp[0]
+    scan_id, status, state, processed = cp[0]
     # Killed mid-way: the checkpoint still says running (nobody could mark it failed), and
     # it agrees with the rows, which committed in the same transactions.
-    assert status == "running", "the kill landed after the scan finished"
+    assert (status, state) == ("in_progress", "running"), "the kill landed after the scan ended"
     assert 0 < processed < len(expected)
     assert rows == processed
 
@@ -125,7 +125,7 @@ def test_sigkilled_scan_run_resumes_from_its_checkpoint(nas_tree: tuple[Path, se
     assert len(files) == len({p for p, _ in files}) == len(expected)
     assert {p for p, _ in files} == expected
     assert {s for _, s in files} == {scan_id}  # the killed scan, resumed, not a new one
-    assert statuses == [("done", 1)]
+    assert statuses == [("completed", 1)]
 
     again = dg.materialize([nas_media_files], partition_key=FOLDER,
                            instance=instance_with(FOLDER),

@@ -17,8 +17,11 @@ CLEAR_PROBE = ", ".join(f"{f} = NULL" for f in (*PROBE_FIELDS, "probe_error", "p
 
 
 def apply_schema(conn: sqlite3.Connection) -> None:
+    from hybrid_pipelines.media_catalog.catalog_store.schema_upgrade import upgrade
+
     sql = pkg_resources.files("hybrid_pipelines.sql").joinpath("catalog.sql").read_text()
     conn.executescript(sql)
+    upgrade(conn)
 
 
 def has_schema(conn: sqlite3.Connection) -> bool:
@@ -39,7 +42,13 @@ class StoreBase:
     """The connection and the change-number counter; each part of CatalogStore builds on it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        from hybrid_pipelines.media_catalog.catalog_store.schema_upgrade import upgrade
+
         self.conn = conn
+        # Whoever applied catalog.sql (the resource does, per process), a catalog made by an
+        # earlier version is brought up to date before any statement of ours meets it.
+        if has_schema(conn):
+            upgrade(conn)
 
     # ------------------------------------------------------------------ plumbing
 

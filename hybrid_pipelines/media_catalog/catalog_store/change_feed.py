@@ -91,3 +91,21 @@ class ChangeFeedStore(StoreBase):
         return {r[0] for r in self.conn.execute(
             "SELECT file_id FROM files WHERE partition_key = ? AND status != 'deleted'",
             (partition_key,))}
+
+    # ------------------------------------------------------------------ id migration
+
+    def partition_entity_rows(self, partition_key: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row of the partition that may have a Firestore document, tombstones too
+        (a tombstone not yet synced still has its document)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for table in ("contents", "series", "catalogs"):
+            out[table] = [dict(r) for r in self.conn.execute(
+                f"SELECT * FROM {table} WHERE partition_key = ?",  # noqa: S608 - fixed names
+                (partition_key,))]
+        out["files"] = [dict(r) for r in self.conn.execute(
+            "SELECT file_id FROM files WHERE partition_key = ? AND catalog_id IS NOT NULL",
+            (partition_key,))]
+        return out
+
+    def all_player_rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM players")]

@@ -112,27 +112,30 @@ class ScanStore(StoreBase):
             row = c.execute(
                 "SELECT scan_id, mode, last_path, processed_files, new_files, changed_files, "
                 "deleted_files, dirs_listed, attempts FROM scan_checkpoints "
-                "WHERE partition_key = ? AND status IN ('running', 'failed') "
+                "WHERE partition_key = ? AND state IN ('running', 'failed') "
                 "ORDER BY started_at DESC LIMIT 1", (partition_key,)).fetchone()
             if row:
                 # A full reconcile stays full when resumed; an incremental one may be upgraded.
                 resumed_mode = "full" if "full" in (row[1], mode) else "incremental"
-                c.execute("UPDATE scan_checkpoints SET status = 'running', mode = ?, "
+                c.execute("UPDATE scan_checkpoints SET state = 'running', "
+                          "status = 'in_progress', mode = ?, "
                           "attempts = attempts + 1, error = NULL, updated_at = ? "
                           "WHERE scan_id = ?", (resumed_mode, now, row[0]))
                 return Checkpoint(row[0], partition_key, resumed_mode, row[2], row[3], row[4],
                                   row[5], row[6], row[7], row[8] + 1, True)
             scan_id = uuid.uuid4().hex
             c.execute("INSERT INTO scan_checkpoints (scan_id, partition_key, mode, status, "
-                      "started_at, updated_at) VALUES (?, ?, ?, 'running', ?, ?)",
+                      "state, processed_files, started_at, updated_at) "
+                      "VALUES (?, ?, ?, 'in_progress', 'running', 0, ?, ?)",
                       (scan_id, partition_key, mode, now, now))
             return Checkpoint(scan_id, partition_key, mode, None, 0, 0, 0, 0, 0, 1, False)
 
     def unfinished_scan(self, partition_key: str) -> tuple[str, str | None, str, float] | None:
-        """(scan_id, last_path, status, updated_at) of the partition's unfinished scan."""
+        """(scan_id, last_path, state, updated_at) of the partition's unfinished scan; state
+        is ours (running | failed), the design's status says in_progress for both."""
         row = self.conn.execute(
-            "SELECT scan_id, last_path, status, updated_at FROM scan_checkpoints "
-            "WHERE partition_key = ? AND status IN ('running', 'failed') "
+            "SELECT scan_id, last_path, state, updated_at FROM scan_checkpoints "
+            "WHERE partition_key = ? AND state IN ('running', 'failed') "
             "ORDER BY started_at DESC LIMIT 1", (partition_key,)).fetchone()
         return (row[0], row[1], row[2], row[3]) if row else None
 
@@ -144,14 +147,16 @@ class ScanStore(StoreBase):
     def finish_checkpoint(self, cp: Checkpoint, folder: str) -> None:
         now = time.time()
         with self.transaction() as c:
-            c.execute("UPDATE scan_checkpoints SET status = 'done', finished_at = ?, "
+            c.execute("UPDATE scan_checkpoints SET status = 'completed', state = 'done', "
+                      "finished_at = ?, "
                       "updated_at = ? WHERE scan_id = ?", (now, now, cp.scan_id))
             c.execute("UPDATE folders SET last_scan_at = ?, last_scan_id = ? "
                       "WHERE partition_key = ?", (now, cp.scan_id, cp.partition_key))
 
     def fail_checkpoint(self, cp: Checkpoint, error: str) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE scan_checkpoints SET status = 'failed', error = ?, updated_at = ? "
+            # Still in_progress for the design: the next run resumes it from last_path.
+            c.execute("UPDATE scan_checkpoints SET state = 'failed', error = ?, updated_at = ? "
                       "WHERE scan_id = ?", (error[:2000], time.time(), cp.scan_id))
 
     # ------------------------------------------------------------------ scan writes

@@ -38,8 +38,9 @@ DEFAULT_PLAYER_SEPARATORS = r"\s+(?:vs|VS|Vs)\.?\s+|\s*,\s*|\s+&\s+"
 # the rules' fingerprint). Operators' own regexes see at most this many characters of a name.
 MAX_PLAYER_SCAN_CHARS = 200
 
-# Firestore document ids must not contain '/', be '.'/'..' or look like __x__; ours are
-# [a-z0-9-] only, whatever script the name is in.
+# The SQLite catalog's keys are [a-z0-9-] only, whatever script the name is in. They were the
+# Firestore document ids too until readable ids (rules.firestore_ids); LegacyIds in
+# firestore_paths still produces them, so the one-off migration finds those documents.
 _SLUG_STRIP = re.compile(r"[^a-z0-9]+")
 
 
@@ -150,8 +151,9 @@ def slug(text: str) -> str:
 
 
 def stable_id(*names: str) -> str:
-    """A readable, collision-safe document id: a slug of the last name plus a hash of all
-    of them ("wsop-2024-1f2e3d4c5b"); names without Latin letters get the hash alone."""
+    """A collision-safe SQLite key: a slug of the last name plus a hash of all of them
+    ("wsop-2024-1f2e3d4c5b"); names without Latin letters get the hash alone. Firestore ids
+    before readable ids (firestore_paths.LegacyIds)."""
     digest = _digest(*names)
     readable = slug(names[-1]) if names else ""
     return f"{readable}-{digest[:10]}" if readable else digest[:20]

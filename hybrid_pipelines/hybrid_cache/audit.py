@@ -28,6 +28,7 @@ from uuid import UUID
 import psycopg
 
 from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
+from hybrid_pipelines.hybrid_cache.objects import FID, CacheObjects
 from hybrid_pipelines.hybrid_cache.rules.cache_diff import merge_by_key
 from hybrid_pipelines.hybrid_cache.shared_keys import count_shared_keys
 from hybrid_pipelines.hybrid_cache.sync import describe, is_partial
@@ -150,8 +151,8 @@ def _cached_rows(conn: psycopg.Connection, prefix: str) -> Iterator[tuple[Any, .
         cur.itersize = 2000
         cur.execute("SELECT seaweed_fid, id, size, nas_status FROM file_metadata"
                     " WHERE cache_status = 'cached' AND seaweed_fid IS NOT NULL"
-                    "   AND starts_with(seaweed_fid, %s)"
-                    " ORDER BY seaweed_fid COLLATE \"C\"", (prefix,))
+                    "   AND starts_with(seaweed_fid, %s) AND seaweed_fid !~ %s"
+                    " ORDER BY seaweed_fid COLLATE \"C\"", (prefix, FID.pattern))
         yield from cur
 
 
@@ -161,10 +162,31 @@ def _by_key(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
         yield list(group)
 
 
+def _audit_file_ids(conn: psycopg.Connection, objects: CacheObjects, report: AuditReport,
+                    missing: dict[UUID, str | None]) -> None:
+    """Cached rows whose seaweed_fid is a SeaweedFS file id are not in the bucket listing:
+    each is asked of its volume server (HEAD)."""
+    rows = conn.execute("SELECT seaweed_fid, id, size, nas_status FROM file_metadata"
+                        " WHERE cache_status = 'cached' AND seaweed_fid ~ %s",
+                        (FID.pattern,)).fetchall()
+    for fid, file_id, size, nas_status in rows:
+        report.cached_rows += 1
+        try:
+            held = objects.size(fid)
+        except Exception as exc:  # noqa: BLE001 - reported, the audit goes on
+            report.errors.append(f"{file_id}: cannot look up file id {fid}: {describe(exc)}")
+            continue
+        report.objects_seen += held is not None
+        if held is None:
+            missing[file_id] = nas_status
+        elif held != int(size):
+            report.cache_size_mismatch.append(file_id)
+
+
 def _audit_cache(conn: psycopg.Connection, s3: Any, bucket: str, settings: AuditSettings,
-                 report: AuditReport) -> dict[UUID, str]:
+                 report: AuditReport) -> dict[UUID, str | None]:
     """Returns cache-missing row id -> nas_status, decided together with the NAS side."""
-    missing: dict[UUID, str] = {}
+    missing: dict[UUID, str | None] = {}
     with conn.transaction():
         for key, obj, rows in merge_by_key(_list_objects(s3, bucket, settings.key_prefix),
                                            _by_key(_cached_rows(conn, settings.key_prefix)),
@@ -277,7 +299,7 @@ def _walk_orphans(conn: psycopg.Connection, nas: NASFileSystem, settings: AuditS
 
 # ---- hash samples ------------------------------------------------------------------------
 
-def _hash_samples(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
+def _hash_samples(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileSystem,
                   settings: AuditSettings, report: AuditReport, nas_present: set[UUID],
                   cache_missing: dict[UUID, str]) -> None:
     if settings.hash_sample <= 0:
@@ -290,7 +312,7 @@ def _hash_samples(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSy
         if file_id in cache_missing or file_id in report.cache_size_mismatch:
             continue
         try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            body = objects.open(key)
             try:
                 got = sha256_of_stream(body)
             finally:
@@ -320,30 +342,36 @@ def _hash_samples(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSy
 
 
 def run_audit(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
-              settings: AuditSettings | None = None, now: float | None = None) -> AuditReport:
-    """Read-only. `conn` must be in autocommit mode."""
+              settings: AuditSettings | None = None, now: float | None = None,
+              master_url: str = "") -> AuditReport:
+    """Read-only. `conn` must be in autocommit mode. Rows whose seaweed_fid is a SeaweedFS
+    file id are audited through `master_url` (never counted missing from the bucket); without
+    it, or with a key_prefix, they are left out of the cache side."""
     settings = settings or AuditSettings()
     report = AuditReport()
     row = conn.execute("SELECT count(*), count(*) FILTER (WHERE nas_status = 'failed')"
                        " FROM file_metadata").fetchone()
     report.rows_total, report.sync_failed_rows = (row[0], row[1]) if row else (0, 0)
     report.shared_keys = count_shared_keys(conn)
+    objects = CacheObjects(s3, bucket, master_url)
     cache_missing = _audit_cache(conn, s3, bucket, settings, report)
+    if master_url and not settings.key_prefix:
+        _audit_file_ids(conn, objects, report, cache_missing)
     nas_present = _audit_nas(conn, nas, settings, report, cache_missing)
     for file_id, nas_status in cache_missing.items():
         safe = nas_status == "synced" and file_id in nas_present
         (report.cache_missing_safe if safe else report.cache_missing_at_risk).append(file_id)
     _walk_orphans(conn, nas, settings, report, time.time() if now is None else now)
-    _hash_samples(conn, s3, bucket, nas, settings, report, nas_present, cache_missing)
+    _hash_samples(conn, objects, nas, settings, report, nas_present, cache_missing)
     return report
 
 
 def run_reconcile(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
-                  settings: AuditSettings | None = None, now: float | None = None
-                  ) -> ReconcileReport:
+                  settings: AuditSettings | None = None, now: float | None = None,
+                  master_url: str = "") -> ReconcileReport:
     """Audit, then apply the safe fixes. Every update re-checks its precondition in SQL, so a
     sync or eviction that changed the row since the audit wins and the fix is skipped."""
-    audit = run_audit(conn, s3, bucket, nas, settings, now)
+    audit = run_audit(conn, s3, bucket, nas, settings, now, master_url)
     out = ReconcileReport(audit)
     if audit.nas_missing_requeue:
         out.requeued = conn.execute(

@@ -33,6 +33,7 @@ from psycopg import sql
 
 from hybrid_pipelines.hybrid_cache.health_gate import NAS
 from hybrid_pipelines.hybrid_cache.nas_recheck import RecheckSettings, recheck_copy
+from hybrid_pipelines.hybrid_cache.objects import FID, CacheObjects
 from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
     ORDER_BY,
     RECHECK_HASH_MAX_BYTES,
@@ -58,7 +59,6 @@ from hybrid_pipelines.resources.nas_fs import NASFileSystem
 
 log = logging.getLogger(__name__)
 
-DELETE_CHUNK = 1000  # S3 DeleteObjects limit
 MAX_ERRORS = 50  # error texts kept in a report
 
 Probe = Callable[[], Health]
@@ -150,6 +150,16 @@ def measure_usage(s3: Any, bucket: str, prefix: str, capacity_bytes: int) -> Usa
     return Usage(total, count, capacity_bytes)
 
 
+def _with_fid_bytes(conn: psycopg.Connection, usage: Usage) -> Usage:
+    """Objects the file server wrote straight to SeaweedFS (seaweed_fid a file id) are not in
+    the bucket listing: count them from their rows."""
+    row = conn.execute(
+        "SELECT count(*), COALESCE(sum(size), 0) FROM file_metadata"
+        " WHERE cache_status = 'cached' AND seaweed_fid ~ %s", (FID.pattern,)).fetchone()
+    objects, size = (int(row[0]), int(row[1])) if row else (0, 0)
+    return Usage(usage.bytes + size, usage.objects + objects, usage.capacity_bytes)
+
+
 def select_candidates(conn: psycopg.Connection, policy: Policy, limit: int, key_prefix: str = "",
                       exclude: list[UUID] | None = None, lock: bool = True) -> list[Candidate]:
     """Evictable rows in policy order: cached, synced AND verified, and on a key no other row
@@ -175,19 +185,12 @@ def select_candidates(conn: psycopg.Connection, policy: Policy, limit: int, key_
     return [Candidate(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
-def delete_objects(s3: Any, bucket: str, keys: list[str]) -> tuple[set[str], list[str]]:
-    """Delete keys in chunks; returns (deleted keys, error texts). S3 reports deleting a key that
-    is already gone as success, which is what we want: the object is not in the cache."""
-    deleted: set[str] = set()
-    errors: list[str] = []
-    for i in range(0, len(keys), DELETE_CHUNK):
-        chunk = keys[i:i + DELETE_CHUNK]
-        resp = s3.delete_objects(Bucket=bucket, Delete={
-            "Objects": [{"Key": k} for k in chunk], "Quiet": False})
-        deleted.update(d["Key"] for d in resp.get("Deleted", []))
-        for err in resp.get("Errors", []):
-            errors.append(f"{err.get('Key')}: {err.get('Code')} {err.get('Message', '')}")
-    return deleted, errors
+def delete_objects(s3: Any, bucket: str, keys: list[str], master_url: str = ""
+                   ) -> tuple[set[str], list[str]]:
+    """Delete keys (S3 keys in the bucket, SeaweedFS file ids on their volume server); returns
+    (deleted keys, error texts). A key already gone counts as deleted: the object is not in
+    the cache, which is what we want."""
+    return CacheObjects(s3, bucket, master_url).delete(keys)
 
 
 def _mark_evicted(conn: psycopg.Connection, ids: list[UUID]) -> int:
@@ -256,7 +259,8 @@ def _recheck_keys(conn: psycopg.Connection, nas: NASFileSystem, chosen: list[Can
 
 
 def _delete_keys(conn: psycopg.Connection, s3: Any, bucket: str, size_of: dict[str, int],
-                 checked: dict[str, list[KeyRow]], report: EvictionReport) -> list[UUID]:
+                 checked: dict[str, list[KeyRow]], report: EvictionReport,
+                 master_url: str = "") -> list[UUID]:
     """Lock, confirm nothing changed since the re-check, delete, mark. Returns evicted ids."""
     with conn.transaction():
         locked = key_rows(conn, list(checked), lock=True)
@@ -266,7 +270,7 @@ def _delete_keys(conn: psycopg.Connection, s3: Any, bucket: str, size_of: dict[s
         report.keys_busy += len(checked) - len(keep)
         if not keep:
             return []
-        deleted, errors = delete_objects(s3, bucket, keep)
+        deleted, errors = delete_objects(s3, bucket, keep, master_url)
         report.delete_errors += len(errors)
         for err in errors:
             report.note(f"delete failed: {err}")
@@ -293,8 +297,8 @@ def _one_per_key(candidates: list[Candidate]) -> list[Candidate]:
 def evict(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem, policy: Policy,
           need_bytes: int, max_files: int, batch_size: int = 100, key_prefix: str = "",
           report: EvictionReport | None = None, *, recheck: RecheckSettings | None = None,
-          probes: dict[str, Probe] | None = None, on_step: Step | None = None
-          ) -> EvictionReport:
+          probes: dict[str, Probe] | None = None, on_step: Step | None = None,
+          master_url: str = "") -> EvictionReport:
     """Evict in policy order until `need_bytes` are freed or `max_files` evicted. `conn` must be
     in autocommit mode: each batch's delete is one transaction. `probes` (backend -> health)
     tell a NAS outage, which stops the run, from one unreadable file, which is skipped."""
@@ -319,7 +323,7 @@ def evict(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem, po
         if on_step:
             on_step("checked", [r.id for rows in checked.values() for r in rows])
         evicted = _delete_keys(conn, s3, bucket, {c.key: c.size for c in chosen}, checked,
-                               report) if checked else []
+                               report, master_url) if checked else []
         gone = set(evicted)
         done.extend(i for i in set(seen) if i not in gone)
         if on_step and evicted:
@@ -330,17 +334,21 @@ def evict(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem, po
 def run_eviction(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
                  settings: EvictionSettings, usage: Usage | None = None, *,
                  probes: dict[str, Probe] | None = None,
-                 on_step: Step | None = None) -> EvictionReport:
+                 on_step: Step | None = None, master_url: str = "") -> EvictionReport:
     """Measure, and evict down to the target if usage is above the threshold. Every object is
     deleted only after its NAS copies were looked at again (nas_recheck)."""
-    usage = usage or measure_usage(s3, bucket, settings.key_prefix, settings.capacity_bytes)
+    if usage is None:
+        usage = measure_usage(s3, bucket, settings.key_prefix, settings.capacity_bytes)
+        if not settings.key_prefix:
+            usage = _with_fid_bytes(conn, usage)
     need = bytes_to_free(usage.bytes, settings.capacity_bytes, settings.threshold,
                          settings.target)
     report = EvictionReport(settings.policy.value, usage, need)
     if need <= 0:
         return report
     evict(conn, s3, bucket, nas, settings.policy, need, settings.max_files, settings.batch_size,
-          settings.key_prefix, report, recheck=settings.recheck, probes=probes, on_step=on_step)
+          settings.key_prefix, report, recheck=settings.recheck, probes=probes, on_step=on_step,
+          master_url=master_url)
     if report.shortfall_bytes and not report.stopped_reason:
         log.warning("freed %d of %d bytes: not enough cached files are synced, verified and "
                     "re-checked on the NAS (unsynced files, and keys another row still needs, "

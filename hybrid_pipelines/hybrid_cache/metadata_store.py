@@ -7,12 +7,24 @@ transaction) unless they say otherwise."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+
+# The queue: the platform writes 'pending'; a NULL nas_status (a row written oddly) is not
+# synced, so COALESCE(nas_status, 'pending') queues it too, never treats it as synced.
+# sync_attempts is nullable on the platform's table (DEFAULT 0 only): NULL is no attempt yet.
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """The platform's TIMESTAMP columns hold UTC without a zone (sessions run in UTC): attach
+    it, so they compare with our timestamptz values and with time.time()."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,10 @@ class FileRow:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> FileRow:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        values = {k: row[k] for k in cls.__dataclass_fields__}
+        values["created_at"] = as_utc(values["created_at"]) or datetime.now(UTC)
+        values["sync_attempts"] = values["sync_attempts"] or 0
+        return cls(**values)
 
 
 def release_expired_leases(conn: psycopg.Connection) -> int:
@@ -56,9 +71,9 @@ def claim_pending(conn: psycopg.Connection, owner: str, batch_size: int, lease_s
             " claimed_at = now(), lease_until = now() + make_interval(secs => %(lease)s),"
             " updated_at = now()"
             " WHERE id IN (SELECT id FROM file_metadata"
-            "   WHERE nas_status = 'pending' AND cache_status = 'cached'"
-            "     AND seaweed_fid IS NOT NULL AND sync_attempts < %(max_attempts)s"
-            "     AND (sync_attempts = 0 OR last_sync_at IS NULL"
+            "   WHERE COALESCE(nas_status, 'pending') = 'pending' AND cache_status = 'cached'"
+            "     AND seaweed_fid IS NOT NULL AND COALESCE(sync_attempts, 0) < %(max_attempts)s"
+            "     AND (COALESCE(sync_attempts, 0) = 0 OR last_sync_at IS NULL"
             "          OR last_sync_at < now() - make_interval(secs => %(delay)s))"
             "     AND NOT (id = ANY(%(exclude)s))"
             "   ORDER BY sync_priority DESC, created_at, id"
@@ -102,7 +117,8 @@ def reserve_nas_path(conn: psycopg.Connection, key: str, file_id: UUID, nas_path
         "   SET file_id = EXCLUDED.file_id, nas_path = EXCLUDED.nas_path, reserved_at = now()"
         "   WHERE r.file_id = EXCLUDED.file_id"
         "      OR NOT EXISTS (SELECT 1 FROM file_metadata f"
-        "                     WHERE f.id = r.file_id AND f.nas_status <> 'failed')"
+        "                     WHERE f.id = r.file_id"
+        "                       AND COALESCE(f.nas_status, 'pending') <> 'failed')"
         " RETURNING file_id", {"key": key, "id": file_id, "path": nas_path}).fetchone()
     if row is None:
         row = conn.execute("SELECT file_id FROM nas_path_reservations WHERE canonical_key = %s",
@@ -146,7 +162,8 @@ def mark_synced(conn: psycopg.Connection, file_id: UUID, owner: str, sha256: str
     """Only the run that still holds the lease may mark the row, and only after the NAS copy
     was verified; False means the lease was lost (another run owns the row now)."""
     cur = conn.execute(
-        "UPDATE file_metadata SET nas_status = 'synced', nas_path = %s, synced_at = now(),"
+        "UPDATE file_metadata SET nas_status = 'synced', nas_path = COALESCE(nas_path, %s),"
+        " synced_at = now(),"
         " last_sync_at = now(), nas_verified_at = now(), hash = COALESCE(hash, %s),"
         " last_error = NULL, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
         " updated_at = now()"
@@ -160,9 +177,10 @@ def record_failure(conn: psycopg.Connection, file_id: UUID, owner: str, error: s
     """Count a failed attempt: back to 'pending', or 'failed' once attempts reach the limit (at
     once for a permanent error). Returns the new status, None if the lease was lost."""
     row = conn.execute(
-        "UPDATE file_metadata SET sync_attempts = sync_attempts + 1, last_sync_at = now(),"
+        "UPDATE file_metadata SET sync_attempts = COALESCE(sync_attempts, 0) + 1,"
+        " last_sync_at = now(),"
         " last_error = %(error)s, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
-        " nas_status = CASE WHEN %(permanent)s OR sync_attempts + 1 >= %(max)s"
+        " nas_status = CASE WHEN %(permanent)s OR COALESCE(sync_attempts, 0) + 1 >= %(max)s"
         "                   THEN 'failed' ELSE 'pending' END,"
         " updated_at = now()"
         " WHERE id = %(id)s AND nas_status = 'syncing' AND claimed_by = %(owner)s"
@@ -195,6 +213,7 @@ def retry_failed(conn: psycopg.Connection) -> int:
 def record_access(conn: psycopg.Connection, file_id: UUID, hit: bool) -> None:
     """What the file server does on every read (the counters behind cache_hit_rate)."""
     conn.execute(
-        "UPDATE file_metadata SET access_count = access_count + 1, last_accessed = now(),"
+        "UPDATE file_metadata SET access_count = COALESCE(access_count, 0) + 1,"
+        " last_accessed = now(),"
         " cache_hits = cache_hits + %s, cache_misses = cache_misses + %s WHERE id = %s",
         (int(hit), int(not hit), file_id))

@@ -61,9 +61,20 @@ class HashMismatch(RuntimeError):
         super().__init__(message)
 
 
+# file_metadata.seaweed_fid is VARCHAR(100) on the platform's table.
+FID_MAX = 100
+
+
 def recache_key(prefix: str, file_id: UUID, stored_name: str) -> str:
-    return posixpath.join(prefix, str(file_id), stored_name) if prefix else \
-        f"{file_id}/{stored_name}"
+    """A key of this row's own: the id and the name's extension (the stored name itself can
+    be 255 characters, the column holds 100). A prefix that leaves no room fails clearly."""
+    ext = posixpath.splitext(stored_name)[1][:16]
+    key = posixpath.join(prefix, f"{file_id.hex}{ext}") if prefix else f"{file_id.hex}{ext}"
+    if len(key) > FID_MAX:
+        raise ValueError(f"re-cache key {key!r} is {len(key)} characters, over the {FID_MAX} "
+                         "that file_metadata.seaweed_fid holds: shorten the re-cache key_prefix "
+                         f"({prefix!r})")
+    return key
 
 
 def _claim_one(conn: psycopg.Connection, skip: list[UUID]) -> tuple[Any, ...] | None:
@@ -81,7 +92,7 @@ def cache_key_for(conn: psycopg.Connection, file_id: UUID, fid: str | None, pref
     for key in (fid, recache_key(prefix, file_id, stored_name)):
         if key and not referenced_by_others(conn, key, file_id):
             return key
-    return recache_key(prefix, file_id, f"{uuid.uuid4().hex[:8]}-{stored_name}")
+    return recache_key(prefix, uuid.uuid4(), stored_name)
 
 
 def discard_object(conn: psycopg.Connection, s3: Any, bucket: str, key: str,

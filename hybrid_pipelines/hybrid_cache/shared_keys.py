@@ -23,7 +23,9 @@ import psycopg
 ANOTHER_ROW_NEEDS_KEY = (
     "EXISTS (SELECT 1 FROM file_metadata o"
     " WHERE (o.seaweed_fid COLLATE \"C\") = (f.seaweed_fid COLLATE \"C\") AND o.id <> f.id"
-    "   AND NOT (o.nas_status = 'synced' AND o.nas_verified_at IS NOT NULL))")
+    # COALESCE: a NULL nas_status is not synced, so that row needs the object (NOT over a
+    # NULL would drop it from the EXISTS and let the object go).
+    "   AND NOT (COALESCE(o.nas_status, '') = 'synced' AND o.nas_verified_at IS NOT NULL))")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class KeyRow:
     size: int
     hash: str | None
     nas_path: str | None
-    nas_status: str
+    nas_status: str | None
     cache_status: str | None
     nas_verified_at: datetime | None
 

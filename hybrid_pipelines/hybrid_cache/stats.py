@@ -57,7 +57,7 @@ class QueueStats:
 def queue_stats(conn: psycopg.Connection) -> QueueStats:
     row = conn.execute(
         "SELECT count(*),"
-        " count(*) FILTER (WHERE nas_status = 'pending'),"
+        " count(*) FILTER (WHERE COALESCE(nas_status, 'pending') = 'pending'),"
         " count(*) FILTER (WHERE nas_status = 'syncing'),"
         " count(*) FILTER (WHERE nas_status = 'synced'),"
         " count(*) FILTER (WHERE nas_status = 'failed'),"
@@ -67,7 +67,8 @@ def queue_stats(conn: psycopg.Connection) -> QueueStats:
         " COALESCE(sum(cache_hits), 0), COALESCE(sum(cache_misses), 0),"
         " count(*) FILTER (WHERE last_sync_at > now() - %(window)s::interval),"
         " count(*) FILTER (WHERE last_sync_at > now() - %(window)s::interval"
-        "   AND (nas_status = 'failed' OR (nas_status <> 'synced' AND sync_attempts > 0)))"
+        "   AND (nas_status = 'failed' OR (COALESCE(nas_status, '') <> 'synced'"
+        "                              AND sync_attempts > 0)))"
         " FROM file_metadata", {"window": FAILURE_WINDOW}).fetchone()
     assert row is not None
     return QueueStats(*(int(v) for v in row))

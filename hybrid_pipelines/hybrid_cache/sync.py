@@ -33,8 +33,10 @@ from hybrid_pipelines.hybrid_cache.hashing_copy import (
     sha256_of_stream,
 )
 from hybrid_pipelines.hybrid_cache.lease_keeper import LeaseKeeper
+from hybrid_pipelines.hybrid_cache.objects import CacheObjects
 from hybrid_pipelines.hybrid_cache.placement import adopt_existing, place, remove_quietly, reserve
 from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
+from hybrid_pipelines.hybrid_cache.rules.nas_location import NASRoot, share_relative
 from hybrid_pipelines.hybrid_cache.sync_errors import (
     BackendDown,
     LeaseLost,
@@ -52,6 +54,9 @@ __all__ = ["BackendDown", "LeaseLost", "NASConflictError", "PermanentSyncError",
 log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
+# file_metadata.nas_path is VARCHAR(500) on the platform's table: a longer path cannot be
+# recorded, so it is refused before anything is written.
+NAS_PATH_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class SyncSettings:
     chunk_size: int = CHUNK_SIZE
     retry_delay_s: float = 60.0  # a failed file waits this long before its next attempt
     nas_root: str = ""  # every nas_path must lie beneath this NAS folder ('' = the whole share)
+    # How the file server's own nas_path values name the share (rules/nas_location): its SMB
+    # host and share (for UNC and smb:// paths) and where the share root is mounted (for
+    # absolute paths). '' refuses that form with a clear error.
+    nas_host: str = ""
+    nas_share: str = ""
+    nas_mount_path: str = ""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_batches", "max_attempts", "chunk_size"):
@@ -134,15 +145,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:1200]
 
 
+def nas_location(settings: SyncSettings) -> NASRoot:
+    """The NAS root the stored nas_path values are resolved against (the whole share here:
+    `nas_root` is checked after, naming its own setting)."""
+    return NASRoot(settings.nas_host, settings.nas_share, "", settings.nas_mount_path)
+
+
 def resolve_target(row: store.FileRow, settings: SyncSettings) -> str:
-    """The row's NAS path, checked: inside the share, not the share root, within nas_root."""
+    """The row's NAS path, checked: inside the share, not the share root, within nas_root.
+    The stored value may be share-relative, UNC, smb:// or absolute under the mount."""
     try:
-        target = safe_relpath(row.nas_path) if row.nas_path else \
+        target = share_relative(row.nas_path, nas_location(settings)) if row.nas_path else \
             default_nas_path(settings.nas_prefix, row)
     except UnsafePathError as exc:
         raise PermanentSyncError(f"nas_path {row.nas_path!r} is unsafe: {exc}") from exc
     if not target:
         raise PermanentSyncError("nas_path is empty (it names the share root)")
+    if not row.nas_path and len(target) > NAS_PATH_MAX:
+        raise PermanentSyncError(
+            f"the default NAS path for file {row.id} is {len(target)} characters, over the "
+            f"{NAS_PATH_MAX} that file_metadata.nas_path holds: shorten the sync's nas_prefix "
+            f"({settings.nas_prefix!r}) or the file's stored_name, or set its nas_path")
     if not is_within(target, settings.nas_root):
         raise PermanentSyncError(
             f"nas_path {row.nas_path!r} is outside the sync's NAS folder {settings.nas_root!r} "
@@ -150,7 +173,7 @@ def resolve_target(row: store.FileRow, settings: SyncSettings) -> str:
     return target
 
 
-def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
+def copy_one(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileSystem,
              row: store.FileRow, settings: SyncSettings, owner: str, token: str,
              keeper: LeaseKeeper) -> int:
     """Copy one claimed row to the NAS and mark it synced; returns the bytes copied. `keeper`
@@ -169,8 +192,8 @@ def copy_one(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
     if parent:
         nas.makedirs(parent)
     tmp = temp_name(target, token)
-    obj = s3.get_object(Bucket=bucket, Key=row.seaweed_fid)
-    body = obj["Body"]
+    assert row.seaweed_fid is not None  # claim_pending takes only rows with one
+    body = objects.open(row.seaweed_fid)
     try:
         try:
             with nas.open_write(tmp) as out:
@@ -210,11 +233,14 @@ def _backend_down(probes: dict[str, Probe]) -> BackendDown | None:
 def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
                      settings: SyncSettings | None = None, *, owner: str | None = None,
                      probes: dict[str, Probe] | None = None,
-                     on_file: Callable[[store.FileRow, str], None] | None = None) -> SyncReport:
+                     on_file: Callable[[store.FileRow, str], None] | None = None,
+                     master_url: str = "") -> SyncReport:
     """Sync pending rows batch by batch. `conn` must be in autocommit mode. `probes` (backend ->
     health check) tell a backend outage from a bad file: on an outage the run hands its claimed
-    rows back without charging attempts and stops. `on_file(row, outcome)` follows progress."""
+    rows back without charging attempts and stops. `on_file(row, outcome)` follows progress.
+    `master_url` (SeaweedFS master) reads rows whose seaweed_fid is a SeaweedFS file id."""
     settings = settings or SyncSettings()
+    objects = CacheObjects(s3, bucket, master_url)
     owner = owner or f"sync-{uuid.uuid4().hex[:12]}"
     token = uuid.uuid4().hex[:8]
     report = SyncReport(owner)
@@ -238,7 +264,7 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
                     outcome = "lease_lost"
                     report.leases_lost += 1
                 else:
-                    outcome = _sync_row(conn, s3, bucket, nas, row, settings, owner, token,
+                    outcome = _sync_row(conn, objects, nas, row, settings, owner, token,
                                         report, probes, keeper)
                 done += 1
                 if on_file:
@@ -261,11 +287,11 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
     return report
 
 
-def _sync_row(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
+def _sync_row(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileSystem,
               row: store.FileRow, settings: SyncSettings, owner: str, token: str,
               report: SyncReport, probes: dict[str, Probe], keeper: LeaseKeeper) -> str:
     try:
-        report.bytes_synced += copy_one(conn, s3, bucket, nas, row, settings, owner, token,
+        report.bytes_synced += copy_one(conn, objects, nas, row, settings, owner, token,
                                         keeper)
     except LeaseLost as exc:
         report.leases_lost += 1

@@ -18,7 +18,19 @@ from hybrid_pipelines.hybrid_cache.runtime import prepare
 from hybrid_pipelines.hybrid_cache.uploads import UploadedFile, upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
-from hybrid_pipelines_tests.conftest import seaweedfs_resource_for
+from hybrid_pipelines_tests.conftest import postgres_resource_for, seaweedfs_resource_for
+
+
+@pytest.fixture(scope="session")
+def postgres_resource(pg_server: Any) -> PostgresResource:
+    """This domain's own database, empty at the start: prepare() creates file_metadata from the
+    file server's verbatim DDL (VARCHAR, TIMESTAMP without zone, nullable nas_status) and adds
+    our columns, so every hybrid-cache test runs on the platform's table as it is."""
+    name = f"hc_{secrets.token_hex(4)}"
+    admin = postgres_resource_for(pg_server, database="postgres")
+    with admin.connect(autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')  # a generated name, not input
+    return postgres_resource_for(pg_server, database=name)
 
 
 @pytest.fixture(scope="session")

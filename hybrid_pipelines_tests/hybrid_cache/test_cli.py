@@ -7,24 +7,27 @@ from pathlib import Path
 import pytest
 
 from hybrid_pipelines.cli import main
-from hybrid_pipelines.shared.env import connection_env, read_env_file
 from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
 from hybrid_pipelines.hybrid_cache.uploads import MIB, PatternStream, mixed_sizes
+from hybrid_pipelines.shared.env import connection_env, read_env_file
 
 from .conftest import nas_bytes, sha
 
 
-def _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server) -> None:
+def _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server,
+                  database: str) -> None:
     env = {**pg_server.env(), **seaweed_server.env(), **samba_server.env()}
     for key, value in env.items():
         if key.startswith("HP_"):
             monkeypatch.setenv(key, value)
+    # The domain's own database (conftest.postgres_resource), holding the verbatim table.
+    monkeypatch.setenv("HP_PG_DATABASE", database)
 
 
 def test_simulate_uploads_writes_objects_and_rows(conn, s3, s3_resource, prefix, monkeypatch,
                                                  pg_server, seaweed_server, samba_server,
                                                  capsys) -> None:
-    _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server)
+    _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server, conn.info.dbname)
     rc = main(["simulate-uploads", "12", "--seed", "5", "--max-size-mb", "2",
                "--key-prefix", f"{prefix}/", "--nas-prefix", prefix])
     assert rc == 0
@@ -45,7 +48,7 @@ def test_simulate_uploads_writes_objects_and_rows(conn, s3, s3_resource, prefix,
 def test_simulate_uploads_falls_back_to_the_nas_when_seaweedfs_is_down(
         conn, nas_fs, prefix, monkeypatch, pg_server, seaweed_server, samba_server,
         capsys) -> None:
-    _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server)
+    _point_env_at(monkeypatch, pg_server, seaweed_server, samba_server, conn.info.dbname)
     monkeypatch.setenv("HP_SEAWEEDFS_S3_ENDPOINT", "http://127.0.0.1:9")  # nothing listens
     monkeypatch.setenv("HP_SEAWEEDFS_MASTER_URL", "")
     assert main(["simulate-uploads", "3", "--seed", "1", "--max-size-mb", "0.5",

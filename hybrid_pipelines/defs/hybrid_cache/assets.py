@@ -141,7 +141,8 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
             return
         conn, health = gate
         report = run_pending_sync(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
-                                  settings, probes=probes(seaweedfs, nas))
+                                  settings, probes=probes(seaweedfs, nas),
+                                  master_url=seaweedfs.master_url)
         _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
     for err in report.errors[:20]:
@@ -175,7 +176,8 @@ def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
             return
         conn, health = gate
         report = run_eviction(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
-                              settings, probes=probes(seaweedfs, nas))
+                              settings, probes=probes(seaweedfs, nas),
+                              master_url=seaweedfs.master_url)
         _note_stop(context, conn, report, health, policy)
         stats = queue_stats(conn)
     if report.shortfall_bytes and not report.stopped_reason:

@@ -35,7 +35,7 @@ def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfi
                 description=f"audit not possible: {reason}",
                 metadata={**health_metadata(gates), "skipped": 1})
         report = run_audit(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
-                           settings)
+                           settings, master_url=seaweedfs.master_url)
     for err in report.errors[:20]:
         context.log.warning(err)
     drift = report.drift_items
@@ -64,7 +64,7 @@ def reconcile_cache(context: dg.OpExecutionContext, config: AuditConfig,
             raise dg.Failure(f"reconcile needs both backends: {reason}",
                              metadata=health_metadata(gates))
         result = run_reconcile(conn, seaweedfs.get_client(), seaweedfs.bucket, nas.fs(),
-                               settings)
+                               settings, master_url=seaweedfs.master_url)
     for err in result.audit.errors[:20]:
         context.log.warning(err)
     meta = result.metadata()

@@ -25,7 +25,7 @@ def parse_policy(name: str) -> Policy:
 
 
 # ORDER BY clauses per policy. Fixed strings (never user input) that match the partial indexes
-# in sql/hybrid_cache.sql exactly, so Postgres reads candidates in index order. A file never
+# in sql/hybrid_cache_schema.py exactly, so Postgres reads candidates in index order. A file never
 # accessed counts as accessed at upload time.
 ORDER_BY: dict[Policy, str] = {
     Policy.LRU: "COALESCE(last_accessed, created_at), id",

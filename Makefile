@@ -15,6 +15,9 @@ PYTEST_ARGS ?=
 dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C stops all)
 	$(BIN)/hybrid-pipelines dev
 
+dev-platform: setup  ## make dev with the platform simulated (its tables verbatim + a writer)
+	HP_STACK_PLATFORM=1 $(BIN)/hybrid-pipelines dev
+
 test: setup  ## the test suite against real servers (reliability suite: make reliability)
 	$(BIN)/python -m pytest --ignore=hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
 

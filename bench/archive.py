@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from importlib import resources as pkg_resources
 from pathlib import Path
 
 import psycopg
@@ -36,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hybrid_pipelines.ai_tiers import contexts  # noqa: E402
 from hybrid_pipelines.dev.stack.postgres import PostgresServer  # noqa: E402
 from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
+from hybrid_pipelines.sql.ai_tiers_schema import STEPS  # noqa: E402
+from hybrid_pipelines.sql.platform import AI_PLATFORM, platform_ddl  # noqa: E402
 
 BATCH = 10_000
 NOW = datetime(2025, 3, 31, 3, 0, tzinfo=UTC)
@@ -79,10 +80,13 @@ class PeakSampler:
 
 
 def seed(conn: psycopg.Connection, schema: str, rows: int) -> None:
-    sql = pkg_resources.files("hybrid_pipelines.sql").joinpath("ai_tiers.sql").read_text()
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"SET search_path TO {schema}")
-    conn.execute(sql)
+    # The platform's tables as its init.sql made them, then our additions (indexes built
+    # plainly here: the tables are empty and nobody else writes them).
+    conn.execute(platform_ddl(AI_PLATFORM))
+    for step in STEPS:
+        conn.execute(step.apply_sql.replace("INDEX CONCURRENTLY", "INDEX"))
     # 30% idle for 40 days (eligible), 70% touched 5 days ago; ~250-byte JSONB messages.
     conn.execute(
         "INSERT INTO user_contexts (user_id, conversation_id, messages, created_at, updated_at) "

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
+DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers", "backups")
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def _stack(args: argparse.Namespace) -> int:
 
     stack = LocalStack.load(Path(args.state_dir).resolve() if args.state_dir else None)
     if args.action == "up":
+        _platform_options(args)
         stack.up()
     elif args.action == "down":
         stack.down()
@@ -33,6 +34,22 @@ def _stack(args: argparse.Namespace) -> int:
             print(f"{r['server']:<10} {r['address']!s:<34} {r['pid'] or '-'!s:>7}  {health}")
         return 0 if all(r["healthy"] for r in rows) else 1
     return 0
+
+
+def _platform_options(args: argparse.Namespace) -> None:
+    """`stack up --platform [--platform-interval S]`: the same as HP_STACK_PLATFORM=1 (which
+    `hybrid-pipelines dev` and `make dev` honour) and HP_STACK_PLATFORM_INTERVAL_S."""
+    from hybrid_pipelines.dev.platform_sim.runner import INTERVAL_ENV
+    from hybrid_pipelines.dev.stack.platform import PLATFORM_ENV
+
+    if args.platform_interval is not None:
+        if args.platform_interval <= 0:
+            raise ValueError(f"--platform-interval {args.platform_interval}: give the seconds "
+                             "between the simulated platform's actions, more than 0")
+        os.environ[INTERVAL_ENV] = str(args.platform_interval)
+        args.platform = True
+    if args.platform:
+        os.environ[PLATFORM_ENV] = "1"
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -154,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["up", "down", "status"])
     st.add_argument("--state-dir",
                     help="data folder of the stack (default: $HP_STACK_DIR or .local)")
+    st.add_argument("--platform", action="store_true",
+                    help="up: also create the platform's own tables (verbatim DDL) where "
+                         "missing and run a writer behaving like its file server and AI backend "
+                         "(same as HP_STACK_PLATFORM=1)")
+    st.add_argument("--platform-interval", type=float, metavar="SECONDS",
+                    help="up: seconds between the simulated platform's actions (default 1; "
+                         "implies --platform)")
     st.set_defaults(func=_stack)
 
     dv = sub.add_parser("dev", help="stack up, then `dagster dev`; Ctrl-C stops everything")

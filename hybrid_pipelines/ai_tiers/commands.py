@@ -5,8 +5,9 @@
   ai-tiers reactivate USER_ID CONV_ID      queue a reactivation (context_reactivation_requests)
   ai-tiers delete-outputs USER_ID [--output-id UUID]   queue a deletion (output_deletion_requests)
 
-PostgreSQL comes from the same HP_PG_* variables as the Dagster resources, turned into the
-resource by the same code (resources/build.py, HP_RESOURCES_MODE included)."""
+PostgreSQL is the AI platform's database, the jobs' `ai_postgres` resource, built by the same
+code from the same variables (resources/build.py: POSTGRES_* or HP_AI_PG_*,
+HP_RESOURCES_MODE included)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import os
 
 from hybrid_pipelines.resources import PostgresResource
 from hybrid_pipelines.resources.build import build_resources
+from hybrid_pipelines.sql import SCHEMA_RESOURCE
 
 SCHEMA = "ai_tiers"
 
 
 def _postgres() -> PostgresResource:
-    return build_resources(os.environ, only=("postgres",))["postgres"]
+    key = SCHEMA_RESOURCE[SCHEMA]
+    return build_resources(os.environ, only=(key,))[key]
 
 
 def _insert(sql: str, params: tuple[object, ...]) -> int:

@@ -28,9 +28,16 @@ import psycopg
 
 from hybrid_pipelines.ai_tiers import tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_CONTEXT_EXPIRY, try_advisory_lock, unlock
-from hybrid_pipelines.ai_tiers.rules.tier_policy import day_bounds, export_key
+from hybrid_pipelines.ai_tiers.rules.tier_policy import (
+    as_utc,
+    day_bounds,
+    export_key,
+    naive_utc,
+)
 
-_COLUMNS = "id, user_id, conversation_id, messages, created_at, updated_at"
+# The platform's own archiver leaves our updated_at NULL: archived_at stands in for it.
+_COLUMNS = ("id, user_id, conversation_id, messages, created_at, "
+            "coalesce(updated_at, archived_at)")
 
 
 @dataclass
@@ -48,8 +55,9 @@ class ExpiryReport:
 def _row_line(row: tuple[Any, ...]) -> bytes:
     rid, user_id, conv, messages, created, updated, archived = row[:7]
     return json.dumps({"id": rid, "user_id": user_id, "conversation_id": conv,
-                       "messages": messages, "created_at": created.isoformat(),
-                       "updated_at": updated.isoformat(), "archived_at": archived.isoformat()},
+                       "messages": messages, "created_at": as_utc(created).isoformat(),
+                       "updated_at": as_utc(updated).isoformat(),
+                       "archived_at": as_utc(archived).isoformat()},
                       ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -60,7 +68,7 @@ def _day_rows(conn: psycopg.Connection, day: date, cutoff: datetime) -> Iterator
         cur.execute(f"SELECT {_COLUMNS}, archived_at, xmin::text::bigint "  # noqa: S608
                     "FROM user_contexts_archive "
                     "WHERE archived_at >= %s AND archived_at < %s AND archived_at <= %s "
-                    "ORDER BY id", (start, end, cutoff))
+                    "ORDER BY id", (naive_utc(start), naive_utc(end), naive_utc(cutoff)))
         yield from cur
 
 
@@ -142,8 +150,8 @@ def expire_archive(conn: psycopg.Connection, client: Any, bucket: str, cutoff: d
         return report
     try:
         days = [r[0] for r in conn.execute(
-            "SELECT DISTINCT (archived_at AT TIME ZONE 'UTC')::date FROM user_contexts_archive "
-            "WHERE archived_at <= %s ORDER BY 1", (cutoff,))]
+            "SELECT DISTINCT archived_at::date FROM user_contexts_archive "
+            "WHERE archived_at <= %s ORDER BY 1", (naive_utc(cutoff),))]
         with tempfile.TemporaryDirectory(prefix="hp-expiry-") as tmp:
             for day in days:
                 key = export_key(prefix, day, report.run_id)

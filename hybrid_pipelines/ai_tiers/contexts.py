@@ -27,8 +27,12 @@ from hybrid_pipelines.ai_tiers.db import (
     NS_CONVERSATION,
     advisory_lock,
 )
+from hybrid_pipelines.ai_tiers.rules.tier_policy import as_utc, naive_utc
 
-_COLUMNS = "id, user_id, conversation_id, messages, created_at, updated_at"
+# The platform's columns, without `id`: each table numbers its own rows (SERIAL), and the
+# platform's own archiver inserts into the archive letting its sequence pick the id, so an id
+# copied from the warm table would collide with the next one it takes.
+_MOVED = "user_id, conversation_id, messages, created_at, updated_at"
 
 # The whole move in one statement; LIMIT bounds memory and lock time per batch. Batches walk
 # the (updated_at, id) index from where the previous one stopped, so each reads only its own
@@ -37,8 +41,8 @@ ARCHIVE_BATCH_SQL = f"""
 WITH batch AS (
     SELECT id, updated_at FROM user_contexts
     WHERE updated_at <= %(cutoff)s
-      AND (updated_at, id) > (coalesce(%(after_ts)s::timestamptz, '-infinity'),
-                              coalesce(%(after_id)s::bigint, 0))
+      AND (updated_at, id) > (coalesce(%(after_ts)s::timestamp, '-infinity'),
+                              coalesce(%(after_id)s::integer, 0))
     ORDER BY updated_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -46,13 +50,14 @@ WITH batch AS (
     -- = ANY(ARRAY(...)) makes it a primary-key lookup; a join here lets the planner pick a
     -- full scan of the warm table for every batch.
     DELETE FROM user_contexts c WHERE c.id = ANY(ARRAY(SELECT id FROM batch))
-    RETURNING c.{_COLUMNS.replace(", ", ", c.")}
+    RETURNING c.{_MOVED.replace(", ", ", c.")}
 ), ins AS (
-    INSERT INTO user_contexts_archive ({_COLUMNS}, archived_at)
-    SELECT {_COLUMNS}, %(archived_at)s FROM moved
+    INSERT INTO user_contexts_archive ({_MOVED}, archived_at)
+    SELECT {_MOVED}, %(archived_at)s FROM moved
     ON CONFLICT (user_id, conversation_id) DO UPDATE SET
         messages = user_contexts_archive.messages || EXCLUDED.messages,
-        updated_at = greatest(user_contexts_archive.updated_at, EXCLUDED.updated_at),
+        updated_at = greatest(coalesce(user_contexts_archive.updated_at,
+                                       user_contexts_archive.archived_at), EXCLUDED.updated_at),
         archived_at = EXCLUDED.archived_at
     RETURNING (xmax = 0) AS inserted, octet_length(messages::text) AS bytes
 ), last AS (
@@ -66,13 +71,14 @@ FROM ins
 # The same move as the plain single statement, without batching (the benchmark's baseline).
 ARCHIVE_PLAIN_SQL = f"""
 WITH moved AS (
-    DELETE FROM user_contexts WHERE updated_at <= %(cutoff)s RETURNING {_COLUMNS}
+    DELETE FROM user_contexts WHERE updated_at <= %(cutoff)s RETURNING {_MOVED}
 )
-INSERT INTO user_contexts_archive ({_COLUMNS}, archived_at)
-SELECT {_COLUMNS}, %(archived_at)s FROM moved
+INSERT INTO user_contexts_archive ({_MOVED}, archived_at)
+SELECT {_MOVED}, %(archived_at)s FROM moved
 ON CONFLICT (user_id, conversation_id) DO UPDATE SET
     messages = user_contexts_archive.messages || EXCLUDED.messages,
-    updated_at = greatest(user_contexts_archive.updated_at, EXCLUDED.updated_at),
+    updated_at = greatest(coalesce(user_contexts_archive.updated_at,
+                                   user_contexts_archive.archived_at), EXCLUDED.updated_at),
     archived_at = EXCLUDED.archived_at
 """  # noqa: S608 - only fixed column names are interpolated
 
@@ -93,7 +99,8 @@ def archive_contexts(conn: psycopg.Connection, cutoff: datetime, archived_at: da
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     report = ArchiveReport()
-    params: dict[str, Any] = {"cutoff": cutoff, "limit": batch_size, "archived_at": archived_at,
+    params: dict[str, Any] = {"cutoff": naive_utc(cutoff), "limit": batch_size,
+                              "archived_at": naive_utc(archived_at),
                               "after_ts": None, "after_id": None}
     while max_batches is None or report.batches < max_batches:
         with conn.transaction():
@@ -141,19 +148,20 @@ class Reactivation:
     exports_merged: int = 0  # exported lives brought back (a conversation may have several)
 
 
-_REACTIVATE_SQL = f"""
+_REACTIVATE_SQL = """
 WITH moved AS (
     DELETE FROM user_contexts_archive WHERE user_id = %(user)s AND conversation_id = %(conv)s
-    RETURNING {_COLUMNS}
+    RETURNING user_id, conversation_id, messages, created_at,
+              coalesce(updated_at, archived_at) AS updated_at
 )
-INSERT INTO user_contexts ({_COLUMNS})
-SELECT id, user_id, conversation_id, messages, created_at, greatest(updated_at, %(now)s)
+INSERT INTO user_contexts (user_id, conversation_id, messages, created_at, updated_at)
+SELECT user_id, conversation_id, messages, created_at, greatest(updated_at, %(now)s)
 FROM moved
 ON CONFLICT (user_id, conversation_id) DO UPDATE SET
     messages = EXCLUDED.messages || user_contexts.messages,
     updated_at = greatest(user_contexts.updated_at, EXCLUDED.updated_at)
 RETURNING (xmax = 0) AS inserted
-"""  # noqa: S608 - only fixed column names are interpolated
+"""
 
 
 def reactivate_context(conn: psycopg.Connection, client: Any, bucket: str, user_id: str,
@@ -168,7 +176,7 @@ def reactivate_context(conn: psycopg.Connection, client: Any, bucket: str, user_
 
 def _reactivate(conn: psycopg.Connection, client: Any, bucket: str, user_id: str,
                 conversation_id: str, now: datetime) -> Reactivation:
-    params = {"user": user_id, "conv": conversation_id, "now": now}
+    params = {"user": user_id, "conv": conversation_id, "now": naive_utc(now)}
     tombs = _tombstones(conn, user_id, conversation_id)
     records = _exported_records(client, bucket, user_id, conversation_id, tombs)
     with conn.transaction():
@@ -243,21 +251,24 @@ def _exported_records(client: Any, bucket: str, user_id: str, conversation_id: s
 
 # Exported lives are older than whatever is warm now (an archived twin just moved back
 # included), so their messages go first.
-_RESTORE_SQL = f"""
-INSERT INTO user_contexts ({_COLUMNS})
-VALUES (%(id)s, %(user)s, %(conv)s, %(messages)s, %(created)s,
-        greatest(%(updated)s::timestamptz, %(now)s))
+_RESTORE_SQL = """
+INSERT INTO user_contexts (user_id, conversation_id, messages, created_at, updated_at)
+VALUES (%(user)s, %(conv)s, %(messages)s,
+        %(created)s::timestamptz AT TIME ZONE 'UTC',
+        greatest(%(updated)s::timestamptz AT TIME ZONE 'UTC', %(now)s))
 ON CONFLICT (user_id, conversation_id) DO UPDATE SET
     messages = EXCLUDED.messages || user_contexts.messages,
     updated_at = greatest(user_contexts.updated_at, EXCLUDED.updated_at)
 RETURNING (xmax = 0)
-"""  # noqa: S608 - only fixed column names are interpolated
+"""
 
 
 def _restore_params(records: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     messages: list[Any] = []
     for record in records:
         messages += record["messages"]
-    return {**params, "id": records[0]["id"], "messages": psycopg.types.json.Jsonb(messages),
-            "created": min(r["created_at"] for r in records),
-            "updated": max(r["updated_at"] for r in records)}
+    # Export lines carry ISO instants (older ones naive = UTC): compared as instants.
+    created = [as_utc(datetime.fromisoformat(r["created_at"])) for r in records]
+    updated = [as_utc(datetime.fromisoformat(r["updated_at"])) for r in records]
+    return {**params, "messages": psycopg.types.json.Jsonb(messages),
+            "created": min(created), "updated": max(updated)}

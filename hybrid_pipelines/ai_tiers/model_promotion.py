@@ -30,10 +30,11 @@ from hybrid_pipelines.ai_tiers.db import NS_MODEL, PosixTier, advisory_lock
 from hybrid_pipelines.ai_tiers.models import (
     ModelLayout,
     ModelTierError,
+    hot_files,
     load_model,
     model_segment,
 )
-from hybrid_pipelines.ai_tiers.rules.tier_policy import HOT
+from hybrid_pipelines.ai_tiers.rules.tier_policy import HOT, naive_utc
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 
@@ -59,27 +60,39 @@ def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: Posix
             raise ModelTierError(f"model {model_id!r} is not in model_locations; register it "
                                  "before asking for a promotion")
         hot.require_healthy()
-        if current.tier == HOT:
+        at = naive_utc(now)
+        if current.tier == HOT and _has_hot_files(hot, layout, model_id):
             with conn.transaction():
                 conn.execute("UPDATE model_locations SET last_access = greatest(last_access, %s)"
-                             " WHERE model_id = %s", (now, model_id))
+                             " WHERE model_id = %s", (at, model_id))
             return Promotion(model_id, True, 0, 0, current.size_bytes)
+        # Cold, or hot in the row only: the platform flips a row to hot on first use while
+        # the files are still in the cold tier. Either way the files come from there.
         prefix = layout.cold_prefix_for(model_id)
         objects = list_objects(client, bucket, prefix)
         if not objects:
-            raise ModelTierError(f"model {model_id}: the row says cold but "
-                                 f"{tier_copy.s3_url(bucket, prefix)} holds no objects")
+            raise ModelTierError(f"model {model_id}: the row says {current.tier} but the hot "
+                                 f"tier has no files and {tier_copy.s3_url(bucket, prefix)} "
+                                 "holds no objects; upload the model to one of them")
         try:
             result = _copy_in(client, bucket, hot.root(), layout.hot_rel(model_id), prefix,
                               objects, model_id)
         except UnsafePathError as exc:
-            raise ModelTierError(f"model {model_id}: promotion refused, the row stays cold: "
-                                 f"{exc}") from exc
+            raise ModelTierError(f"model {model_id}: promotion refused, the row stays "
+                                 f"{current.tier}: {exc}") from exc
         with conn.transaction():
+            # last_access only moves forward: the platform may have used it meanwhile.
             conn.execute("UPDATE model_locations SET tier = 'hot', size_bytes = %s, "
                          "last_access = greatest(last_access, %s), tier_changed_at = %s "
-                         "WHERE model_id = %s", (result.size_bytes, now, now, model_id))
+                         "WHERE model_id = %s", (result.size_bytes, at, at, model_id))
         return result
+
+
+def _has_hot_files(hot: PosixTier, layout: ModelLayout, model_id: str) -> bool:
+    try:
+        return bool(hot_files(hot.root(), layout.hot_rel(model_id)))
+    except (ModelTierError, UnsafePathError):
+        return False
 
 
 def _copy_in(client: Any, bucket: str, root: Path, model_rel: str, prefix: str,

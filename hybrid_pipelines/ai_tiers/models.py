@@ -20,6 +20,7 @@ left alone and reported (`DemotionReport.left_alone`). Promotion: model_promotio
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     HOT,
     Demotion,
     ModelState,
+    as_utc,
+    naive_utc,
     select_demotions,
     still_eligible,
 )
@@ -92,13 +95,19 @@ class DemotionReport:
 def load_models(conn: psycopg.Connection) -> list[ModelState]:
     rows = conn.execute(
         "SELECT model_id, tier, size_bytes, last_access FROM model_locations").fetchall()
-    return [ModelState(*r) for r in rows]
+    return [ModelState(r[0], r[1], int(r[2]), as_utc(r[3])) for r in rows]
 
 
-def load_model(conn: psycopg.Connection, model_id: str) -> ModelState | None:
-    row = conn.execute("SELECT model_id, tier, size_bytes, last_access FROM model_locations "
-                       "WHERE model_id = %s", (model_id,)).fetchone()
-    return ModelState(*row) if row else None
+def load_model(conn: psycopg.Connection, model_id: str, lock: bool = False
+               ) -> ModelState | None:
+    """The row (last_access as aware UTC); `lock` takes its row lock (FOR UPDATE) for the
+    rest of the caller's transaction, so the platform's upsert waits for our decision."""
+    sql = ("SELECT model_id, tier, size_bytes, last_access FROM model_locations "
+           "WHERE model_id = %s FOR UPDATE" if lock else
+           "SELECT model_id, tier, size_bytes, last_access FROM model_locations "
+           "WHERE model_id = %s")
+    row = conn.execute(sql, (model_id,)).fetchone()
+    return ModelState(row[0], row[1], int(row[2]), as_utc(row[3])) if row else None
 
 
 def tier_sizes(conn: psycopg.Connection) -> dict[str, int]:
@@ -119,6 +128,22 @@ def tier_sizes(conn: psycopg.Connection) -> dict[str, int]:
 def hot_volume_used(hot: PosixTier) -> int:
     """Bytes used on the hot volume as its file system reports them (JuiceFS: the volume)."""
     return int(shutil.disk_usage(hot.root()).used)
+
+
+def hot_volume_usage(hot: PosixTier) -> tuple[int, int]:
+    """(capacity, used) bytes of the hot volume from statvfs of the mount (JuiceFS reports
+    the volume's quota or its --capacity as the size, and its used space)."""
+    st = os.statvfs(hot.root())
+    total = st.f_blocks * st.f_frsize
+    return int(total), int(total - st.f_bfree * st.f_frsize)
+
+
+def hot_model_bytes(hot: PosixTier, layout: ModelLayout, model_id: str) -> int:
+    """Bytes of the model's regular files on the hot tier (0 when none or unreachable)."""
+    try:
+        return sum(f[2] for f in hot_files(hot.root(), layout.hot_rel(model_id)))
+    except (ModelTierError, UnsafePathError, OSError):
+        return 0
 
 
 HotFile = tuple[str, Path, int, int]  # (name in the model dir, path, size, mtime_ns)
@@ -163,13 +188,28 @@ def _ensure_cold_copy(client: Any, bucket: str, key: str, path: Path, layout: Mo
     return True
 
 
+def _flip_cold(conn: psycopg.Connection, model_id: str, seen: ModelState, size: int,
+               now: datetime) -> bool:
+    """Row -> cold under its row lock, only if the platform has not used the model since we
+    looked (`seen.last_access`): its upsert of last_access waits on the lock, and one that
+    committed before it makes us keep the hot copy. False: in use, nothing changed."""
+    with conn.transaction():
+        current = load_model(conn, model_id, lock=True)
+        if current is None or current.tier != HOT or current.last_access != seen.last_access:
+            return False
+        conn.execute("UPDATE model_locations SET tier = 'cold', size_bytes = %s, "
+                     "tier_changed_at = %s WHERE model_id = %s",
+                     (size, naive_utc(now), model_id))
+    return True
+
+
 def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
                  demotion: Demotion, now: datetime, idle_days: int, layout: ModelLayout,
                  report: DemotionReport) -> None:
     model_id = demotion.model_id
     with advisory_lock(conn, NS_MODEL, model_id):
         current = load_model(conn, model_id)
-        if not still_eligible(demotion, current, now, idle_days):
+        if current is None or not still_eligible(demotion, current, now, idle_days):
             report.skipped[model_id] = "used or moved since selection"
             return
         hot.require_healthy()  # a vanished mount looks like missing files: stop first
@@ -182,10 +222,9 @@ def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
                                  f"deleted: {exc}") from exc
         report.left_alone.extend(skipped)
         if not files:
-            raise ModelTierError(
-                f"model {model_id}: the row says hot but {root / model_rel} holds no regular "
-                "files; check the hot tier, or mark the row cold if the cold copy is complete"
-                + (f" ({skipped.describe()})" if skipped else ""))
+            _demote_without_files(conn, client, bucket, root, model_rel, current, now, layout,
+                                  report, skipped)
+            return
         prefix = layout.cold_prefix_for(model_id)
         total = 0
         copied: list[HotFile] = []
@@ -204,16 +243,43 @@ def demote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
                 report.bytes_uploaded += digest.size
             else:
                 report.already_in_cold += 1
-        with conn.transaction():
-            cur = conn.execute(
-                "UPDATE model_locations SET tier = 'cold', size_bytes = %s, tier_changed_at = %s "
-                "WHERE model_id = %s AND tier = 'hot'", (total, now, model_id))
-            if cur.rowcount != 1:
-                raise ModelTierError(f"model {model_id}: row changed during demotion")
+        if not _flip_cold(conn, model_id, current, total, now):
+            report.skipped[model_id] = "used by the platform during the demotion; hot copy kept"
+            return
         hot.require_healthy()
+        # The platform may have used it between our commit and here (it flips the row back
+        # to hot): then the files stay. A use after this look finds the row hot and the
+        # files gone; the promotion sensor restores them from the verified cold copy.
+        after = load_model(conn, model_id)
+        if after is None or after.tier != COLD:
+            report.skipped[model_id] = "used again right after the flip; hot copy kept"
+            return
         _remove_hot_files(copied, root, model_rel)
         report.demoted.append(model_id)
         report.bytes_freed += total
+
+
+def _demote_without_files(conn: psycopg.Connection, client: Any, bucket: str, root: Path,
+                          model_rel: str, current: ModelState, now: datetime,
+                          layout: ModelLayout, report: DemotionReport,
+                          skipped: Skipped) -> None:
+    """A hot row without hot files: the platform flipped it to hot on a use while its files
+    stayed cold. If the cold copy is there the row is simply told the truth (cold); with
+    no copy anywhere it is an error naming both places."""
+    from hybrid_pipelines.ai_tiers.model_promotion import list_objects
+
+    model_id = current.model_id
+    objects = list_objects(client, bucket, layout.cold_prefix_for(model_id))
+    if not objects:
+        raise ModelTierError(
+            f"model {model_id}: the row says hot but {root / model_rel} holds no regular "
+            f"files and {tier_copy.s3_url(bucket, layout.cold_prefix_for(model_id))} holds no "
+            "objects; put the model's files in one of them"
+            + (f" ({skipped.describe()})" if skipped else ""))
+    if _flip_cold(conn, model_id, current, sum(size for _key, size in objects), now):
+        report.demoted.append(model_id)
+    else:
+        report.skipped[model_id] = "used by the platform during the demotion"
 
 
 def sweep_leftovers(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
@@ -257,11 +323,20 @@ def _sweep_model(client: Any, bucket: str, root: Path, model_id: str, model_rel:
 
 def run_demotion(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
                  now: datetime, idle_days: int, capacity_bytes: int | None,
-                 layout: ModelLayout, log: Callable[[str], None] = print) -> DemotionReport:
+                 layout: ModelLayout, log: Callable[[str], None] = print,
+                 free_bytes: int = 0) -> DemotionReport:
+    """`free_bytes`: what the hot volume's usage asks to free (least recently used first);
+    sizes are then measured on the hot tier, since the platform registers a model with
+    size_bytes 0."""
     report = DemotionReport()
     hot.require_healthy()
     sweep_leftovers(conn, client, bucket, hot, layout, report)
-    for demotion in select_demotions(load_models(conn), now, idle_days, capacity_bytes):
+    states = load_models(conn)
+    if free_bytes or capacity_bytes:
+        states = [ModelState(m.model_id, m.tier, hot_model_bytes(hot, layout, m.model_id)
+                             if m.tier == HOT else m.size_bytes, m.last_access)
+                  for m in states]
+    for demotion in select_demotions(states, now, idle_days, capacity_bytes, free_bytes):
         try:
             demote_model(conn, client, bucket, hot, demotion, now, idle_days, layout, report)
         except (ModelTierError, tier_copy.CopyError) as exc:
@@ -276,7 +351,7 @@ def run_demotion(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixT
 
 def hot_rows_missing_files(conn: psycopg.Connection, hot: PosixTier,
                            layout: ModelLayout) -> list[str]:
-    """Hot rows whose directory is empty or missing on the hot tier (for an asset check)."""
+    """Hot rows whose directory is empty or missing on the hot tier."""
     missing = []
     for model_id, in conn.execute(
             "SELECT model_id FROM model_locations WHERE tier = 'hot' ORDER BY model_id"):

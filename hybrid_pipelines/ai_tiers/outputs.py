@@ -1,9 +1,16 @@
 """Generated outputs (images, audio): hot for a week, then cold unless people keep opening them.
 
-Files live at `<prefix>/<user_id>/YYYY/MM/DD/<uuid>.<ext>` on the hot tier and under the same
-key in the cold bucket. Every change to one output runs under that output's advisory lock, so
-a deletion request and the daily tiering never interleave (a tiering step cannot re-upload an
-output a deletion just removed). Connections must be autocommit.
+The platform's `generated_outputs` rows (output_id, user_id, filename, output_type, ...) say
+where an output is in its own columns `hot_storage` / `cold_storage`; we keep them true:
+a demotion sets hot_storage false (cold_storage true) only after the cold copy is verified,
+a promotion sets hot_storage true. `filename` and `output_type` are only read. Files live at
+the platform's layout `user_id/YYYY/MM/DD/<output_id>.<ext of filename>` (day of created_at,
+UTC) under the hot prefix and under the cold prefix of the outputs bucket, unless our own
+`path` column names another relative path.
+
+Every change to one output runs under that output's advisory lock, so a deletion request
+and the daily tiering never interleave (a tiering step cannot re-upload an output a deletion
+just removed). Connections must be autocommit.
 
 Hot files are reached without following links (hot_paths): an output that is a symlink or a
 special file, or that sits under a linked folder, is left alone with the reason; a promotion
@@ -22,9 +29,14 @@ import psycopg
 from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_OUTPUT, PosixTier, advisory_lock
 from hybrid_pipelines.ai_tiers.rules.tier_policy import (
+    COLD,
+    HOT,
     OutputState,
+    as_utc,
     cutoff,
+    naive_utc,
     output_action,
+    output_path,
     parse_output_path,
 )
 from hybrid_pipelines.shared.nas_paths import join as join_rel
@@ -66,7 +78,22 @@ class OutputsReport:
     moved_aside: list[str] = field(default_factory=list)  # hot files kept beside promotions
 
 
-_ROW = "output_id::text, user_id, path, tier, size_bytes, access_count, created_at"
+_ROW = ("output_id::text, user_id, filename, path, hot_storage, size_bytes, access_count, "
+        "created_at")
+
+
+def output_rel(row: tuple[Any, ...]) -> str:
+    """The output's relative path: our `path` column, else the platform's layout built from
+    user_id, created_at, output_id and the extension of filename."""
+    if row[3]:
+        return str(row[3])
+    filename = str(row[2])
+    ext = filename.rsplit(".", 1)[1] if "." in filename else ""
+    if not ext:
+        raise OutputTierError(f"output {row[0]}: filename {filename!r} has no extension, so its "
+                              "file under user_id/YYYY/MM/DD/uuid.ext cannot be named; set "
+                              "generated_outputs.path to the file's relative path")
+    return output_path(str(row[1]), row[7], str(row[0]), ext)
 
 
 def _load(conn: psycopg.Connection, output_id: str) -> tuple[Any, ...] | None:
@@ -75,22 +102,24 @@ def _load(conn: psycopg.Connection, output_id: str) -> tuple[Any, ...] | None:
 
 
 def _state(row: tuple[Any, ...]) -> OutputState:
-    return OutputState(row[0], row[3], row[6], row[5])
+    return OutputState(row[0], HOT if row[4] else COLD, as_utc(row[7]), int(row[6] or 0))
 
 
 def candidates(conn: psycopg.Connection, now: datetime, hot_days: int,
                keep_access_count: int) -> list[tuple[Any, ...]]:
+    """Hot, old and rarely read; or cold and read often. hot_storage NULL (written so by
+    hand) is not a place: left alone."""
     return conn.execute(
         f"SELECT {_ROW} FROM generated_outputs "  # noqa: S608 - fixed columns
-        "WHERE (tier = 'hot' AND created_at <= %s AND access_count < %s) "
-        "   OR (tier = 'cold' AND access_count >= %s) ORDER BY created_at, output_id",
-        (cutoff(now, hot_days), keep_access_count, keep_access_count)).fetchall()
+        "WHERE (hot_storage IS TRUE AND created_at <= %s AND coalesce(access_count, 0) < %s) "
+        "   OR (hot_storage IS FALSE AND access_count >= %s) ORDER BY created_at, output_id",
+        (naive_utc(cutoff(now, hot_days)), keep_access_count, keep_access_count)).fetchall()
 
 
 def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
             row: tuple[Any, ...], now: datetime, layout: OutputLayout,
             report: OutputsReport) -> None:
-    output_id, path_rel = row[0], row[2]
+    output_id, path_rel = row[0], output_rel(row)
     src = layout.hot_path(hot, path_rel)
     root, hot_rel = hot.root(), layout.hot_rel(path_rel)
     key = layout.cold_key(path_rel)
@@ -111,10 +140,12 @@ def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
         report.bytes_uploaded += digest.size
         tier_copy.verify_object(client, bucket, key, digest)
     with conn.transaction():
+        # size_bytes is the platform's: filled only where it left it empty.
         cur = conn.execute(
-            "UPDATE generated_outputs SET tier = 'cold', size_bytes = %s, sha256 = %s, "
-            "cold_verified_at = %s WHERE output_id = %s AND tier = 'hot'",
-            (digest.size, digest.sha256, now, output_id))
+            "UPDATE generated_outputs SET hot_storage = false, cold_storage = true, "
+            "size_bytes = coalesce(size_bytes, %s), sha256 = %s, cold_verified_at = %s, "
+            "tier_changed_at = %s WHERE output_id = %s AND hot_storage IS TRUE",
+            (digest.size, digest.sha256, naive_utc(now), naive_utc(now), output_id))
         if cur.rowcount != 1:
             raise OutputTierError(f"output {output_id}: row changed during demotion")
     hot.require_healthy()
@@ -127,16 +158,17 @@ def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
 def _promote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
              row: tuple[Any, ...], now: datetime, layout: OutputLayout,
              report: OutputsReport) -> None:
-    output_id, path_rel = row[0], row[2]
+    output_id, path_rel = row[0], output_rel(row)
     hot.require_healthy()
     result = tier_copy.download_verified(client, bucket, layout.cold_key(path_rel), hot.root(),
                                          layout.hot_rel(path_rel), replace=False)
     if result.moved_aside:
         report.moved_aside.append(result.moved_aside)
     with conn.transaction():
-        conn.execute("UPDATE generated_outputs SET tier = 'hot', size_bytes = %s, sha256 = %s "
+        conn.execute("UPDATE generated_outputs SET hot_storage = true, cold_storage = true, "
+                     "size_bytes = coalesce(size_bytes, %s), sha256 = %s, tier_changed_at = %s "
                      "WHERE output_id = %s", (result.digest.size, result.digest.sha256,
-                                              output_id))
+                                              naive_utc(now), output_id))
     report.promoted += 1
     report.bytes_promoted += result.digest.size
 
@@ -185,7 +217,7 @@ def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: Posi
             if row[1] != user_id:
                 raise OutputTierError(f"output {oid} belongs to another user than {user_id!r}; "
                                       "the deletion request names the wrong user")
-            rel = row[2]
+            rel = output_rel(row)
             hot.require_healthy()
             try:
                 hot_paths.unlink_entry(hot.root(), layout.hot_rel(rel))  # a link, not its target
@@ -200,7 +232,7 @@ def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: Posi
             with conn.transaction():
                 conn.execute("DELETE FROM generated_outputs WHERE output_id = %s", (oid,))
             count += 1
-            size += int(row[4])
+            size += int(row[5] or 0)
     return count, size
 
 
@@ -231,10 +263,10 @@ def process_deletion_requests(conn: psycopg.Connection, client: Any, bucket: str
 
 def output_sizes(conn: psycopg.Connection) -> dict[str, int]:
     out = {"hot_outputs": 0, "hot_bytes": 0, "cold_outputs": 0, "cold_only_bytes": 0}
-    for tier, count, size in conn.execute(
-            "SELECT tier, count(*), coalesce(sum(size_bytes), 0) FROM generated_outputs "
-            "GROUP BY tier"):
-        if tier == "hot":
+    for on_hot, count, size in conn.execute(
+            "SELECT hot_storage IS TRUE, count(*), coalesce(sum(size_bytes), 0) "
+            "FROM generated_outputs GROUP BY 1"):
+        if on_hot:
             out["hot_outputs"], out["hot_bytes"] = int(count), int(size)
         else:
             out["cold_outputs"], out["cold_only_bytes"] = int(count), int(size)
@@ -242,17 +274,17 @@ def output_sizes(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def bad_paths(conn: psycopg.Connection, limit: int = 20) -> list[str]:
-    """Rows whose path does not follow user_id/YYYY/MM/DD/uuid.ext for their own user/id."""
+    """Outputs whose file cannot be placed at user_id/YYYY/MM/DD/uuid.ext for their own user
+    and id (a filename without extension, or a path of ours naming another user/id)."""
     bad = []
-    for oid, user_id, path in conn.execute(
-            "SELECT output_id::text, user_id, path FROM generated_outputs"):
+    for row in conn.execute(f"SELECT {_ROW} FROM generated_outputs"):  # noqa: S608
         try:
-            puser, _day, puuid, _ext = parse_output_path(path)
-        except ValueError:
-            bad.append(path)
+            puser, _day, puuid, _ext = parse_output_path(output_rel(row))
+        except (ValueError, OutputTierError):
+            bad.append(str(row[3] or f"{row[1]}/.../{row[0]} ({row[2]})"))
         else:
-            if puser != user_id or puuid != oid:
-                bad.append(path)
+            if puser != row[1] or puuid != row[0]:
+                bad.append(str(row[3]))
         if len(bad) >= limit:
             break
     return bad

@@ -16,9 +16,7 @@ of a large cache every hour is not affordable.
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -27,13 +25,15 @@ from uuid import UUID
 
 import psycopg
 
+from hybrid_pipelines.hybrid_cache.audit_nas import audit_nas, walk_orphans
 from hybrid_pipelines.hybrid_cache.hashing_copy import sha256_of_stream
 from hybrid_pipelines.hybrid_cache.objects import FID, CacheObjects
 from hybrid_pipelines.hybrid_cache.rules.cache_diff import merge_by_key
+from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.hybrid_cache.shared_keys import count_shared_keys
-from hybrid_pipelines.hybrid_cache.sync import describe, is_partial
-from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
-from hybrid_pipelines.shared.nas_paths import safe_relpath
+from hybrid_pipelines.hybrid_cache.sync import describe
+from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class AuditSettings:
     hash_sample: int = 25          # files per side whose SHA-256 is re-read each run
     stale_partial_s: float = 86_400.0
     listing_cache_dirs: int = 512
+    location: NASRoot | None = None  # how stored nas_path values name the NAS root
 
 
 @dataclass
@@ -206,95 +207,6 @@ def _audit_cache(conn: psycopg.Connection, s3: Any, bucket: str, settings: Audit
     return missing
 
 
-# ---- NAS side ----------------------------------------------------------------------------
-
-class _Listings:
-    """Directory listings with a small LRU: synced rows sorted by path mostly share folders."""
-
-    def __init__(self, nas: NASFileSystem, size: int):
-        self.nas, self.size = nas, size
-        self._cache: OrderedDict[str, dict[str, NASEntry]] = OrderedDict()
-
-    def get(self, directory: str) -> dict[str, NASEntry]:
-        if directory in self._cache:
-            self._cache.move_to_end(directory)
-            return self._cache[directory]
-        try:
-            entries = {posixpath.basename(e.path): e for e in self.nas.list_dir(directory)}
-        except OSError as exc:
-            if getattr(exc, "errno", None) != 2 and not isinstance(exc, FileNotFoundError):
-                raise
-            entries = {}
-        self._cache[directory] = entries
-        if len(self._cache) > self.size:
-            self._cache.popitem(last=False)
-        return entries
-
-
-def _synced_rows(conn: psycopg.Connection) -> Iterator[tuple[Any, ...]]:
-    with conn.cursor(name="audit_synced_rows") as cur:
-        cur.itersize = 2000
-        cur.execute("SELECT nas_path, id, size, cache_status FROM file_metadata"
-                    " WHERE nas_status = 'synced' AND nas_path IS NOT NULL"
-                    " ORDER BY nas_path COLLATE \"C\"")
-        yield from cur
-
-
-def _audit_nas(conn: psycopg.Connection, nas: NASFileSystem, settings: AuditSettings,
-               report: AuditReport, cache_missing: dict[UUID, str]) -> set[UUID]:
-    """Returns ids of synced rows whose NAS copy is present."""
-    present: set[UUID] = set()
-    listings = _Listings(nas, settings.listing_cache_dirs)
-    with conn.transaction():
-        for nas_path, file_id, size, cache_status in _synced_rows(conn):
-            report.synced_rows += 1
-            try:
-                path = safe_relpath(nas_path)
-            except ValueError:
-                report.nas_missing_lost.append(file_id)
-                report.errors.append(f"{file_id}: unsafe nas_path {nas_path!r}")
-                continue
-            entry = listings.get(posixpath.dirname(path)).get(posixpath.basename(path))
-            if entry is None or entry.is_dir:
-                cached_ok = cache_status == "cached" and file_id not in cache_missing \
-                    and file_id not in report.cache_size_mismatch
-                (report.nas_missing_requeue if cached_ok else report.nas_missing_lost).append(
-                    file_id)
-            else:
-                present.add(file_id)
-                if entry.size != int(size):
-                    report.nas_size_mismatch.append(file_id)
-    return present
-
-
-def _walk_orphans(conn: psycopg.Connection, nas: NASFileSystem, settings: AuditSettings,
-                  report: AuditReport, now: float) -> None:
-    if not settings.nas_prefix:
-        return
-    root = safe_relpath(settings.nas_prefix)
-    if nas.stat(root) is None:
-        return
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        entries = nas.list_dir(directory)
-        stack.extend(e.path for e in entries if e.is_dir)
-        files = [e for e in entries if not e.is_dir]
-        if not files:
-            continue
-        known = {r[0] for r in conn.execute(
-            "SELECT nas_path FROM file_metadata WHERE (nas_path COLLATE \"C\") = ANY(%s)",
-            ([e.path for e in files],))}
-        for e in files:
-            if e.path in known:
-                continue
-            if is_partial(e.path):
-                if now - e.mtime >= settings.stale_partial_s:
-                    report.nas_partials_stale.append(e.path)
-                else:
-                    report.nas_partials_fresh += 1
-            elif len(report.nas_orphaned) < 10_000:
-                report.nas_orphaned.append(e.path)
 
 
 # ---- hash samples ------------------------------------------------------------------------
@@ -331,7 +243,7 @@ def _hash_samples(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileS
         if file_id not in nas_present or file_id in report.nas_size_mismatch:
             continue
         try:
-            with nas.open_read(nas_path) as fh:
+            with nas.open_read(root_relative(nas_path, settings.location)) as fh:
                 got = sha256_of_stream(fh)
         except Exception as exc:  # noqa: BLE001 - reported, the audit goes on
             report.errors.append(f"{file_id}: cannot read NAS copy: {describe(exc)}")
@@ -357,11 +269,11 @@ def run_audit(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem
     cache_missing = _audit_cache(conn, s3, bucket, settings, report)
     if master_url and not settings.key_prefix:
         _audit_file_ids(conn, objects, report, cache_missing)
-    nas_present = _audit_nas(conn, nas, settings, report, cache_missing)
+    nas_present = audit_nas(conn, nas, settings, report, cache_missing)
     for file_id, nas_status in cache_missing.items():
         safe = nas_status == "synced" and file_id in nas_present
         (report.cache_missing_safe if safe else report.cache_missing_at_risk).append(file_id)
-    _walk_orphans(conn, nas, settings, report, time.time() if now is None else now)
+    walk_orphans(conn, nas, settings, report, time.time() if now is None else now)
     _hash_samples(conn, objects, nas, settings, report, nas_present, cache_missing)
     return report
 

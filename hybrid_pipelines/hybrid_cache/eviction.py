@@ -56,6 +56,7 @@ from hybrid_pipelines.hybrid_cache.shared_keys import (
 from hybrid_pipelines.hybrid_cache.sync import describe
 from hybrid_pipelines.resources.errors import Health
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class EvictionSettings:
     key_prefix: str = ""  # only objects under this prefix count and are evicted
     recheck_hash_max_bytes: int = RECHECK_HASH_MAX_BYTES
     recheck_mtime_skew_s: float = RECHECK_MTIME_SKEW_S
+    location: NASRoot | None = None  # how stored nas_path values name the NAS root
 
     def __post_init__(self) -> None:
         validate_thresholds(self.capacity_bytes, self.threshold, self.target)
@@ -86,7 +88,8 @@ class EvictionSettings:
 
     @property
     def recheck(self) -> RecheckSettings:
-        return RecheckSettings(self.recheck_hash_max_bytes, self.recheck_mtime_skew_s)
+        return RecheckSettings(self.recheck_hash_max_bytes, self.recheck_mtime_skew_s,
+                               self.location)
 
 
 @dataclass(frozen=True)

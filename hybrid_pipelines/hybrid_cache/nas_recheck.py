@@ -16,14 +16,17 @@ from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
     RECHECK_MTIME_SKEW_S,
     recheck_plan,
 )
+from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
-from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+from hybrid_pipelines.shared.nas_paths import UnsafePathError
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 
 @dataclass(frozen=True)
 class RecheckSettings:
     hash_max_bytes: int = RECHECK_HASH_MAX_BYTES
     mtime_skew_s: float = RECHECK_MTIME_SKEW_S
+    location: NASRoot | None = None  # how stored nas_path values name the NAS root
 
     def __post_init__(self) -> None:
         if self.hash_max_bytes < 0:
@@ -48,7 +51,7 @@ def recheck_copy(nas: NASFileSystem, nas_path: str | None, size: int, sha256: st
     if not nas_path:
         return Recheck(False, "the row has no nas_path")
     try:
-        path = safe_relpath(nas_path)
+        path = root_relative(nas_path, settings.location)
         entry = nas.stat(path)
     except UnsafePathError as exc:
         return Recheck(False, f"nas_path {nas_path!r} is unsafe: {exc}")

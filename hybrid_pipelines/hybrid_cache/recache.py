@@ -24,9 +24,11 @@ import psycopg
 from boto3.s3.transfer import TransferConfig
 
 from hybrid_pipelines.hybrid_cache.hashing_copy import CHUNK_SIZE, HashingReader
+from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.hybrid_cache.shared_keys import referenced_by_others
 from hybrid_pipelines.hybrid_cache.sync import BackendDown, Probe, describe
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class RecacheSettings:
     max_files: int = 500
     key_prefix: str = "uploads/"
     chunk_size: int = 8 * CHUNK_SIZE  # multipart part size; memory per copy is one part
+    location: NASRoot | None = None  # how stored nas_path values name the NAS root
 
     def __post_init__(self) -> None:
         if self.max_files < 1:
@@ -144,8 +147,8 @@ def run_recache(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSyst
             file_id, stored_name, size, expected, nas_path, fid = row
             key = cache_key_for(conn, file_id, fid, settings.key_prefix, stored_name)
             try:
-                sha = copy_to_cache(s3, bucket, nas, nas_path, key, size, expected,
-                                    settings.chunk_size)
+                sha = copy_to_cache(s3, bucket, nas, root_relative(nas_path, settings.location),
+                                    key, size, expected, settings.chunk_size)
             except HashMismatch as exc:
                 # The NAS copy is not the uploaded file: caching it would spread the damage.
                 if kept_for := discard_object(conn, s3, bucket, exc.key, file_id):

@@ -36,7 +36,7 @@ from hybrid_pipelines.hybrid_cache.lease_keeper import LeaseKeeper
 from hybrid_pipelines.hybrid_cache.objects import CacheObjects
 from hybrid_pipelines.hybrid_cache.placement import adopt_existing, place, remove_quietly, reserve
 from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
-from hybrid_pipelines.hybrid_cache.rules.nas_location import NASRoot, share_relative
+from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.hybrid_cache.sync_errors import (
     BackendDown,
     LeaseLost,
@@ -47,6 +47,7 @@ from hybrid_pipelines.hybrid_cache.sync_errors import (
 from hybrid_pipelines.resources.errors import Health
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 __all__ = ["BackendDown", "LeaseLost", "NASConflictError", "PermanentSyncError",
            "SyncReport", "SyncSettings", "VerificationError", "run_pending_sync"]
@@ -68,13 +69,10 @@ class SyncSettings:
     nas_prefix: str = "uploads"
     chunk_size: int = CHUNK_SIZE
     retry_delay_s: float = 60.0  # a failed file waits this long before its next attempt
-    nas_root: str = ""  # every nas_path must lie beneath this NAS folder ('' = the whole share)
-    # How the file server's own nas_path values name the share (rules/nas_location): its SMB
-    # host and share (for UNC and smb:// paths) and where the share root is mounted (for
-    # absolute paths). '' refuses that form with a clear error.
-    nas_host: str = ""
-    nas_share: str = ""
-    nas_mount_path: str = ""
+    nas_root: str = ""  # every nas_path must lie beneath this folder ('' = the whole NAS root)
+    # How the file server's own nas_path values name the NAS root (NASResource.root()): UNC,
+    # smb:// and absolute forms resolve through it; None takes relative paths only.
+    location: NASRoot | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_batches", "max_attempts", "chunk_size"):
@@ -145,17 +143,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:1200]
 
 
-def nas_location(settings: SyncSettings) -> NASRoot:
-    """The NAS root the stored nas_path values are resolved against (the whole share here:
-    `nas_root` is checked after, naming its own setting)."""
-    return NASRoot(settings.nas_host, settings.nas_share, "", settings.nas_mount_path)
-
-
 def resolve_target(row: store.FileRow, settings: SyncSettings) -> str:
-    """The row's NAS path, checked: inside the share, not the share root, within nas_root.
-    The stored value may be share-relative, UNC, smb:// or absolute under the mount."""
+    """The row's NAS path, checked: beneath the NAS root, not the root itself, within nas_root.
+    The stored value may be root-relative, UNC, smb:// or absolute under the root's mount."""
     try:
-        target = share_relative(row.nas_path, nas_location(settings)) if row.nas_path else \
+        target = root_relative(row.nas_path, settings.location) if row.nas_path else \
             default_nas_path(settings.nas_prefix, row)
     except UnsafePathError as exc:
         raise PermanentSyncError(f"nas_path {row.nas_path!r} is unsafe: {exc}") from exc

@@ -1,5 +1,6 @@
 """One ConfigurableResource per backend; `build.py` turns the environment into them."""
 
+from hybrid_pipelines.resources.alerting import AlertingResource
 from hybrid_pipelines.resources.errors import BackendError, Health
 from hybrid_pipelines.resources.ffprobe import FFprobeResource
 from hybrid_pipelines.resources.filesystems import EFSResource, JuiceFSResource
@@ -10,7 +11,7 @@ from hybrid_pipelines.resources.postgres import PostgresResource
 from hybrid_pipelines.resources.sqlite_catalog import SQLiteCatalogResource
 
 __all__ = [
-    "BackendError", "EFSResource", "FFprobeResource", "FirestoreResource", "Health",
-    "JuiceFSResource", "NASResource", "ObjectStoreResource", "PostgresResource",
+    "AlertingResource", "BackendError", "EFSResource", "FFprobeResource", "FirestoreResource",
+    "Health", "JuiceFSResource", "NASResource", "ObjectStoreResource", "PostgresResource",
     "SQLiteCatalogResource", "SeaweedFSResource",
 ]

@@ -17,7 +17,16 @@ HP_RESOURCES_MODE picks how unset variables are treated:
 `build_resources()` (no mapping) is for Definitions: values are EnvVars resolved when a run
 launches, so secrets are never stored in run config. `build_resources(env)` is for console
 commands: values are read from that mapping now (e.g. the environment over the local
-stack's stack.env), and every missing or malformed variable is reported at once."""
+stack's stack.env), and every missing or malformed variable is reported at once.
+
+Every HP_* variable that the platform's services know under another name (SEAWEED_S3_ENDPOINT,
+NAS_ROOT_PATH, POSTGRES_HOST, ...) answers to that name too: shared/platform_env.py holds the
+one alias table; where both are set HP_* wins and a warning names both.
+
+Two PostgreSQL resources, as the designs have them: `postgres` is the file server's database
+(HP_PG_*, table file_metadata and the project's own tables), `ai_postgres` the AI platform's
+`ai_platform` (HP_AI_PG_* or the platform's POSTGRES_*). They may share a server: each unset
+HP_AI_PG_* takes the file server's value, except the database, which is `ai_platform`."""
 
 from __future__ import annotations
 
@@ -38,13 +47,21 @@ from hybrid_pipelines.resources import (
     SeaweedFSResource,
     SQLiteCatalogResource,
 )
+from hybrid_pipelines.resources.alerting import AlertingResource, alerting_from_env
 from hybrid_pipelines.shared.env import EnvVarError, env_port
+from hybrid_pipelines.shared.platform_env import (
+    PLATFORM_NAME,
+    ResolvedEnv,
+    read_int,
+    resolve,
+)
 
 MODE_VAR = "HP_RESOURCES_MODE"
 LOCAL, DEPLOYED = "local", "deployed"
 MODES = (LOCAL, DEPLOYED)
 RESOURCE_KEYS = ("nas", "seaweedfs", "object_store", "hot_tier", "efs", "postgres",
-                 "sqlite_catalog", "firestore", "ffprobe")
+                 "ai_postgres", "sqlite_catalog", "firestore", "ffprobe", "alerting")
+AI_DATABASE = "ai_platform"  # the AI platform design's database name
 
 
 def parse_mode(raw: str | None) -> str:
@@ -64,10 +81,12 @@ class _Source:
 
     def __init__(self, env: Mapping[str, str] | None):
         self.deferred = env is None  # Definitions: EnvVars resolved at launch
-        self.env: Mapping[str, str] = os.environ if env is None else env
+        # The platform's names folded into ours (raises naming a bad NAS_ROOT_PATH).
+        self.env: ResolvedEnv = resolve(os.environ if env is None else env)
         self.mode = parse_mode(self.getenv(MODE_VAR))
         self.missing: list[str] = []
         self.invalid: list[str] = []
+        self.notes: list[str] = []
 
     def getenv(self, name: str, default: str = "") -> str:
         """A setting read now, whatever the mode (load-time facts such as the mode itself)."""
@@ -79,11 +98,15 @@ class _Source:
     def check(self) -> None:
         problems = []
         if self.missing:
-            names = ", ".join(self.missing)
-            verb = "is" if len(self.missing) == 1 else "are"
+            names = ", ".join(dict.fromkeys(self.missing))
+            verb = "is" if len(set(self.missing)) == 1 else "are"
+            also = sorted({f"{PLATFORM_NAME[n]} for {n}" for n in self.missing
+                           if n in PLATFORM_NAME})
             problems.append(
                 f"{names} {verb} not set; with {MODE_VAR}={DEPLOYED} every connection variable "
-                f"and secret must be set (no local defaults such as 127.0.0.1)")
+                f"and secret must be set (no local defaults such as 127.0.0.1)"
+                + (f"; the platform's own names work as well: {', '.join(also)}" if also else ""))
+        problems += self.notes if self.missing else []
         problems += self.invalid
         if problems:
             raise EnvVarError("; ".join(problems))
@@ -93,8 +116,12 @@ def _env(name: str, default: str, src: _Source, *, required: bool = True) -> Any
     """A connection setting or secret (`required`) or an optional setting."""
     strict = src.strict(required)
     if src.deferred:
-        # An EnvVar is resolved at launch, never stored in run config or logged.
-        return EnvVar(name) if name in src.env or strict else default
+        # An EnvVar is resolved at launch, never stored in run config or logged: it reads the
+        # variable that is really set (ours, or the platform's alias). A value derived from
+        # NAS_ROOT_PATH is no variable of its own: it is used as read now (never a secret).
+        if name in src.env:
+            return src.env[name] if src.env.derived(name) else EnvVar(src.env.source(name))
+        return EnvVar(name) if strict else default
     if name in src.env:
         return src.env[name]
     if strict:
@@ -105,17 +132,33 @@ def _env(name: str, default: str, src: _Source, *, required: bool = True) -> Any
 def _env_int(name: str, default: int, src: _Source, *, required: bool = True) -> Any:
     """A port number."""
     strict = src.strict(required)
+    source = src.env.source(name)
     if src.deferred:
-        return EnvVar.int(name) if name in src.env or strict else default
+        if name in src.env:
+            return env_port(src.env, name, default) if src.env.derived(name) \
+                else EnvVar.int(source)
+        return EnvVar.int(name) if strict else default
     if name not in src.env:
         if strict:
             src.missing.append(name)
         return default
     try:
-        return env_port(src.env, name, default)
+        return env_port({source: src.env[name]}, source, default)
     except EnvVarError as exc:
         src.invalid.append(str(exc))
         return default
+
+
+def _seconds_from_ms(name: str, default_ms: int, src: _Source) -> float:
+    """A timeout in milliseconds (the platform's unit), read now: a tuning value, no secret.
+    Malformed: reported with the other problems (commands) or stops loading (Definitions)."""
+    try:
+        return read_int(src.env, name, default_ms, minimum=1, unit=" of milliseconds") / 1000
+    except EnvVarError as exc:
+        if src.deferred:
+            raise
+        src.invalid.append(str(exc))
+        return default_ms / 1000
 
 
 def _nas(src: _Source) -> NASResource:
@@ -128,7 +171,12 @@ def _nas(src: _Source) -> NASResource:
         share=_env("HP_NAS_SHARE", "media", src, required=smb),
         username=_env("HP_NAS_USERNAME", "", src, required=smb),
         password=_env("HP_NAS_PASSWORD", "", src, required=smb),
-        local_root=_env("HP_NAS_LOCAL_ROOT", ".local/nas", src, required=not smb))
+        local_root=_env("HP_NAS_LOCAL_ROOT", ".local/nas", src, required=not smb),
+        # The folder inside the share the jobs own ('' = the whole share); read now, since
+        # NAS_ROOT_PATH may be what names it.
+        root_dir=src.env.get("HP_NAS_ROOT_DIR", ""),
+        mount_path=src.env.get("HP_NAS_MOUNT_PATH", ""),
+        timeout_s=_seconds_from_ms("HP_NAS_TIMEOUT_MS", 10_000, src))
 
 
 def _seaweedfs(src: _Source) -> SeaweedFSResource:
@@ -137,7 +185,8 @@ def _seaweedfs(src: _Source) -> SeaweedFSResource:
         master_url=_env("HP_SEAWEEDFS_MASTER_URL", "", src, required=False),
         aws_access_key_id=_env("HP_SEAWEEDFS_ACCESS_KEY", "", src),
         aws_secret_access_key=_env("HP_SEAWEEDFS_SECRET_KEY", "", src),
-        bucket=_env("HP_SEAWEEDFS_BUCKET", "media-cache", src))
+        bucket=_env("HP_SEAWEEDFS_BUCKET", "media-cache", src),
+        connect_timeout_s=_seconds_from_ms("HP_SEAWEEDFS_TIMEOUT_MS", 5_000, src))
 
 
 def _object_store(src: _Source) -> ObjectStoreResource:
@@ -145,7 +194,10 @@ def _object_store(src: _Source) -> ObjectStoreResource:
         endpoint_url=_env("HP_OBJECT_STORE_ENDPOINT", "", src, required=False),
         aws_access_key_id=_env("HP_OBJECT_STORE_ACCESS_KEY", "", src),
         aws_secret_access_key=_env("HP_OBJECT_STORE_SECRET_KEY", "", src),
-        bucket=_env("HP_OBJECT_STORE_BUCKET", "cold-tier", src))
+        bucket=_env("HP_OBJECT_STORE_BUCKET", "cold-models", src),
+        # Optional: the AI platform design's bucket name unless set.
+        outputs_bucket=_env("HP_OBJECT_STORE_OUTPUTS_BUCKET", "generated-outputs", src,
+                            required=False))
 
 
 def _hot_tier(src: _Source) -> JuiceFSResource:
@@ -167,6 +219,37 @@ def _postgres(src: _Source) -> PostgresResource:
         database=_env("HP_PG_DATABASE", "hybrid", src))
 
 
+# HP_AI_PG_* -> the file server's variable an unset one falls back to (same server).
+_AI_PG = {"HP_AI_PG_HOST": "HP_PG_HOST", "HP_AI_PG_PORT": "HP_PG_PORT",
+          "HP_AI_PG_USER": "HP_PG_USER", "HP_AI_PG_PASSWORD": "HP_PG_PASSWORD"}
+
+
+def _ai_pg(name: str, src: _Source, default: str) -> Any:
+    # Names from the table, not literals: an HP_AI_PG_* variable is optional (the contract
+    # tests list literal reads as required), as it falls back to the file server's.
+    if name in src.env:
+        return _env(name, default, src)
+    return _env(_AI_PG[name], default, src)
+
+
+def _ai_postgres(src: _Source) -> PostgresResource:
+    port_var = "HP_AI_PG_PORT" if "HP_AI_PG_PORT" in src.env else _AI_PG["HP_AI_PG_PORT"]
+    before = len(src.missing)
+    res = PostgresResource(
+        host=_ai_pg("HP_AI_PG_HOST", src, "127.0.0.1"), port=_env_int(port_var, 5432, src),
+        user=_ai_pg("HP_AI_PG_USER", src, "postgres"),
+        password=_ai_pg("HP_AI_PG_PASSWORD", src, ""),
+        database=src.env.get("HP_AI_PG_DATABASE", "").strip() or AI_DATABASE,
+        settings_prefix="HP_AI_PG")
+    if len(src.missing) > before:
+        src.notes.append(
+            "the AI platform's database (ai_postgres) takes HP_AI_PG_HOST/PORT/USER/PASSWORD "
+            "or the AI backend's POSTGRES_HOST/PORT/USER/PASSWORD, each unset one falling back "
+            "to the file server's HP_PG_* (database: HP_AI_PG_DATABASE or POSTGRES_DB, default "
+            f"{AI_DATABASE})")
+    return res
+
+
 def _sqlite_catalog(src: _Source) -> SQLiteCatalogResource:
     return SQLiteCatalogResource(
         path=_env("HP_SQLITE_CATALOG_PATH", ".local/catalog/catalog.db", src),
@@ -185,10 +268,22 @@ def _ffprobe(src: _Source) -> FFprobeResource:
                            timeout_s=float(src.getenv("HP_FFPROBE_TIMEOUT", "30")))
 
 
+def _alerting(src: _Source) -> AlertingResource:
+    # Optional in every mode: no channel configured = alerts recorded (alert_history), not sent.
+    try:
+        return alerting_from_env(None if src.deferred else src.env)
+    except ValueError as exc:
+        if src.deferred:
+            raise
+        src.invalid.append(str(exc))
+        return AlertingResource()
+
+
 _BUILDERS: dict[str, Callable[[_Source], Any]] = {
     "nas": _nas, "seaweedfs": _seaweedfs, "object_store": _object_store,
-    "hot_tier": _hot_tier, "efs": _efs, "postgres": _postgres,
+    "hot_tier": _hot_tier, "efs": _efs, "postgres": _postgres, "ai_postgres": _ai_postgres,
     "sqlite_catalog": _sqlite_catalog, "firestore": _firestore, "ffprobe": _ffprobe,
+    "alerting": _alerting,
 }
 
 

@@ -17,11 +17,13 @@ from hybrid_pipelines.resources.nas_fs import (
     NASNotMountedError,
 )
 from hybrid_pipelines.resources.owned import Owned, OwnsHandles
+from hybrid_pipelines.shared.nas_root import NASRoot
 
 __all__ = ["ENV_VARS", "NAS_SENTINEL", "NASResource", "explain_nas_error"]
 
 ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
-            "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT")
+            "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT", "HP_NAS_ROOT_DIR",
+            "NAS_ROOT_PATH")
 
 
 _LOGON_STATUSES = {0xC000006D, 0xC000006A, 0xC0000064, 0xC0000072, 0xC0000234}
@@ -39,7 +41,8 @@ def explain_nas_error(exc: BaseException) -> str:
     if isinstance(exc, SMBConnectionClosed):
         return "the SMB server closed the connection"
     if isinstance(exc, SMBOSError) and exc.errno == 2:
-        return "the share or path does not exist (HP_NAS_SHARE)"
+        return ("the share or its root folder does not exist (HP_NAS_SHARE, HP_NAS_ROOT_DIR "
+                "or NAS_ROOT_PATH)")
     if isinstance(exc, NASNotMountedError):
         return str(exc)  # names the root, the likely cause and the sentinel to create
     if isinstance(exc, FileNotFoundError):
@@ -65,7 +68,13 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
     a new one in setup_for_execution (or on first use outside Dagster), its sessions closed
     in teardown_after_execution. smbclient's own pool is keyed by server:port and username
     only; a cache per resource object (and a fresh one for every copy) means a changed
-    password is really tried, never masked by another resource's session."""
+    password is really tried, never masked by another resource's session.
+
+    `root_dir` (HP_NAS_ROOT_DIR, or the folder part of the platform's NAS_ROOT_PATH) is the
+    folder inside the share (or below the mount) that the jobs own: fs() is rooted there, so
+    every path the jobs use lies beneath it and `..` or absolute paths cannot leave it.
+    `root()` / `root_forms()` describe that root in the forms the platform may have stored a
+    path under it (UNC, smb://, the platform's mount path `mount_path`)."""
 
     protocol: str = "smb"  # "smb" or "local"; a str so it can come from an EnvVar
     host: str = "127.0.0.1"
@@ -74,15 +83,33 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
     username: str = ""
     password: str = ""
     local_root: str = ""
+    root_dir: str = ""  # folder inside the share/mount every path lies beneath
+    mount_path: str = ""  # where the platform's servers mount root_dir (HP_NAS_MOUNT_PATH)
     timeout_s: float = 10.0
 
     _connections: Owned[dict[str, Any]] = PrivateAttr(default_factory=Owned)
 
     @property
     def address(self) -> str:
+        tail = f"/{self.root_dir.strip('/')}" if self.root_dir.strip("/") else ""
         if self.protocol == "local":
-            return f"file://{self.local_root}"
-        return f"smb://{self.host}:{self.port}/{self.share}"
+            return f"file://{self.local_root}{tail}"
+        return f"smb://{self.host}:{self.port}/{self.share}{tail}"
+
+    def root(self) -> NASRoot:
+        """The jobs' NAS root (host, port, share, root_dir, mount path), for mapping the
+        platform's stored nas_path forms onto it (see NASRoot.forms)."""
+        root_dir = self.root_dir.replace("\\", "/").strip("/")
+        if self.protocol == "local":
+            mount = self.mount_path or (
+                f"{self.local_root.rstrip('/')}/{root_dir}" if root_dir else self.local_root)
+            return NASRoot("local", root_dir=root_dir, mount_path=mount)
+        return NASRoot("smb", host=self.host, port=self.port, share=self.share,
+                       root_dir=root_dir, mount_path=self.mount_path)
+
+    def root_forms(self) -> tuple[str, ...]:
+        """The prefixes that each mean "the root" (UNC, //host, smb://host[:port], mount)."""
+        return self.root().forms()
 
     def fs(self) -> NASFileSystem:
         if self.protocol not in ("smb", "local"):
@@ -91,9 +118,9 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
         if self.protocol == "local":
             if not self.local_root:
                 raise ValueError("NAS protocol is 'local' but HP_NAS_LOCAL_ROOT is empty")
-            return LocalNAS(self.local_root)
+            return LocalNAS(self.local_root, self.root_dir)
         return SMBNAS(self.host, self.port, self.share, self.username, self.password,
-                      self.timeout_s, self.connection_cache())
+                      self.timeout_s, self.connection_cache(), root_dir=self.root_dir)
 
     def connection_cache(self) -> dict[str, Any]:
         """The smbclient `connection_cache` this resource owns; pass it to every smbclient
@@ -125,7 +152,7 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
             if isinstance(fs, SMBNAS):
                 fs.connect()
             entries = fs.list_dir("")
-            return f"{len(entries)} entries at the share root"
+            return f"{len(entries)} entries at the NAS root"
 
         return probe_health("NAS", self.address, check, explain_nas_error)
 

@@ -119,13 +119,17 @@ class LocalNAS:
     root must be a mount point or hold the NAS_SENTINEL file (see require_mounted), so a share
     that was never mounted, or went away mid-run, is refused instead of read as empty."""
 
-    def __init__(self, root: str):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str, root_dir: str = ""):
+        # The mount is checked at `root`; every path lies beneath root/root_dir (NAS_ROOT_PATH
+        # or HP_NAS_ROOT_DIR: the folder the jobs own inside the share).
+        self.mount_root = Path(root).resolve()
+        sub = safe_relpath(root_dir)
+        self.root = self.mount_root / sub if sub else self.mount_root
         self.description = f"file://{self.root}"
-        require_mounted(self.root)
+        require_mounted(self.mount_root)
 
     def _abs(self, path: str) -> Path:
-        require_mounted(self.root)  # one stat: the mount can vanish while a run goes on
+        require_mounted(self.mount_root)  # one stat: the mount can vanish while a run goes on
         rel = safe_relpath(path)
         full = (self.root / rel) if rel else self.root
         real = Path(os.path.realpath(full))
@@ -200,14 +204,18 @@ class SMBNAS:
     cache, so two resources with different credentials never share a session."""
 
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
-                 timeout_s: float, cache: dict[str, Any]):
+                 timeout_s: float, cache: dict[str, Any], root_dir: str = ""):
         self.host, self.port, self.share = host, port, share
-        self.description = f"smb://{host}:{port}/{share}"
+        # Every path lies beneath this folder of the share (paths are cleaned of `..` and
+        # absolute forms by smb_safe_relpath before they are joined to it).
+        self.root_dir = smb_safe_relpath(root_dir)
+        where = f"{share}/{self.root_dir}" if self.root_dir else share
+        self.description = f"smb://{host}:{port}/{where}"
         self._kw: dict[str, Any] = dict(port=port, username=username, password=password,
                                         connection_timeout=timeout_s, connection_cache=cache)
 
     def _unc(self, path: str) -> str:
-        rel = smb_safe_relpath(path)
+        rel = "/".join(p for p in (self.root_dir, smb_safe_relpath(path)) if p)
         tail = "\\" + rel.replace("/", "\\") if rel else ""
         return f"\\\\{self.host}\\{self.share}{tail}"
 

@@ -22,9 +22,12 @@ from hybrid_pipelines.resources.errors import Health, probe_health, require
 from hybrid_pipelines.resources.owned import Owned, OwnsHandles
 
 OBJECT_STORE_ENV = ("HP_OBJECT_STORE_ENDPOINT", "HP_OBJECT_STORE_ACCESS_KEY",
-                    "HP_OBJECT_STORE_SECRET_KEY", "HP_OBJECT_STORE_BUCKET")
+                    "HP_OBJECT_STORE_SECRET_KEY", "HP_OBJECT_STORE_BUCKET",
+                    "HP_OBJECT_STORE_OUTPUTS_BUCKET")
+# Each also answers to the platform's name (SEAWEED_S3_ENDPOINT, ...: shared/platform_env.py).
 SEAWEEDFS_ENV = ("HP_SEAWEEDFS_S3_ENDPOINT", "HP_SEAWEEDFS_MASTER_URL",
-                 "HP_SEAWEEDFS_ACCESS_KEY", "HP_SEAWEEDFS_SECRET_KEY", "HP_SEAWEEDFS_BUCKET")
+                 "HP_SEAWEEDFS_ACCESS_KEY", "HP_SEAWEEDFS_SECRET_KEY", "HP_SEAWEEDFS_BUCKET",
+                 "HP_SEAWEEDFS_TIMEOUT_MS")
 
 
 def explain_s3_error(exc: BaseException) -> str:
@@ -73,9 +76,13 @@ def registered_volume_servers(master_url: str, timeout: float) -> int:
 
 class ObjectStoreResource(OwnsHandles, S3Resource):
     """The cold tier (MinIO or AWS S3). Set `endpoint_url` for MinIO/SeaweedFS; leave it empty
-    for AWS. `bucket` is the bucket this deployment owns."""
+    for AWS. As the AI platform's design has them, cold models and generated outputs live in
+    buckets of their own: `bucket` (cold models, `cold-models`) and `outputs_bucket`
+    (generated outputs, `generated-outputs`)."""
 
-    bucket: str = Field(default="cold-tier", description="Bucket holding this tier's objects.")
+    bucket: str = Field(default="cold-models", description="Bucket holding the cold models.")
+    outputs_bucket: str = Field(default="generated-outputs",
+                                description="Bucket holding the generated outputs.")
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     region_name: str | None = "us-east-1"

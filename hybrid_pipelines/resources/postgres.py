@@ -25,6 +25,9 @@ from hybrid_pipelines.sql import schema_steps
 from hybrid_pipelines.sql.migrations import migrate
 
 ENV_VARS = ("HP_PG_HOST", "HP_PG_PORT", "HP_PG_USER", "HP_PG_PASSWORD", "HP_PG_DATABASE")
+# The AI platform's database (resource key ai_postgres): its own variables, or the platform's.
+AI_ENV_VARS = ("HP_AI_PG_HOST", "HP_AI_PG_PORT", "HP_AI_PG_USER", "HP_AI_PG_PASSWORD",
+               "HP_AI_PG_DATABASE", "POSTGRES_HOST/PORT/USER/PASSWORD/DB")
 
 # (server, port, user, database, schema) applied by this process. Process state, not a
 # client cache: it only remembers that the idempotent DDL already ran against that database.
@@ -50,6 +53,9 @@ class PostgresResource(dg.ConfigurableResource):
     password: str = ""
     database: str = "hybrid"
     connect_timeout_s: int = 5
+    # Which variables an error tells the operator to check: HP_PG (the file server's database)
+    # or HP_AI_PG (ai_platform).
+    settings_prefix: str = "HP_PG"
 
     @property
     def address(self) -> str:
@@ -111,4 +117,4 @@ class PostgresResource(dg.ConfigurableResource):
         return probe_health("PostgreSQL", self.address, check, explain_pg_error)
 
     def require_healthy(self) -> None:
-        require(self.health(), ENV_VARS)
+        require(self.health(), AI_ENV_VARS if self.settings_prefix == "HP_AI_PG" else ENV_VARS)

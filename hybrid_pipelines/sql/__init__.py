@@ -11,9 +11,9 @@ if TYPE_CHECKING:
 
 # Schemas migrated step by step (module hybrid_pipelines.sql.<name>_schema, STEPS); the others
 # are plain idempotent SQL files.
-STEPPED_SCHEMAS: tuple[str, ...] = ("hybrid_cache",)
+STEPPED_SCHEMAS: tuple[str, ...] = ("hybrid_cache", "ai_tiers")
 # Which PostgreSQL resource (resources/build.py key) holds each schema.
-SCHEMA_RESOURCE: dict[str, str] = {"hybrid_cache": "postgres", "ai_tiers": "postgres"}
+SCHEMA_RESOURCE: dict[str, str] = {"hybrid_cache": "postgres", "ai_tiers": "ai_postgres"}
 
 
 def schema_steps(name: str) -> Sequence[Step] | None:

@@ -10,9 +10,12 @@ from hybrid_pipelines.resources import PostgresResource
 
 def test_requests_and_status(ai_pg: PostgresResource, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
+    # The AI platform's own database, through the jobs' `ai_postgres` settings; the file
+    # server's HP_PG_DATABASE names another database, which the commands must not use.
     for key, value in {"HP_PG_HOST": ai_pg.host, "HP_PG_PORT": str(ai_pg.port),
                        "HP_PG_USER": ai_pg.user, "HP_PG_PASSWORD": ai_pg.password,
-                       "HP_PG_DATABASE": ai_pg.database}.items():
+                       "HP_PG_DATABASE": "hybrid",
+                       "HP_AI_PG_DATABASE": ai_pg.database}.items():
         monkeypatch.setenv(key, value)
     assert main(["ai-tiers", "promote", "llama-3"]) == 0
     assert main(["ai-tiers", "reactivate", "u1", "c1"]) == 0

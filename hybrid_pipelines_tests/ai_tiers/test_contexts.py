@@ -23,7 +23,7 @@ from hybrid_pipelines.defs.ai_tiers.jobs import context_reactivation_job
 from hybrid_pipelines.defs.ai_tiers.sensors import context_reactivation_requests_sensor
 from hybrid_pipelines.resources import PostgresResource
 
-from .conftest import NOW, Space, days_ago, seed_contexts
+from .conftest import NOW, Space, days_ago, naive, seed_contexts
 
 
 def _msgs(text: str) -> list[dict[str, str]]:
@@ -44,7 +44,7 @@ def _run_archive_job(pg: PostgresResource, sp: Space, now: str, **expiry: Any
     return dg.materialize(
         [user_contexts, user_contexts_archive, user_context_exports],
         selection=[user_contexts_archive, user_context_exports],
-        resources={"postgres": pg, "object_store": sp.store},
+        resources={"ai_postgres": pg, "object_store": sp.store},
         run_config={"ops": {
             "user_contexts_archive": {"config": {"now": now, "batch_size": 2}},
             "user_context_exports": {"config": {"now": now, "prefix": sp.contexts, **expiry}}}})
@@ -69,7 +69,7 @@ def test_archive_boundary_days_and_metadata(ai_pg: PostgresResource, space: Spac
     with ai_pg.connect() as conn:
         row = conn.execute("SELECT messages, archived_at, updated_at FROM user_contexts_archive "
                            "WHERE conversation_id = 'c31'").fetchone()
-    assert row == (_msgs("day 31"), NOW, days_ago(31))
+    assert row == (_msgs("day 31"), naive(NOW), naive(days_ago(31)))
 
 
 def test_archived_twin_is_merged_not_dropped(ai_pg: PostgresResource) -> None:
@@ -212,7 +212,7 @@ def test_reactivation_from_archive_and_from_export(ai_pg: PostgresResource,
     with ai_pg.connect(autocommit=True) as conn:
         contexts.expire_archive(conn, client, bucket, cutoff(NOW, 365), NOW, space.contexts)
     assert _where(ai_pg) == {"arch": "archive"}
-    resources = {"postgres": ai_pg, "object_store": space.store}
+    resources = {"ai_postgres": ai_pg, "object_store": space.store}
     for conv, source in (("arch", "archive"), ("exp", "export")):
         result = context_reactivation_job.execute_in_process(
             run_config={"ops": {"reactivate_context": {"config": {
@@ -225,7 +225,8 @@ def test_reactivation_from_archive_and_from_export(ai_pg: PostgresResource,
         rows = dict(conn.execute("SELECT conversation_id, messages FROM user_contexts"))
         assert conn.execute("SELECT count(*) FROM user_context_exports").fetchone()[0] == 0
         # updated_at is now: the next archive run leaves them warm.
-        assert conn.execute("SELECT min(updated_at) FROM user_contexts").fetchone()[0] == NOW
+        assert conn.execute("SELECT min(updated_at) FROM user_contexts").fetchone()[0] \
+            == naive(NOW)
     assert rows == {"arch": _msgs("in archive"), "exp": _msgs("exported")}
     missing = context_reactivation_job.execute_in_process(
         run_config={"ops": {"reactivate_context": {"config": {
@@ -241,7 +242,7 @@ def test_reactivation_sensor(ai_pg: PostgresResource) -> None:
         conn.execute("INSERT INTO context_reactivation_requests (user_id, conversation_id) "
                      "VALUES ('u1', 'c1'), ('u2', 'c2')")
     result = context_reactivation_requests_sensor(
-        dg.build_sensor_context(resources={"postgres": ai_pg}))
+        dg.build_sensor_context(resources={"ai_postgres": ai_pg}))
     assert [r.run_key for r in result.run_requests] == [
         "context_reactivation_requests-1", "context_reactivation_requests-2"]
     assert result.run_requests[0].run_config["ops"]["reactivate_context"]["config"] == \

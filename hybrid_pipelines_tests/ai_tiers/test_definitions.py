@@ -48,3 +48,18 @@ def test_every_job_runs_in_the_ai_tiers_pool() -> None:
     for name in names:
         job = defs.resolve_job_def(name)
         assert POOL.items() <= job.tags.items(), name
+
+
+def test_demotion_schedule_passes_hot_volume_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HP_HOT_TIER_THRESHOLD_PERCENT", "85")
+    monkeypatch.setenv("HP_HOT_TIER_CAPACITY_BYTES", "1000000")
+    when = datetime(2025, 3, 31, 2, 0, tzinfo=UTC)
+    request = schedules.model_demotion_schedule.evaluate_tick(
+        dg.build_schedule_context(scheduled_execution_time=when))
+    (run,) = request.run_requests
+    cfg = run.run_config["ops"]["model_locations"]["config"]
+    assert (cfg["hot_volume_threshold_percent"], cfg["hot_volume_capacity_bytes"]) == \
+        (85.0, 1000000)
+    assert cfg["hot_volume_target_percent"] == 80.0
+    with pytest.raises(ValueError, match="HP_HOT_TIER_TARGET_PERCENT='lots' is not a number"):
+        schedules.hot_volume_settings({"HP_HOT_TIER_TARGET_PERCENT": "lots"})

@@ -46,7 +46,7 @@ def _sync(pg: PostgresResource, store: ObjectStoreResource, efs: EFSResource, sr
           **config: Any) -> dict[str, Any]:
     result = dg.materialize(
         [efs_models, efs_files_match_manifest],
-        resources={"postgres": pg, "object_store": store, "efs": efs},
+        resources={"ai_postgres": pg, "object_store": store, "efs": efs},
         run_config={"ops": {"efs_models": {"config": {
             "now": NOW.isoformat(), "prefixes": [src.prefix], **config}}}})
     assert all(c.passed for c in result.get_asset_check_evaluations())

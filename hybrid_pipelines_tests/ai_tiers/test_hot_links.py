@@ -54,7 +54,8 @@ def _models_dir(sp: Space) -> Path:
 def _demote(pg: PostgresResource, sp: Space) -> dg.ExecuteInProcessResult:
     cfg = {"now": NOW.isoformat(), "hot_prefix": sp.models, "cold_prefix": sp.models}
     return dg.materialize([model_locations],
-                          resources={"postgres": pg, "object_store": sp.store, "hot_tier": sp.hot},
+                          resources={"ai_postgres": pg, "object_store": sp.store,
+                                     "hot_tier": sp.hot},
                           run_config={"ops": {"model_locations": {"config": cfg}}},
                           raise_on_error=False)
 
@@ -67,7 +68,7 @@ def _promote(pg: PostgresResource, sp: Space, request_id: int | None = None
         cfg["request_id"] = request_id
     return model_promotion_job.execute_in_process(
         run_config={"ops": {"promote_model": {"config": cfg}}},
-        resources={"postgres": pg, "object_store": sp.store, "hot_tier": sp.hot},
+        resources={"ai_postgres": pg, "object_store": sp.store, "hot_tier": sp.hot},
         raise_on_error=False)
 
 

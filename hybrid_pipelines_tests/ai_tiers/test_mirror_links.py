@@ -6,18 +6,16 @@ never unlink outside it (issue #12, item 2)."""
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from hybrid_pipelines.ai_tiers import efs_sync, outputs, tier_copy
-from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
 from hybrid_pipelines.defs.ai_tiers.assets import efs_models, generated_outputs
 from hybrid_pipelines.resources import EFSResource, ObjectStoreResource, PostgresResource
 
-from .conftest import NOW, Space, days_ago
+from .conftest import NOW, Space, days_ago, output_tier, seed_output_row
 from .test_efs_sync import BUCKET, Source, source  # noqa: F401 - the fixture
 
 SECRET = b"not the mirror's bytes"
@@ -86,7 +84,7 @@ def test_efs_destination_that_is_a_link_is_refused(
     (efs_resource.root() / "models").symlink_to(outside, target_is_directory=True)
     with pytest.raises(Exception, match="models is a symbolic link"):
         dg.materialize([efs_models], resources={
-            "postgres": ai_pg, "object_store": object_store_resource, "efs": efs_resource},
+            "ai_postgres": ai_pg, "object_store": object_store_resource, "efs": efs_resource},
             run_config={"ops": {"efs_models": {"config": {
                 "now": NOW.isoformat(), "prefixes": [source.prefix]}}}})
     assert list(outside.iterdir()) == []
@@ -96,19 +94,11 @@ def test_efs_destination_that_is_a_link_is_refused(
 
 def _output_row(pg: PostgresResource, user: str, created, tier: str, access: int = 0
                 ) -> tuple[str, str]:
-    oid = str(uuid.uuid4())
-    rel = output_path(user, created, oid, "png")
-    with pg.connect() as conn:
-        conn.execute("INSERT INTO generated_outputs (output_id, user_id, path, tier, size_bytes, "
-                     "access_count, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                     (oid, user, rel, tier, len(SECRET), access, created))
-    return oid, rel
+    return seed_output_row(pg, user, created, tier, len(SECRET), access)
 
 
-def _tier(pg: PostgresResource, oid: str) -> str:
-    with pg.connect() as conn:
-        return conn.execute("SELECT tier FROM generated_outputs WHERE output_id = %s",
-                            (oid,)).fetchone()[0]
+def _tier(pg: PostgresResource, oid: str) -> str | None:
+    return output_tier(pg, oid)
 
 
 @pytest.mark.fault("ai_tiers: output folders and files symlinked out of the hot tier -> not "
@@ -133,13 +123,14 @@ def test_outputs_never_go_through_links(ai_pg: PostgresResource, space: Space,
     # 3. A popular cold output whose user folder is a link: its promotion would write outside.
     promoted, rel3 = _output_row(ai_pg, "u3", days_ago(30), "cold", access=9)
     space.put_cold(f"{space.outputs}/{rel3}", SECRET,
-                   {"sha256": tier_copy.digest_chunks([SECRET]).sha256})
+                   {"sha256": tier_copy.digest_chunks([SECRET]).sha256},
+                   bucket=space.store.outputs_bucket)
     (outside / "u3").mkdir()
     (hot_outputs / "u3").symlink_to(outside / "u3", target_is_directory=True)
 
     result = dg.materialize(
         [generated_outputs],
-        resources={"postgres": ai_pg, "object_store": space.store, "hot_tier": space.hot},
+        resources={"ai_postgres": ai_pg, "object_store": space.store, "hot_tier": space.hot},
         run_config={"ops": {"generated_outputs": {"config": {
             "now": NOW.isoformat(), "hot_prefix": space.outputs, "cold_prefix": space.outputs}}}},
         raise_on_error=False)
@@ -153,7 +144,7 @@ def test_outputs_never_go_through_links(ai_pg: PostgresResource, space: Space,
     assert text.count("symbolic link") == 3
     assert [_tier(ai_pg, o) for o in (linked_dir, linked_file, promoted)] == \
         ["hot", "hot", "cold"]
-    assert list(space.keys("outputs/")) == [f"{space.outputs}/{rel3}"]
+    assert list(space.output_keys("outputs/")) == [f"{space.outputs}/{rel3}"]
 
 
 def test_output_deletion_never_unlinks_through_a_linked_folder(
@@ -168,7 +159,7 @@ def test_output_deletion_never_unlinks_through_a_linked_folder(
     (hot_outputs / "u1").symlink_to(outside, target_is_directory=True)
     with ai_pg.connect(autocommit=True) as conn, pytest.raises(
             outputs.OutputTierError, match="hot copy not deleted.*symbolic link"):
-        outputs.delete_outputs(conn, space.client(), space.store.bucket, space.hot, "u1", oid,
-                               outputs.OutputLayout(space.outputs, space.outputs))
+        outputs.delete_outputs(conn, space.client(), space.store.outputs_bucket, space.hot,
+                               "u1", oid, outputs.OutputLayout(space.outputs, space.outputs))
     assert target.read_bytes() == SECRET  # before the fix: unlinked through the link
     assert _tier(ai_pg, oid) == "hot"  # the row stays for a retry once the link is gone

@@ -16,6 +16,7 @@ from boto3.exceptions import S3UploadFailedError
 from hybrid_pipelines.ai_tiers import model_promotion, models, tier_copy
 from hybrid_pipelines.ai_tiers.model_promotion import promote_model
 from hybrid_pipelines.ai_tiers.models import ModelLayout
+from hybrid_pipelines.ai_tiers.rules.tier_policy import as_utc
 from hybrid_pipelines.defs.ai_tiers.assets import model_locations
 from hybrid_pipelines.defs.ai_tiers.jobs import PromotionConfig, model_promotion_job
 from hybrid_pipelines.defs.ai_tiers.sensors import model_promotion_requests_sensor
@@ -28,7 +29,7 @@ FILES = {"config.json": b'{"layers": 2}', "weights/part-0.safetensors": os.urand
 
 def _resources(pg: PostgresResource, sp: Space, hot: JuiceFSResource | None = None
                ) -> dict[str, Any]:
-    return {"postgres": pg, "object_store": sp.store, "hot_tier": hot or sp.hot}
+    return {"ai_postgres": pg, "object_store": sp.store, "hot_tier": hot or sp.hot}
 
 
 def _demote(pg: PostgresResource, sp: Space, *, hot: JuiceFSResource | None = None,
@@ -267,7 +268,7 @@ def test_promotion_job_brings_a_model_back(ai_pg: PostgresResource, space: Space
             "cold_prefix": space.models}}}},
         resources=_resources(ai_pg, space))
     tier, row_size, last_access = model_row(ai_pg, "m")
-    assert (tier, row_size, last_access.isoformat()) == ("hot", size, later)
+    assert (tier, row_size, as_utc(last_access).isoformat()) == ("hot", size, later)
     assert _hot_files(space, "m") == FILES
     mat = result.asset_materializations_for_node("promote_model")[0]
     assert mat.metadata["bytes_downloaded"].value == size
@@ -309,7 +310,8 @@ def test_promotion_of_a_model_without_cold_objects_fails_clearly(
     seed_model(ai_pg, space, "ghost", FILES, days_ago(1), tier="cold")
     layout = ModelLayout(hot_prefix=space.models, cold_prefix=space.models)
     with ai_pg.connect(autocommit=True) as conn:
-        with pytest.raises(models.ModelTierError, match="ghost: the row says cold but s3://"):
+        with pytest.raises(models.ModelTierError,
+                           match="ghost: the row says cold but the hot tier has no files and s3://"):
             promote_model(conn, space.client(), space.store.bucket, space.hot, "ghost", NOW,
                           layout)
         with pytest.raises(models.ModelTierError, match="not in model_locations"):
@@ -321,13 +323,15 @@ def test_promotion_of_a_model_without_cold_objects_fails_clearly(
     assert model_row(ai_pg, "ghost")[0] == "cold"
 
 
-def test_promotion_sensor_launches_one_run_per_request(ai_pg: PostgresResource) -> None:
+def test_promotion_sensor_launches_one_run_per_request(ai_pg: PostgresResource,
+                                                      space: Space) -> None:
     with ai_pg.connect() as conn:
         for mid in ("a", "b"):
             conn.execute("INSERT INTO model_promotion_requests (model_id) VALUES (%s)", (mid,))
         conn.execute("INSERT INTO model_promotion_requests (model_id, status) "
                      "VALUES ('done-already', 'done')")
-    ctx = dg.build_sensor_context(resources={"postgres": ai_pg}, cursor=None)
+    ctx = dg.build_sensor_context(resources={"ai_postgres": ai_pg, "hot_tier": space.hot},
+                                  cursor=None)
     result = model_promotion_requests_sensor(ctx)
     assert [r.run_key for r in result.run_requests] == ["model_promotion_requests-1",
                                                         "model_promotion_requests-2"]
@@ -337,7 +341,7 @@ def test_promotion_sensor_launches_one_run_per_request(ai_pg: PostgresResource) 
     with ai_pg.connect() as conn:
         conn.execute("UPDATE model_promotion_requests SET status = 'done'")
     empty = model_promotion_requests_sensor(dg.build_sensor_context(
-        resources={"postgres": ai_pg}, cursor="2"))
+        resources={"ai_postgres": ai_pg, "hot_tier": space.hot}, cursor="2"))
     assert not empty.run_requests and "no pending" in empty.skip_reason.skip_message
 
 
@@ -359,4 +363,5 @@ def test_failed_promotion_marks_its_request(ai_pg: PostgresResource, space: Spac
 def test_schema_is_idempotent(ai_pg: PostgresResource) -> None:
     ai_pg.apply_schema("ai_tiers")
     with ai_pg.connect() as conn, pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("INSERT INTO model_locations (model_id, tier) VALUES ('x', 'warm')")
+        conn.execute("INSERT INTO model_locations (model_id, tier, size_bytes) "
+                     "VALUES ('x', 'warm', 0)")

@@ -4,7 +4,6 @@ back; deletion requests remove them from every tier and the table."""
 from __future__ import annotations
 
 import os
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -12,47 +11,42 @@ import dagster as dg
 import pytest
 
 from hybrid_pipelines.ai_tiers import outputs, tier_copy
-from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
 from hybrid_pipelines.defs.ai_tiers.assets import generated_outputs
 from hybrid_pipelines.defs.ai_tiers.checks import output_paths_follow_layout
 from hybrid_pipelines.defs.ai_tiers.jobs import OutputDeletionConfig, output_deletion_job
 from hybrid_pipelines.defs.ai_tiers.sensors import output_deletion_requests_sensor
 from hybrid_pipelines.resources import PostgresResource
 
-from .conftest import NOW, Space, days_ago
+from .conftest import NOW, Space, days_ago, output_tier, seed_output_row
 
 
 def _seed(pg: PostgresResource, sp: Space, user: str, created: datetime, access: int = 0,
           tier: str = "hot", ext: str = "png") -> tuple[str, str, bytes]:
-    oid = str(uuid.uuid4())
-    rel = output_path(user, created, oid, ext)
+    """An output as the platform leaves it: its row (hot_storage / cold_storage, filename,
+    no path of ours) and its file at user_id/YYYY/MM/DD/uuid.ext on the hot tier, or in the
+    outputs bucket when cold."""
     body = os.urandom(3000)
+    oid, rel = seed_output_row(pg, user, created, tier, len(body), access, ext)
     if tier == "hot":
         path = sp.hot.path(f"{sp.outputs}/{rel}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
     else:
         sp.put_cold(f"{sp.outputs}/{rel}", body,
-                    {"sha256": tier_copy.digest_chunks([body]).sha256})
-    with pg.connect() as conn:
-        conn.execute("INSERT INTO generated_outputs (output_id, user_id, path, tier, size_bytes, "
-                     "access_count, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                     (oid, user, rel, tier, len(body), access, created))
+                    {"sha256": tier_copy.digest_chunks([body]).sha256},
+                    bucket=sp.store.outputs_bucket)
     return oid, rel, body
 
 
 def _tier(pg: PostgresResource, oid: str) -> str | None:
-    with pg.connect() as conn:
-        row = conn.execute("SELECT tier FROM generated_outputs WHERE output_id = %s",
-                           (oid,)).fetchone()
-    return row[0] if row else None
+    return output_tier(pg, oid)
 
 
 def _run(pg: PostgresResource, sp: Space, raise_on_error: bool = True
          ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [generated_outputs, output_paths_follow_layout],
-        resources={"postgres": pg, "object_store": sp.store, "hot_tier": sp.hot},
+        resources={"ai_postgres": pg, "object_store": sp.store, "hot_tier": sp.hot},
         run_config={"ops": {"generated_outputs": {"config": {
             "now": NOW.isoformat(), "hot_prefix": sp.outputs, "cold_prefix": sp.outputs}}}},
         raise_on_error=raise_on_error)
@@ -72,7 +66,7 @@ def test_daily_tiering_boundaries_and_popularity(ai_pg: PostgresResource, space:
     result = _run(ai_pg, space)
     assert [_tier(ai_pg, o[0]) for o in (d6, d7, d8, kept, back)] == \
         ["hot", "cold", "cold", "hot", "hot"]
-    cold = space.keys("outputs/")
+    cold = space.output_keys("outputs/")
     for _oid, rel, body in (d7, d8):
         assert cold[f"{space.outputs}/{rel}"] == body
         assert not space.hot.path(f"{space.outputs}/{rel}").exists()
@@ -110,20 +104,20 @@ def test_deletion_request_removes_every_copy(ai_pg: PostgresResource, space: Spa
     with ai_pg.connect() as conn:
         conn.execute("INSERT INTO output_deletion_requests (user_id) VALUES ('gone')")
     sensor = output_deletion_requests_sensor(
-        dg.build_sensor_context(resources={"postgres": ai_pg}))
+        dg.build_sensor_context(resources={"ai_postgres": ai_pg}))
     (request,) = sensor.run_requests
     cfg = request.run_config["ops"]["delete_user_outputs"]["config"]
     assert OutputDeletionConfig(**cfg) == OutputDeletionConfig(user_id="gone", request_id=1)
     result = output_deletion_job.execute_in_process(
         run_config={"ops": {"delete_user_outputs": {"config": {
             **cfg, "hot_prefix": space.outputs, "cold_prefix": space.outputs}}}},
-        resources={"postgres": ai_pg, "object_store": space.store, "hot_tier": space.hot})
+        resources={"ai_postgres": ai_pg, "object_store": space.store, "hot_tier": space.hot})
     mat = result.asset_materializations_for_node("delete_user_outputs")[0]
     assert mat.metadata["outputs_deleted"].value == 2
     for oid, rel, _ in (hot_one, cold_one):
         assert _tier(ai_pg, oid) is None
         assert not space.hot.path(f"{space.outputs}/{rel}").exists()
-    assert list(space.keys("outputs/gone")) == []
+    assert list(space.output_keys("outputs/gone")) == []
     assert _tier(ai_pg, other[0]) == "hot"
     with ai_pg.connect() as conn:
         assert conn.execute("SELECT status, detail FROM output_deletion_requests").fetchone() \
@@ -135,7 +129,7 @@ def test_deletion_for_the_wrong_user_is_refused(ai_pg: PostgresResource, space: 
     layout = outputs.OutputLayout(space.outputs, space.outputs)
     with ai_pg.connect(autocommit=True) as conn, pytest.raises(
             outputs.OutputTierError, match="belongs to another user"):
-        outputs.delete_outputs(conn, space.client(), space.store.bucket, space.hot,
+        outputs.delete_outputs(conn, space.client(), space.store.outputs_bucket, space.hot,
                                "intruder", oid, layout)
     assert _tier(ai_pg, oid) == "hot"
     assert space.hot.path(f"{space.outputs}/{rel}").exists()
@@ -143,7 +137,10 @@ def test_deletion_for_the_wrong_user_is_refused(ai_pg: PostgresResource, space: 
 
 def test_layout_check_flags_bad_paths(ai_pg: PostgresResource) -> None:
     with ai_pg.connect() as conn:
-        conn.execute("INSERT INTO generated_outputs (output_id, user_id, path) VALUES "
-                     "(gen_random_uuid(), 'u1', 'u1/2025/13/01/nope.png')")
-    result = output_paths_follow_layout(postgres=ai_pg)
-    assert not result.passed and result.metadata["bad_paths"].value == 1
+        # A path of ours that is not the layout, and a platform filename without extension.
+        conn.execute("INSERT INTO generated_outputs (output_id, user_id, filename, output_type, "
+                     "path) VALUES (gen_random_uuid(), 'u1', 'a.png', 'image', "
+                     "'u1/2025/13/01/nope.png'), (gen_random_uuid(), 'u1', 'noext', 'image', "
+                     "NULL)")
+    result = output_paths_follow_layout(ai_postgres=ai_pg)
+    assert not result.passed and result.metadata["bad_paths"].value == 2

@@ -10,10 +10,12 @@ from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     ModelState,
     OutputState,
     export_key,
+    is_older,
     output_action,
     output_path,
     parse_now,
     select_demotions,
+    volume_plan,
 )
 
 from .conftest import NOW, days_ago
@@ -86,3 +88,32 @@ def test_export_key_is_one_object_per_day_and_run() -> None:
     assert export_key("c", date(2024, 2, 29), "r2") != export_key("c", date(2024, 2, 29), "r1")
     with pytest.raises(ValueError, match="cannot be part of an object key"):
         export_key("c", date(2024, 2, 29), "../x")
+
+
+def test_naive_platform_timestamps_are_utc() -> None:
+    # The platform's TIMESTAMP columns come back naive (UTC wall time); before: TypeError
+    # "can't compare offset-naive and offset-aware datetimes".
+    naive = (NOW - timedelta(days=30)).replace(tzinfo=None)
+    assert is_older(naive, NOW, 30) and not is_older(naive + timedelta(seconds=1), NOW, 30)
+    models = [ModelState("a", "hot", 5, naive), ModelState("b", "hot", 5, NOW)]
+    assert [d.model_id for d in select_demotions(models, NOW, 30)] == ["a"]
+    oid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    late = datetime(2025, 3, 31, 23, 30)  # naive: 23:30 UTC, still the 31st
+    assert output_path("u1", late, oid, "png") == f"u1/2025/03/31/{oid}.png"
+
+
+def test_volume_plan_frees_down_to_the_target() -> None:
+    assert volume_plan(1000, 900, 90, 80).bytes_to_free == 0  # at the threshold: nothing
+    plan = volume_plan(1000, 950, 90, 80)
+    assert (plan.used_percent, plan.bytes_to_free) == (95.0, 150)
+    for bad in ((1000, 1, 0, 0), (1000, 1, 90, 95), (0, 1, 90, 80), (1000, 1, 101, 80)):
+        with pytest.raises(ValueError):
+            volume_plan(*bad)
+
+
+def test_free_bytes_demotes_least_recently_used_first() -> None:
+    models = [ModelState(m, "hot", 100, days_ago(d)) for m, d in
+              (("new", 1), ("mid", 2), ("old", 3))] + [ModelState("c", "cold", 100, days_ago(9))]
+    assert [(d.model_id, d.reason) for d in select_demotions(models, NOW, 30, free_bytes=150)] \
+        == [("old", "capacity"), ("mid", "capacity")]
+    assert select_demotions(models, NOW, 30, free_bytes=0) == []

@@ -18,9 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from hybrid_pipelines.ai_tiers import tier_copy
-from hybrid_pipelines.ai_tiers.rules.tier_policy import output_path
+from hybrid_pipelines.ai_tiers.rules.tier_policy import as_utc, output_path
 from hybrid_pipelines.defs.ai_tiers.assets import SCHEMA
+from hybrid_pipelines.dev.stack.platform import create_missing_tables, ensure_database
 from hybrid_pipelines.resources import JuiceFSResource, ObjectStoreResource, PostgresResource
+from hybrid_pipelines.resources.build import build_resources
+from hybrid_pipelines.sql.platform import AI_PLATFORM, platform_ddl
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,10 @@ class Stores:
 
     @classmethod
     def of(cls, env: dict[str, str]) -> Stores:
-        return cls(
-            PostgresResource(host=env["HP_PG_HOST"], port=int(env["HP_PG_PORT"]),
-                             user=env["HP_PG_USER"], password=env["HP_PG_PASSWORD"],
-                             database=env["HP_PG_DATABASE"]),
-            ObjectStoreResource(endpoint_url=env["HP_OBJECT_STORE_ENDPOINT"],
-                                aws_access_key_id=env["HP_OBJECT_STORE_ACCESS_KEY"],
-                                aws_secret_access_key=env["HP_OBJECT_STORE_SECRET_KEY"],
-                                bucket=env["HP_OBJECT_STORE_BUCKET"]),
-            JuiceFSResource(mount_path=env["HP_JUICEFS_MOUNT_PATH"],
-                            require_mount=env.get("HP_JUICEFS_REQUIRE_MOUNT") == "true"))
+        # Built by the jobs' own code from the same variables: the AI platform's database
+        # (`ai_postgres`), the buckets (cold models / generated outputs), the hot tier.
+        res = build_resources(env, only=("ai_postgres", "object_store", "hot_tier"))
+        return cls(res["ai_postgres"], res["object_store"], res["hot_tier"])
 
     def rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self.postgres.connect() as conn:
@@ -58,11 +55,16 @@ class Stores:
             Bucket=self.cold.bucket, Key=key, Body=body,
             Metadata={tier_copy.SHA256_META: tier_copy.digest_chunks([body]).sha256})
 
-    def cold_object(self, key: str) -> bytes | None:
+    def cold_object(self, key: str, bucket: str | None = None) -> bytes | None:
         client = self.cold.get_client()
-        if tier_copy.head_object(client, self.cold.bucket, key) is None:
+        bucket = bucket or self.cold.bucket
+        if tier_copy.head_object(client, bucket, key) is None:
             return None
-        return client.get_object(Bucket=self.cold.bucket, Key=key)["Body"].read()
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def put_output(self, key: str, body: bytes) -> None:
+        """An output's object as the platform writes it (outputs bucket, platform layout)."""
+        self.cold.get_client().put_object(Bucket=self.cold.outputs_bucket, Key=key, Body=body)
 
 
 def _token() -> str:
@@ -99,7 +101,7 @@ class ModelPromotion:
             (self.model_id,))
         assert tier == "hot", f"model {self.model_id} is still {tier} after its promotion"
         assert size == sum(map(len, self.files.values()))
-        assert last_access >= self.seeded_at, "a promotion counts as a use of the model"
+        assert as_utc(last_access) >= self.seeded_at, "a promotion counts as a use of the model"
         hot_dir = stores.hot.path(f"models/{self.model_id}")
         on_hot = {p.relative_to(hot_dir).as_posix(): p.read_bytes()
                   for p in hot_dir.rglob("*") if p.is_file()}
@@ -116,7 +118,7 @@ class ContextReactivation:
     job: ClassVar[str] = "context_reactivation_job"
     user_id: str = field(default_factory=lambda: f"e2e-user-{_token()}")
     conversation_id: str = "conv-1"
-    # An id far above the warm table's sequence: the row keeps it when it comes back.
+    # The archive row's id (the warm row gets its own from the warm table's SERIAL).
     archive_id: int = field(default_factory=lambda: 9_000_000_000 + uuid.uuid4().int % 10**8)
     messages: list[dict[str, str]] = field(default_factory=lambda: [
         {"role": "user", "content": "where did we leave off?"},
@@ -148,10 +150,10 @@ class ContextReactivation:
                            (self.user_id, self.conversation_id))
         assert len(warm) == 1, f"{self.user_id}/{self.conversation_id} is not back in " \
                                f"user_contexts: {warm}"
-        rid, messages, updated_at = warm[0]
-        assert (rid, messages) == (self.archive_id, self.messages)
+        _rid, messages, updated_at = warm[0]
+        assert messages == self.messages
         # Reactivated = used now, so the next archive run leaves it warm.
-        assert updated_at >= self.seeded_at
+        assert as_utc(updated_at) >= self.seeded_at
         assert not stores.rows("SELECT 1 FROM user_context_exports WHERE user_id = %s",
                                (self.user_id,)), "the export tombstone is still there"
 
@@ -176,11 +178,13 @@ class OutputDeletion:
             path = stores.hot.path(f"outputs/{rel}")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
-        else:
-            stores.put_cold(f"outputs/{rel}", body)
-        stores.execute("INSERT INTO generated_outputs (output_id, user_id, path, tier, "
-                       "size_bytes, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                       (oid, user, rel, tier, len(body), self.created))
+        stores.put_output(rel, body)  # the platform writes both tiers at generation
+        # The platform's row: its own columns only (hot_storage says where the file is).
+        stores.execute("INSERT INTO generated_outputs (output_id, user_id, filename, "
+                       "output_type, size_bytes, hot_storage, cold_storage, created_at) "
+                       "VALUES (%s, %s, %s, %s, %s, %s, true, %s)",
+                       (oid, user, f"result.{ext}", "image" if ext == "png" else "audio",
+                        len(body), tier == "hot", self.created))
         self.seeded[oid] = (user, tier, rel)
 
     def seed(self, stores: Stores) -> dict[str, Any]:
@@ -196,7 +200,7 @@ class OutputDeletion:
             ([self.user_id, self.other_user],))}
         for oid, (user, tier, rel) in self.seeded.items():
             on_hot = stores.hot.path(f"outputs/{rel}").exists()
-            in_cold = stores.cold_object(f"outputs/{rel}") is not None
+            in_cold = stores.cold_object(rel, stores.cold.outputs_bucket) is not None
             if user == self.user_id:
                 assert oid not in left, f"{tier} output {oid} of {user} still has its row"
                 assert not on_hot and not in_cold, f"{tier} output {rel} is still stored " \
@@ -211,9 +215,19 @@ SCENARIOS: dict[str, type[Scenario]] = {
 
 
 def seed_all(stores: Stores) -> dict[str, tuple[Scenario, dict[str, Any]]]:
-    """Create the AI-tier tables (as any AI-tier job does first) and seed every scenario;
-    returns each job's scenario and run config."""
-    stores.postgres.apply_schema(SCHEMA)
+    """The platform's AI database and tables as its backend made them (verbatim DDL, where
+    missing), our schema steps (as any AI-tier job applies them first), the outputs bucket;
+    then every scenario; returns each job's scenario and run config."""
+    pg = stores.postgres
+    admin = PostgresResource(host=pg.host, port=pg.port, user=pg.user, password=pg.password,
+                             database="postgres")
+    ensure_database(admin.conninfo(), pg.database)
+    create_missing_tables(pg.conninfo(), platform_ddl(AI_PLATFORM))
+    client = stores.cold.get_client()
+    if stores.cold.outputs_bucket not in {b["Name"] for b in
+                                          client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=stores.cold.outputs_bucket)
+    pg.apply_schema(SCHEMA)
     stores.hot.require_healthy()
     out: dict[str, tuple[Scenario, dict[str, Any]]] = {}
     for job, make in SCENARIOS.items():

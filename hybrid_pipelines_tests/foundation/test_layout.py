@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hybrid_pipelines"
-DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers")
+DOMAINS = ("media_catalog", "hybrid_cache", "ai_tiers", "backups")
 FORBIDDEN_IN_RULES = ("dagster", "dagster_aws", "psycopg", "psycopg_pool", "boto3", "botocore",
                       "smbprotocol", "smbclient", "google", "requests")
 

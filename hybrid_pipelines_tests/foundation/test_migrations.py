@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from hybrid_pipelines.resources import PostgresResource
 from hybrid_pipelines.sql.migrations import (
@@ -72,21 +73,22 @@ def test_a_table_held_by_a_long_transaction_blocks_only_for_the_lock_timeout(
     steps = _steps(table)
     with postgres_resource.connect(autocommit=True) as conn:
         migrate(conn, steps[:1])
-        conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 'a')").format(sql.Identifier(table)))
     # A platform session in the middle of a long transaction on the table (concurrency fault).
     with psycopg.connect(postgres_resource.conninfo()) as holder:
-        holder.execute(f"SELECT * FROM {table}").fetchall()
+        holder.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))).fetchall()
         with postgres_resource.connect(autocommit=True) as conn:
             with pytest.raises(MigrationBlocked, match=r"claimed_by.*long transaction"):
                 migrate(conn, steps, lock_timeout_ms=200, attempts=2, backoff_s=0.05)
             # ...and the platform's writes still go through meanwhile.
-            conn.execute(f"INSERT INTO {table} VALUES (2, 'b')")
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (2, 'b')").format(sql.Identifier(table)))
             assert "claimed_by" not in _columns(conn, table)
         holder.rollback()
     with postgres_resource.connect(autocommit=True) as conn:
         migrate(conn, steps)
         assert plan(conn, steps) == []
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 2
+        count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        assert conn.execute(count).fetchone()[0] == 2
 
 
 def test_an_invalid_half_built_index_is_rebuilt(postgres_resource: PostgresResource) -> None:

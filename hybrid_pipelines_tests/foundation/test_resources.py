@@ -61,6 +61,17 @@ def test_postgres_stopped_then_back(server_factory) -> None:
     assert res.health().ok
 
 
+def test_ai_platform_database_errors_name_its_own_variables() -> None:
+    """ai_postgres is another database (ai_platform): its error names HP_AI_PG_* and the
+    platform's POSTGRES_*, not the file server's HP_PG_*."""
+    res = PostgresResource(host=LOOPBACK, port=free_port(), password="x", connect_timeout_s=2,
+                           database="ai_platform", settings_prefix="HP_AI_PG")
+    assert_clear_error(res, "PostgreSQL", "cannot connect", "HP_AI_PG_HOST")
+    with pytest.raises(BackendError) as info:
+        res.require_healthy()
+    assert "POSTGRES_HOST" in str(info.value) and "HP_PG_HOST" not in str(info.value)
+
+
 def test_postgres_unreachable_port() -> None:
     res = PostgresResource(host=LOOPBACK, port=free_port(), password="x", connect_timeout_s=2)
     assert_clear_error(res, "PostgreSQL", "cannot connect", "HP_PG_HOST")
@@ -376,8 +387,10 @@ def test_cli_commands_build_their_resources_with_build_py(
     bare_env.setenv("HP_RESOURCES_MODE", "deployed")
     assert main(["ai-tiers", "status"]) == 1
     err = capsys.readouterr().err
-    assert "HP_PG_HOST, HP_PG_PORT, HP_PG_USER, HP_PG_PASSWORD, HP_PG_DATABASE are not set" \
-        in err, err
+    # The AI platform's database (ai_postgres): each unset HP_AI_PG_*/POSTGRES_* falls back to
+    # the file server's HP_PG_*, its database is ai_platform unless set.
+    assert "HP_PG_HOST, HP_PG_PORT, HP_PG_USER, HP_PG_PASSWORD are not set" in err, err
+    assert "HP_AI_PG_HOST" in err and "POSTGRES_HOST" in err, err
     bare_env.setenv("HP_RESOURCES_MODE", "staging")
     assert main(["ai-tiers", "status"]) == 1
     assert "HP_RESOURCES_MODE='staging' is not a resources mode" in capsys.readouterr().err
@@ -478,6 +491,7 @@ def _health_resources(tmp_path, postgres, seaweedfs, nas) -> dict:
                                                 connect_timeout_s=1, max_attempts=1),
             "hot_tier": JuiceFSResource(mount_path=str(tmp_path / "efs")),
             "efs": EFSResource(mount_path=str(tmp_path / "efs")), "postgres": postgres,
+            "ai_postgres": postgres,
             "sqlite_catalog": SQLiteCatalogResource(path=str(tmp_path / "c.db")),
             "firestore": FirestoreResource(emulator_host=f"{LOOPBACK}:{free_port()}",
                                            timeout_s=1),

@@ -233,8 +233,8 @@ def ai_pg(private_pg: PostgresServer) -> PostgresResource:
     with pg.connect() as conn:
         conn.execute("TRUNCATE user_contexts, user_contexts_archive, model_locations "
                      "RESTART IDENTITY")
-        conn.execute("INSERT INTO user_contexts (user_id, conversation_id, updated_at) "
-                     "VALUES ('u', 'c', %s)", (days_ago(90),))
+        conn.execute("INSERT INTO user_contexts (user_id, conversation_id, messages, updated_at) "
+                     "VALUES ('u', 'c', '[]', %s)", (days_ago(90),))
     return pg
 
 
@@ -250,7 +250,7 @@ def test_ai_tier_run_config_errors_name_the_setting(ai_pg: PostgresResource,
                                                     message: str) -> None:
     config = {"now": NOW.isoformat(), **config}
     result = dg.materialize([asset], resources={
-        "postgres": ai_pg, "object_store": object_store_for(seaweed_server)},
+        "ai_postgres": ai_pg, "object_store": object_store_for(seaweed_server)},
         run_config={"ops": {asset.op.name: {"config": config}}}, raise_on_error=False)
     assert not result.success
     text = failure_text(result)
@@ -273,7 +273,7 @@ def test_negative_hot_capacity_is_refused_not_a_mass_demotion(
     prefix = f"bad-config-{tmp_path.name}"
     try:
         result = dg.materialize(
-            [model_locations], resources={"postgres": ai_pg, "object_store": store,
+            [model_locations], resources={"ai_postgres": ai_pg, "object_store": store,
                                           "hot_tier": hot},
             run_config={"ops": {"model_locations": {"config": {
                 "now": NOW.isoformat(), "hot_capacity_bytes": -1, "cold_prefix": prefix}}}},

@@ -64,7 +64,7 @@ def _commit_one_by_one(pg: PostgresResource, acked: list[int]) -> None:
 
 def _archive(pg: PostgresResource, batch_size: int) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [user_contexts_archive], resources={"postgres": pg}, raise_on_error=False,
+        [user_contexts_archive], resources={"ai_postgres": pg}, raise_on_error=False,
         run_config={"ops": {"user_contexts_archive": {"config": {
             "now": NOW.isoformat(), "batch_size": batch_size}}}})
 

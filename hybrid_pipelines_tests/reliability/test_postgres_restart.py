@@ -65,7 +65,7 @@ def _contexts(pg: PostgresResource) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _archive(pg: PostgresResource, batch_size: int) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [user_contexts_archive], resources={"postgres": pg}, raise_on_error=False,
+        [user_contexts_archive], resources={"ai_postgres": pg}, raise_on_error=False,
         run_config={"ops": {"user_contexts_archive": {"config": {
             "now": NOW.isoformat(), "batch_size": batch_size}}}})
 
@@ -144,7 +144,7 @@ def test_postgres_restart_mid_efs_sync(pg: PostgresResource, private_pg: Postgre
     files = {f"model-{i}/weights.bin": os.urandom(3000 + i) for i in range(10)}
     for rel, body in files.items():
         client.put_object(Bucket="models", Key=prefix + rel, Body=body)
-    resources = {"postgres": pg, "object_store": store, "efs": efs_resource}
+    resources = {"ai_postgres": pg, "object_store": store, "efs": efs_resource}
     config = {"ops": {"efs_models": {"config": {"now": NOW.isoformat(), "prefixes": [prefix]}}}}
 
     # The fifth object's manifest row waits uncommitted; its file is already in place.

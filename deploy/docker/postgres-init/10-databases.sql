@@ -3,3 +3,5 @@
 -- `juicefs`: metadata of the JuiceFS hot-tier volume.
 CREATE DATABASE hybrid;
 CREATE DATABASE juicefs;
+-- `ai_platform`: the AI platform's own database (resource ai_postgres, HP_AI_PG_*).
+CREATE DATABASE ai_platform;

@@ -28,15 +28,27 @@ def parse_now(value: str | None, default: datetime | None = None) -> datetime:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
+def as_utc(ts: datetime) -> datetime:
+    """The platform's TIMESTAMP columns (no zone) hold UTC: a naive value read from one is
+    UTC; an aware one is converted. Every comparison in Python goes through this."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def naive_utc(ts: datetime) -> datetime:
+    """A value for a platform TIMESTAMP column: UTC wall time, no zone (what NOW() writes
+    there in a UTC session)."""
+    return as_utc(ts).replace(tzinfo=None)
+
+
 def cutoff(now: datetime, days: int) -> datetime:
     """Timestamps at or before this instant are `days` old."""
     if days < 0:
         raise ValueError(f"an age of {days} days makes no sense; give 0 or more")
-    return now - timedelta(days=days)
+    return as_utc(now) - timedelta(days=days)
 
 
 def is_older(ts: datetime, now: datetime, days: int) -> bool:
-    return ts <= cutoff(now, days)
+    return as_utc(ts) <= cutoff(now, days)
 
 
 @dataclass(frozen=True)
@@ -55,23 +67,55 @@ class Demotion:
 
 
 def select_demotions(models: Iterable[ModelState], now: datetime, idle_days: int,
-                     capacity_bytes: int | None = None) -> list[Demotion]:
+                     capacity_bytes: int | None = None, free_bytes: int = 0) -> list[Demotion]:
     """Idle hot models first (oldest first), then least recently used ones until the hot
-    models fit `capacity_bytes` (None or 0: no limit). Ties break on model_id so two runs
-    agree."""
-    hot = sorted((m for m in models if m.tier == HOT), key=lambda m: (m.last_access, m.model_id))
+    models fit `capacity_bytes` (None or 0: no limit) and until `free_bytes` are freed
+    (idle demotions count toward it). Ties break on model_id so two runs agree."""
+    hot = sorted((m for m in models if m.tier == HOT),
+                 key=lambda m: (as_utc(m.last_access), m.model_id))
     out = [Demotion(m.model_id, "idle", m.size_bytes) for m in hot
            if is_older(m.last_access, now, idle_days)]
     chosen = {d.model_id for d in out}
-    if capacity_bytes:
-        rest = [m for m in hot if m.model_id not in chosen]
-        total = sum(m.size_bytes for m in rest)
-        for m in rest:
-            if total <= capacity_bytes:
-                break
-            out.append(Demotion(m.model_id, "capacity", m.size_bytes))
-            total -= m.size_bytes
+    rest = [m for m in hot if m.model_id not in chosen]
+    total = sum(m.size_bytes for m in rest)
+    freed = sum(d.size_bytes for d in out)
+    for m in rest:
+        over_budget = bool(capacity_bytes) and total > (capacity_bytes or 0)
+        if not over_budget and freed >= free_bytes:
+            break
+        out.append(Demotion(m.model_id, "capacity", m.size_bytes))
+        total -= m.size_bytes
+        freed += m.size_bytes
     return out
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    """What the hot volume's usage asks of a demotion run (reported as run metadata)."""
+
+    capacity_bytes: int     # the volume's size (statvfs) or the configured capacity
+    used_bytes: int
+    used_percent: float
+    threshold_percent: float
+    target_percent: float
+    bytes_to_free: int      # 0 when usage is at or below the threshold
+
+
+def volume_plan(capacity_bytes: int, used_bytes: int, threshold_percent: float,
+                target_percent: float) -> VolumePlan:
+    """Disk full -> demote least recently used: above `threshold_percent` of the capacity,
+    free enough to come down to `target_percent`."""
+    if not 0 < threshold_percent <= 100 or not 0 <= target_percent <= threshold_percent:
+        raise ValueError(f"hot volume threshold {threshold_percent}% / target {target_percent}%"
+                         ": need 0 < threshold <= 100 and 0 <= target <= threshold")
+    if capacity_bytes <= 0:
+        raise ValueError(f"hot volume capacity {capacity_bytes} bytes: need more than 0")
+    pct = 100.0 * used_bytes / capacity_bytes
+    free = 0
+    if pct > threshold_percent:
+        free = max(0, used_bytes - int(capacity_bytes * target_percent / 100.0))
+    return VolumePlan(capacity_bytes, used_bytes, round(pct, 3), threshold_percent,
+                      target_percent, free)
 
 
 def still_eligible(demotion: Demotion, current: ModelState | None, now: datetime,
@@ -113,7 +157,7 @@ _OUTPUT_PATH = re.compile(
 def output_path(user_id: str, created_at: datetime, output_id: str, ext: str) -> str:
     if not user_id or "/" in user_id or user_id in (".", ".."):
         raise ValueError(f"user_id {user_id!r} cannot be a path segment")
-    day = created_at.astimezone(UTC)
+    day = as_utc(created_at)
     path = f"{user_id}/{day:%Y/%m/%d}/{output_id}.{ext.lstrip('.')}"
     parse_output_path(path)
     return path

@@ -6,7 +6,12 @@ import dagster as dg
 from pydantic import Field
 
 from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, outputs
-from hybrid_pipelines.ai_tiers.rules.tier_policy import cutoff, parse_now
+from hybrid_pipelines.ai_tiers.rules.tier_policy import (
+    VolumePlan,
+    cutoff,
+    parse_now,
+    volume_plan,
+)
 from hybrid_pipelines.resources import (
     EFSResource,
     JuiceFSResource,
@@ -29,6 +34,15 @@ class ModelDemotionConfig(ClockConfig):
     hot_capacity_bytes: int = Field(
         default=0, description="Hot-tier budget for models; least recently used models are "
         "demoted until the hot models fit. 0 = no limit.")
+    hot_volume_threshold_percent: float = Field(
+        default=90.0, description="When the hot volume (statvfs of the mount) is fuller than "
+        "this, least recently used hot models are demoted until it is at the target.")
+    hot_volume_target_percent: float = Field(
+        default=80.0, description="Usage the capacity demotion brings the hot volume down to.")
+    hot_volume_capacity_bytes: int = Field(
+        default=0, description="The hot volume's size for the percentages; 0 = the size "
+        "statvfs reports (JuiceFS: the volume's --capacity or quota). Set it when the file "
+        "system reports no real limit.")
     upload_missing: bool = Field(
         default=True, description="Copy a model to the cold tier when its verified cold copy "
         "is missing; false makes a missing cold copy block the demotion.")
@@ -54,7 +68,8 @@ class OutputsConfig(ClockConfig):
     hot_days: int = Field(default=7, description="Outputs this old leave the hot tier...")
     keep_access_count: int = Field(default=5, description="...unless read this many times.")
     hot_prefix: str = "outputs"
-    cold_prefix: str = "outputs"
+    cold_prefix: str = Field(default="", description="Key prefix in the outputs bucket; '' = "
+                             "the platform's user_id/YYYY/MM/DD/uuid.ext at the bucket root.")
 
 
 class EfsSyncConfig(ClockConfig):
@@ -92,17 +107,26 @@ def _errors_text(errors: dict[str, str], limit: int = 20) -> str:
           description="Where each model's weights live (hot JuiceFS + cold object store). "
           "Materialising it demotes idle models and, over capacity, the least recently used.")
 def model_locations(context: dg.AssetExecutionContext, config: ModelDemotionConfig,
-                    postgres: PostgresResource, object_store: ObjectStoreResource,
+                    ai_postgres: PostgresResource, object_store: ObjectStoreResource,
                     hot_tier: JuiceFSResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
     require_non_negative(idle_days=config.idle_days,
-                         hot_capacity_bytes=config.hot_capacity_bytes)
-    postgres.apply_schema(SCHEMA)
-    with postgres.connect(autocommit=True) as conn:
+                         hot_capacity_bytes=config.hot_capacity_bytes,
+                         hot_volume_capacity_bytes=config.hot_volume_capacity_bytes)
+    ai_postgres.apply_schema(SCHEMA)
+    hot_tier.require_healthy()
+    total, used = models.hot_volume_usage(hot_tier)
+    plan = volume_plan(config.hot_volume_capacity_bytes or total, used,
+                       config.hot_volume_threshold_percent, config.hot_volume_target_percent)
+    if plan.bytes_to_free:
+        context.log.warning(f"hot volume {plan.used_percent}% full (threshold "
+                            f"{plan.threshold_percent}%): demoting least recently used models "
+                            f"to free {plan.bytes_to_free} bytes")
+    with ai_postgres.connect(autocommit=True) as conn:
         report = models.run_demotion(
             conn, object_store.get_client(), object_store.bucket, hot_tier, now,
             config.idle_days, config.hot_capacity_bytes or None, model_layout(config),
-            log=context.log.info)
+            log=context.log.info, free_bytes=plan.bytes_to_free)
         sizes = models.tier_sizes(conn)
     sizes["hot_volume_used_bytes"] = models.hot_volume_used(hot_tier)
     meta = {"models_demoted": len(report.demoted), "bytes_freed": report.bytes_freed,
@@ -110,13 +134,28 @@ def model_locations(context: dg.AssetExecutionContext, config: ModelDemotionConf
             "files_already_in_cold": report.already_in_cold,
             "leftovers_removed": report.leftovers_removed, "models_failed": len(report.errors),
             "models_skipped": len(report.skipped), **report.left_alone.metadata(),
-            **sizes}
+            **sizes, **_effective_settings(config, plan, object_store.bucket)}
     if report.left_alone:
         context.log.warning(f"hot tier: {report.left_alone.describe()}")
     if report.errors:
         raise dg.Failure(description="Some models were not demoted; their hot copies are "
                          "kept:\n" + _errors_text(report.errors), metadata=meta)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _effective_settings(config: ModelDemotionConfig, plan: VolumePlan,
+                        bucket: str) -> dict[str, object]:
+    """What this run decided with (no secrets): shown on the materialization."""
+    return {"setting_idle_days": config.idle_days,
+            "setting_hot_capacity_bytes": config.hot_capacity_bytes,
+            "setting_hot_volume_threshold_percent": plan.threshold_percent,
+            "setting_hot_volume_target_percent": plan.target_percent,
+            "setting_hot_volume_capacity_bytes": plan.capacity_bytes,
+            "setting_hot_volume_capacity_source":
+                "config" if config.hot_volume_capacity_bytes else "statvfs",
+            "setting_cold_bucket": bucket,
+            "hot_volume_used_percent": plan.used_percent,
+            "hot_volume_bytes_to_free": plan.bytes_to_free}
 
 
 user_contexts = dg.AssetSpec(
@@ -128,11 +167,11 @@ user_contexts = dg.AssetSpec(
           description="Archived conversations (user_contexts_archive): contexts not updated for "
           "30 days, moved atomically in batches.")
 def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
-                          postgres: PostgresResource) -> dg.MaterializeResult:
+                          ai_postgres: PostgresResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
     require_non_negative(idle_days=config.idle_days)
-    postgres.apply_schema(SCHEMA)
-    with postgres.connect(autocommit=True) as conn:
+    ai_postgres.apply_schema(SCHEMA)
+    with ai_postgres.connect(autocommit=True) as conn:
         report = contexts.archive_contexts(conn, cutoff(now, config.idle_days), now,
                                            config.batch_size)
         sizes = contexts.context_sizes(conn)
@@ -150,12 +189,12 @@ def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConf
           "objects (one per archive day and run, never overwritten; cold storage class), "
           "verified, then deleted from the archive as the export pointers move.")
 def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig,
-                         postgres: PostgresResource,
+                         ai_postgres: PostgresResource,
                          object_store: ObjectStoreResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
     require_non_negative(expire_after_days=config.expire_after_days)
-    postgres.apply_schema(SCHEMA)
-    with postgres.connect(autocommit=True) as conn:
+    ai_postgres.apply_schema(SCHEMA)
+    with ai_postgres.connect(autocommit=True) as conn:
         report = contexts.expire_archive(
             conn, object_store.get_client(), object_store.bucket,
             cutoff(now, config.expire_after_days), now, config.prefix,
@@ -174,15 +213,15 @@ def user_context_exports(context: dg.AssetExecutionContext, config: ExpiryConfig
           description="Generated images/audio (generated_outputs): hot for hot_days, then cold "
           "unless read keep_access_count times; pending user deletion requests first.")
 def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
-                      postgres: PostgresResource, object_store: ObjectStoreResource,
+                      ai_postgres: PostgresResource, object_store: ObjectStoreResource,
                       hot_tier: JuiceFSResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
     require_non_negative(hot_days=config.hot_days, keep_access_count=config.keep_access_count)
-    postgres.apply_schema(SCHEMA)
+    ai_postgres.apply_schema(SCHEMA)
     layout = outputs.OutputLayout(config.hot_prefix, config.cold_prefix)
-    with postgres.connect(autocommit=True) as conn:
+    with ai_postgres.connect(autocommit=True) as conn:
         report = outputs.run_output_tiering(
-            conn, object_store.get_client(), object_store.bucket, hot_tier, now,
+            conn, object_store.get_client(), object_store.outputs_bucket, hot_tier, now,
             config.hot_days, config.keep_access_count, layout, log=context.log.info)
         sizes = outputs.output_sizes(conn)
     meta = {"outputs_demoted": report.demoted, "outputs_promoted": report.promoted,
@@ -204,13 +243,13 @@ def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
           description="Model files mirrored from an S3 bucket onto the EFS mount (new and "
           "changed objects only, by size and ETag).")
 def efs_models(context: dg.AssetExecutionContext, config: EfsSyncConfig,
-               postgres: PostgresResource, object_store: ObjectStoreResource,
+               ai_postgres: PostgresResource, object_store: ObjectStoreResource,
                efs: EFSResource) -> dg.MaterializeResult:
     now = parse_now(config.now)
-    postgres.apply_schema(SCHEMA)
+    ai_postgres.apply_schema(SCHEMA)
     efs.require_healthy()
     root = efs.path(config.dest_dir)
-    with postgres.connect(autocommit=True) as conn:
+    with ai_postgres.connect(autocommit=True) as conn:
         report = efs_sync.sync_to_efs(conn, object_store.get_client(), config.source_bucket,
                                       root, config.prefixes, now, config.delete_extraneous,
                                       log=context.log.info)

@@ -18,24 +18,30 @@ def _no_tables(exc: Exception) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=model_locations, description="Every model marked hot has its files on "
-                "the hot tier (a hot row without files means the mount or the row is wrong).")
-def hot_models_have_files(postgres: PostgresResource,
+                "the hot tier, or a restore from the cold tier under way (the platform flips a "
+                "row to hot on first use before the files are back).")
+def hot_models_have_files(ai_postgres: PostgresResource,
                           hot_tier: JuiceFSResource) -> dg.AssetCheckResult:
     try:
         hot_tier.require_healthy()
-        with postgres.connect() as conn:
+        with ai_postgres.connect() as conn:
             missing = models.hot_rows_missing_files(conn, hot_tier, models.ModelLayout())
+            pending = {r[0] for r in conn.execute(
+                "SELECT DISTINCT model_id FROM model_promotion_requests "
+                "WHERE status = 'pending' AND model_id = ANY(%s)", (missing,))}
     except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash
         return _no_tables(exc)
-    return dg.AssetCheckResult(passed=not missing, metadata={
-        "hot_models_without_files": len(missing), "examples": ", ".join(missing[:10])})
+    lost = [m for m in missing if m not in pending]
+    return dg.AssetCheckResult(passed=not lost, metadata={
+        "hot_models_without_files": len(lost), "hot_models_being_restored": len(pending),
+        "examples": ", ".join(lost[:10])})
 
 
 @dg.asset_check(asset=user_contexts_archive, description="No conversation is both warm and "
                 "archived (a twin: recreated after archiving and not merged yet).")
-def no_conversation_in_both_tiers(postgres: PostgresResource) -> dg.AssetCheckResult:
+def no_conversation_in_both_tiers(ai_postgres: PostgresResource) -> dg.AssetCheckResult:
     try:
-        with postgres.connect() as conn:
+        with ai_postgres.connect() as conn:
             twins = contexts.twins_count(conn)
     except psycopg.Error as exc:
         return _no_tables(exc)
@@ -44,9 +50,9 @@ def no_conversation_in_both_tiers(postgres: PostgresResource) -> dg.AssetCheckRe
 
 @dg.asset_check(asset=generated_outputs, description="Every output path follows "
                 "user_id/YYYY/MM/DD/uuid.ext with its own user and id.")
-def output_paths_follow_layout(postgres: PostgresResource) -> dg.AssetCheckResult:
+def output_paths_follow_layout(ai_postgres: PostgresResource) -> dg.AssetCheckResult:
     try:
-        with postgres.connect() as conn:
+        with ai_postgres.connect() as conn:
             bad = outputs.bad_paths(conn)
     except psycopg.Error as exc:
         return _no_tables(exc)
@@ -56,10 +62,11 @@ def output_paths_follow_layout(postgres: PostgresResource) -> dg.AssetCheckResul
 
 @dg.asset_check(asset=efs_models, description="Every mirrored file recorded in the manifest "
                 "is on the EFS mount with the recorded size.")
-def efs_files_match_manifest(postgres: PostgresResource, efs: EFSResource) -> dg.AssetCheckResult:
+def efs_files_match_manifest(ai_postgres: PostgresResource,
+                             efs: EFSResource) -> dg.AssetCheckResult:
     try:
         efs.require_healthy()
-        with postgres.connect() as conn:
+        with ai_postgres.connect() as conn:
             bad = efs_sync.manifest_mismatches(conn, efs.root())
     except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash
         return _no_tables(exc)

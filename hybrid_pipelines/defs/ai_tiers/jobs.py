@@ -34,11 +34,11 @@ efs_model_sync_job = dg.define_asset_job(
     description="Mirror model prefixes from S3 onto the EFS mount.")
 
 
-def _finish_request(postgres: PostgresResource, table: str, request_id: int | None,
+def _finish_request(ai_postgres: PostgresResource, table: str, request_id: int | None,
                     status: str, detail: str) -> None:
     if request_id is None:
         return
-    with postgres.connect() as conn:
+    with ai_postgres.connect() as conn:
         conn.execute(f"UPDATE {table} SET status = %s, processed_at = now(), "  # noqa: S608
                      "detail = %s WHERE id = %s", (status, detail[:1000], request_id))
 
@@ -52,19 +52,19 @@ class PromotionConfig(ClockConfig):
 
 @dg.op(description="Copy a cold model into the hot path, verify it, mark it hot.")
 def promote_model(context: dg.OpExecutionContext, config: PromotionConfig,
-                  postgres: PostgresResource, object_store: ObjectStoreResource,
+                  ai_postgres: PostgresResource, object_store: ObjectStoreResource,
                   hot_tier: JuiceFSResource) -> None:
     now = parse_now(config.now)
-    postgres.apply_schema(SCHEMA)
+    ai_postgres.apply_schema(SCHEMA)
     layout = models.ModelLayout(hot_prefix=config.hot_prefix, cold_prefix=config.cold_prefix)
     try:
-        with postgres.connect(autocommit=True) as conn:
+        with ai_postgres.connect(autocommit=True) as conn:
             result = model_promotion.promote_model(
                 conn, object_store.get_client(), object_store.bucket, hot_tier,
                 config.model_id, now, layout)
             sizes = models.tier_sizes(conn)
     except Exception as exc:
-        _finish_request(postgres, "model_promotion_requests", config.request_id, "failed",
+        _finish_request(ai_postgres, "model_promotion_requests", config.request_id, "failed",
                         str(exc))
         raise
     detail = ("already hot" if result.already_hot else
@@ -73,7 +73,7 @@ def promote_model(context: dg.OpExecutionContext, config: PromotionConfig,
         detail += (f"; {len(result.moved_aside)} hot file(s) with bytes the cold copy lacks "
                    f"kept under new names: {', '.join(result.moved_aside[:5])}")
         context.log.warning(f"model {config.model_id}: {detail}")
-    _finish_request(postgres, "model_promotion_requests", config.request_id, "done", detail)
+    _finish_request(ai_postgres, "model_promotion_requests", config.request_id, "done", detail)
     context.log.info(f"model {config.model_id}: {detail}")
     context.log_event(dg.AssetMaterialization(
         asset_key=model_locations.key, description=f"promoted {config.model_id}",
@@ -99,26 +99,26 @@ class ReactivationConfig(ClockConfig):
 
 @dg.op(description="Move one archived (or exported) conversation back to the warm table.")
 def reactivate_context(context: dg.OpExecutionContext, config: ReactivationConfig,
-                       postgres: PostgresResource, object_store: ObjectStoreResource) -> None:
+                       ai_postgres: PostgresResource, object_store: ObjectStoreResource) -> None:
     now = parse_now(config.now)
-    postgres.apply_schema(SCHEMA)
+    ai_postgres.apply_schema(SCHEMA)
     table = "context_reactivation_requests"
     try:
-        with postgres.connect(autocommit=True) as conn:
+        with ai_postgres.connect(autocommit=True) as conn:
             result = contexts.reactivate_context(conn, object_store.get_client(),
                                                  object_store.bucket, config.user_id,
                                                  config.conversation_id, now)
             sizes = contexts.context_sizes(conn)
     except Exception as exc:
-        _finish_request(postgres, table, config.request_id, "failed", str(exc))
+        _finish_request(ai_postgres, table, config.request_id, "failed", str(exc))
         raise
     name = f"{config.user_id}/{config.conversation_id}"
     if result.source == "missing":
-        _finish_request(postgres, table, config.request_id, "not_found",
+        _finish_request(ai_postgres, table, config.request_id, "not_found",
                         "no such conversation in any tier")
         raise dg.Failure(description=f"conversation {name} is in no tier (warm, archive or "
                          "exports): check the user_id and conversation_id")
-    _finish_request(postgres, table, config.request_id, "done", f"from {result.source}")
+    _finish_request(ai_postgres, table, config.request_id, "done", f"from {result.source}")
     context.log.info(f"conversation {name}: reactivated from {result.source}")
     context.log_event(dg.AssetMaterialization(
         asset_key=user_contexts_archive.key, description=f"reactivated {name}",
@@ -137,24 +137,25 @@ class OutputDeletionConfig(ClockConfig):
     output_id: str | None = Field(default=None, description="One output; empty = all of them.")
     request_id: int | None = Field(default=None, description="output_deletion_requests row.")
     hot_prefix: str = "outputs"
-    cold_prefix: str = "outputs"
+    cold_prefix: str = ""
 
 
 @dg.op(description="Remove a user's output(s) from the hot tier, the cold tier and the table.")
 def delete_user_outputs(context: dg.OpExecutionContext, config: OutputDeletionConfig,
-                        postgres: PostgresResource, object_store: ObjectStoreResource,
+                        ai_postgres: PostgresResource, object_store: ObjectStoreResource,
                         hot_tier: JuiceFSResource) -> None:
     now = parse_now(config.now)
-    postgres.apply_schema(SCHEMA)
+    ai_postgres.apply_schema(SCHEMA)
     layout = outputs.OutputLayout(config.hot_prefix, config.cold_prefix)
     report = outputs.OutputsReport()
-    with postgres.connect(autocommit=True) as conn:
+    with ai_postgres.connect(autocommit=True) as conn:
         client = object_store.get_client()
         if config.request_id is not None:
-            outputs.process_deletion_requests(conn, client, object_store.bucket, hot_tier, now,
-                                              layout, report, request_id=config.request_id)
+            outputs.process_deletion_requests(conn, client, object_store.outputs_bucket, hot_tier,
+                                              now, layout, report,
+                                              request_id=config.request_id)
         else:
-            report.deleted, _ = outputs.delete_outputs(conn, client, object_store.bucket,
+            report.deleted, _ = outputs.delete_outputs(conn, client, object_store.outputs_bucket,
                                                        hot_tier, config.user_id,
                                                        config.output_id, layout)
         sizes = outputs.output_sizes(conn)

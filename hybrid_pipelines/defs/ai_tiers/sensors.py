@@ -9,6 +9,7 @@ from collections.abc import Callable
 import dagster as dg
 import psycopg
 
+from hybrid_pipelines.ai_tiers import models
 from hybrid_pipelines.defs.ai_tiers.jobs import (
     OutputDeletionConfig,
     PromotionConfig,
@@ -17,14 +18,15 @@ from hybrid_pipelines.defs.ai_tiers.jobs import (
     model_promotion_job,
     output_deletion_job,
 )
-from hybrid_pipelines.resources import PostgresResource
+from hybrid_pipelines.resources import JuiceFSResource, PostgresResource
+from hybrid_pipelines.resources.errors import BackendError
 
 MAX_REQUESTS_PER_TICK = 50
 
 
-def _pending(postgres: PostgresResource, sql: str) -> list[tuple] | None:
+def _pending(ai_postgres: PostgresResource, sql: str) -> list[tuple] | None:
     try:
-        with postgres.connect() as conn:
+        with ai_postgres.connect() as conn:
             return conn.execute(sql, (MAX_REQUESTS_PER_TICK,)).fetchall()
     except psycopg.errors.UndefinedTable:
         return None
@@ -41,12 +43,46 @@ def _result(context: dg.SensorEvaluationContext, rows: list[tuple] | None, table
     return dg.SensorResult(run_requests=[make(r) for r in rows], cursor=str(high))
 
 
+RESTORE_DETAIL = "restore: the row is hot but its files are not on the hot tier"
+# A restore that failed (no cold copy either) is asked again after this long, not every tick.
+RESTORE_RETRY_S = 3600
+
+
+def queue_restores(postgres: PostgresResource, hot: JuiceFSResource,
+                   layout: models.ModelLayout) -> int:
+    """A promotion request for every hot row whose files are not on the hot tier (the
+    platform flips a cold row to hot on its first use and leaves the files where they are),
+    unless one is pending or failed within the hour; the promotion copies them back from the
+    cold tier."""
+    try:
+        hot.require_healthy()
+        with postgres.connect() as conn:
+            missing = models.hot_rows_missing_files(conn, hot, layout)
+            if not missing:
+                return 0
+            cur = conn.execute(
+                "INSERT INTO model_promotion_requests (model_id, detail) "
+                "SELECT m, %s FROM unnest(%s::text[]) AS m WHERE NOT EXISTS ("
+                "SELECT 1 FROM model_promotion_requests r WHERE r.model_id = m "
+                "AND (r.status = 'pending' OR (r.status = 'failed' "
+                "AND r.requested_at > now() - make_interval(secs => %s))))",
+                (RESTORE_DETAIL, missing, RESTORE_RETRY_S))
+            return cur.rowcount
+    except (psycopg.errors.UndefinedTable, BackendError):
+        return 0
+
+
 @dg.sensor(job=model_promotion_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Launches a promotion run per pending model_promotion_requests row.")
+           description="Launches a promotion run per pending model_promotion_requests row, and "
+           "queues a restore for every hot row whose files are not on the hot tier.")
 def model_promotion_requests_sensor(context: dg.SensorEvaluationContext,
-                                    postgres: PostgresResource) -> dg.SensorResult:
-    rows = _pending(postgres, "SELECT id, model_id FROM model_promotion_requests "
+                                    ai_postgres: PostgresResource,
+                                    hot_tier: JuiceFSResource) -> dg.SensorResult:
+    queued = queue_restores(ai_postgres, hot_tier, models.ModelLayout())
+    if queued:
+        context.log.info(f"queued {queued} restore(s) of hot rows without hot files")
+    rows = _pending(ai_postgres, "SELECT id, model_id FROM model_promotion_requests "
                     "WHERE status = 'pending' ORDER BY id LIMIT %s")
     return _result(context, rows, "model_promotion_requests", lambda r: dg.RunRequest(
         run_key=f"model_promotion_requests-{r[0]}",
@@ -60,8 +96,8 @@ def model_promotion_requests_sensor(context: dg.SensorEvaluationContext,
            description="Launches a reactivation run per pending context_reactivation_requests "
            "row.")
 def context_reactivation_requests_sensor(context: dg.SensorEvaluationContext,
-                                         postgres: PostgresResource) -> dg.SensorResult:
-    rows = _pending(postgres, "SELECT id, user_id, conversation_id "
+                                         ai_postgres: PostgresResource) -> dg.SensorResult:
+    rows = _pending(ai_postgres, "SELECT id, user_id, conversation_id "
                     "FROM context_reactivation_requests WHERE status = 'pending' "
                     "ORDER BY id LIMIT %s")
     return _result(context, rows, "context_reactivation_requests", lambda r: dg.RunRequest(
@@ -74,9 +110,9 @@ def context_reactivation_requests_sensor(context: dg.SensorEvaluationContext,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Launches a deletion run per pending output_deletion_requests row.")
 def output_deletion_requests_sensor(context: dg.SensorEvaluationContext,
-                                    postgres: PostgresResource) -> dg.SensorResult:
-    rows = _pending(postgres, "SELECT id, user_id, output_id::text FROM output_deletion_requests "
-                    "WHERE status = 'pending' ORDER BY id LIMIT %s")
+                                    ai_postgres: PostgresResource) -> dg.SensorResult:
+    rows = _pending(ai_postgres, "SELECT id, user_id, output_id::text "
+                    "FROM output_deletion_requests WHERE status = 'pending' ORDER BY id LIMIT %s")
     return _result(context, rows, "output_deletion_requests", lambda r: dg.RunRequest(
         run_key=f"output_deletion_requests-{r[0]}",
         run_config=dg.RunConfig(ops={"delete_user_outputs": OutputDeletionConfig(

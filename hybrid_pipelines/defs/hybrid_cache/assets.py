@@ -3,6 +3,7 @@ nas_replicas (pending sync) -> cache_evictions; recached_files brings NAS-only u
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import dagster as dg
 import psycopg
@@ -133,7 +134,7 @@ def seaweedfs_cache(context: dg.AssetExecutionContext, config: CacheStatsConfig,
 )
 def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
                  postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
-    settings = config.settings()
+    settings = replace(config.settings(), location=nas.root())
     policy = config.breaker_policy()
     with _gated(context, postgres, seaweedfs, nas, policy,
                 "pending sync (no attempt charged)", "files_synced") as gate:
@@ -168,7 +169,7 @@ def nas_replicas(context: dg.AssetExecutionContext, config: SyncConfig,
 )
 def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
-    settings = config.settings()
+    settings = replace(config.settings(), location=nas.root())
     policy = config.breaker_policy()
     # Every delete needs its NAS copy looked at first: with the NAS down, evict nothing.
     with _gated(context, postgres, seaweedfs, nas, policy, "eviction", "bytes_evicted") as gate:
@@ -210,7 +211,8 @@ def cache_evictions(context: dg.AssetExecutionContext, config: EvictionConfig,
 def recached_files(context: dg.AssetExecutionContext, config: RecacheConfig,
                    postgres: PostgresResource, seaweedfs: SeaweedFSResource, nas: NASResource):
     policy = config.breaker_policy()
-    settings = config.settings()  # bad run config fails before any backend is touched
+    # bad run config fails before any backend is touched
+    settings = replace(config.settings(), location=nas.root())
     with _gated(context, postgres, seaweedfs, nas, policy, "re-cache", "files_recached") as gate:
         if gate is None:
             return

@@ -1,5 +1,7 @@
 """The consistency audit as an asset check on seaweedfs_cache, and the reconcile op."""
 
+from dataclasses import replace
+
 import dagster as dg
 
 from hybrid_pipelines.defs.hybrid_cache.assets import seaweedfs_cache
@@ -25,7 +27,8 @@ from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSR
 def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfig,
                       postgres: PostgresResource, seaweedfs: SeaweedFSResource,
                       nas: NASResource) -> dg.AssetCheckResult:
-    settings = config.settings()  # bad run config fails before any backend is touched
+    # bad run config fails before any backend is touched
+    settings = replace(config.settings(), location=nas.root())
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
         gates = backend_gates(conn, seaweedfs, nas, BreakerPolicy())
@@ -56,7 +59,8 @@ def cache_consistency(context: dg.AssetCheckExecutionContext, config: AuditConfi
 def reconcile_cache(context: dg.OpExecutionContext, config: AuditConfig,
                     postgres: PostgresResource, seaweedfs: SeaweedFSResource,
                     nas: NASResource) -> None:
-    settings = config.settings()  # bad run config fails before any backend is touched
+    # bad run config fails before any backend is touched
+    settings = replace(config.settings(), location=nas.root())
     prepare(postgres)
     with postgres.connect(autocommit=True) as conn:
         gates = backend_gates(conn, seaweedfs, nas, BreakerPolicy())

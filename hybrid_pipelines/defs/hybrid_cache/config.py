@@ -1,6 +1,11 @@
-"""Run configuration of the hybrid-cache jobs (Dagster run config, every field defaulted)."""
+"""Run configuration of the hybrid-cache jobs (Dagster run config, every field defaulted).
 
-import os
+The defaults are the platform's settings as this process sees them when definitions load
+(CACHE_EVICTION_POLICY, CACHE_THRESHOLD_PERCENT, SYNC_BATCH_SIZE, ... or their HP_* names:
+shared/cache_settings.py); schedules and sensors build each run's config from the settings
+in force at their tick (run_config_for) and tag the run with them."""
+
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -16,25 +21,18 @@ from hybrid_pipelines.hybrid_cache.rules.eviction_policy import (
     parse_policy,
 )
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings
+from hybrid_pipelines.shared.cache_settings import (
+    FALLBACK_CAPACITY_BYTES,
+    CacheSettings,
+    cache_settings,
+    capacity_from_env,
+)
 
-FALLBACK_CAPACITY_BYTES = 50 * 2**30
+__all__ = ["FALLBACK_CAPACITY_BYTES", "capacity_from_env", "run_config_for"]
 
-
-def capacity_from_env() -> int:
-    """HP_CACHE_CAPACITY_BYTES: a deployment fact, read by sensors (which have no run config)
-    at every tick and by the run config defaults when definitions load."""
-    raw = os.environ.get("HP_CACHE_CAPACITY_BYTES", "")
-    try:
-        value = int(raw) if raw else FALLBACK_CAPACITY_BYTES
-    except ValueError:
-        raise ValueError(f"HP_CACHE_CAPACITY_BYTES={raw!r} is not a whole number of bytes") \
-            from None
-    if value <= 0:
-        raise ValueError(f"HP_CACHE_CAPACITY_BYTES must be positive, got {value}")
-    return value
-
-
-DEFAULT_CAPACITY_BYTES = capacity_from_env()
+# Read once when definitions load: a bad value stops loading, naming the variable.
+LOADED = cache_settings()
+DEFAULT_CAPACITY_BYTES = LOADED.capacity_bytes
 
 
 class BreakerConfig(dg.Config):
@@ -54,9 +52,11 @@ class BreakerConfig(dg.Config):
 
 
 class SyncConfig(BreakerConfig):
-    batch_size: int = Field(50, description="Rows claimed per batch (FOR UPDATE SKIP LOCKED).")
+    batch_size: int = Field(LOADED.sync_batch_size, description="Rows claimed per batch (FOR "
+                            "UPDATE SKIP LOCKED); default SYNC_BATCH_SIZE.")
     max_batches: int = Field(20, description="Batches per run; the schedule runs every minute.")
-    max_attempts: int = Field(3, description="Failed attempts before a row is marked failed.")
+    max_attempts: int = Field(LOADED.sync_max_retries, description="Failed attempts before a "
+                              "row is marked failed; default SYNC_MAX_RETRIES.")
     lease_timeout_s: float = Field(600.0, description="A 'syncing' row whose run stopped "
                                                       "returns to the queue after this long.")
     nas_prefix: str = Field("uploads", description="NAS folder for rows without a nas_path.")
@@ -74,11 +74,14 @@ class SyncConfig(BreakerConfig):
 class EvictionConfig(BreakerConfig):
     capacity_bytes: int = Field(DEFAULT_CAPACITY_BYTES, description="Cache capacity in bytes "
                                 "(default from HP_CACHE_CAPACITY_BYTES).")
-    threshold: float = Field(0.8, description="Evict when usage is above this fraction.")
-    target: float = Field(0.7, description="Evict down to this fraction (below threshold).")
-    policy: str = Field("lru", description="lru (last_accessed), lfu (access_count) or fifo "
-                                           "(created_at).")
-    batch_size: int = Field(100, description="Files deleted per batch.")
+    threshold: float = Field(LOADED.threshold, description="Evict when usage is above this "
+                             "fraction; default CACHE_THRESHOLD_PERCENT / 100.")
+    target: float = Field(LOADED.target, description="Evict down to this fraction (below "
+                          "threshold; default 10 points under it).")
+    policy: str = Field(LOADED.eviction_policy, description="lru (last_accessed), lfu "
+                        "(access_count) or fifo (created_at); default CACHE_EVICTION_POLICY.")
+    batch_size: int = Field(LOADED.eviction_batch_size, description="Files deleted per batch; "
+                            "default CACHE_EVICTION_BATCH_SIZE.")
     max_files: int = Field(10_000, description="Files evicted per run at most.")
     key_prefix: str = Field("", description="Only objects under this key prefix count.")
     recheck_hash_max_bytes: int = Field(
@@ -119,3 +122,28 @@ class AuditConfig(dg.Config):
     def settings(self) -> AuditSettings:
         return AuditSettings(self.key_prefix, self.nas_prefix, self.hash_sample,
                              self.stale_partial_s)
+
+
+# Job name -> (asset whose config it sets, the settings it takes from CacheSettings).
+_JOB_CONFIG = {
+    "pending_sync": "nas_replicas",
+    "cache_eviction": "cache_evictions",
+    "cache_stats": "seaweedfs_cache",
+}
+
+
+def run_config_for(job_name: str, s: CacheSettings) -> dict[str, Any]:
+    """The run config a schedule or sensor gives `job_name`: the fields the platform's
+    settings decide, from `s` (every other field keeps its default)."""
+    fields: dict[str, Any] = {}
+    if job_name == "pending_sync":
+        fields = {"batch_size": s.sync_batch_size, "max_attempts": s.sync_max_retries}
+    elif job_name == "cache_eviction":
+        fields = {"capacity_bytes": s.capacity_bytes, "threshold": s.threshold,
+                  "target": s.target, "policy": s.eviction_policy,
+                  "batch_size": s.eviction_batch_size}
+    elif job_name == "cache_stats":
+        fields = {"capacity_bytes": s.capacity_bytes}
+    if not fields:
+        return {}
+    return {"ops": {_JOB_CONFIG[job_name]: {"config": fields}}}

@@ -22,7 +22,8 @@ from hybrid_pipelines.resources.errors import Health
 BACKENDS: dict[str, str] = {
     "nas": "nas", "seaweedfs": "seaweedfs", "object_store": "object_store",
     "hot_tier": "hot_tier", "efs": "efs", "postgres": "postgres",
-    "sqlite_catalog": "catalog_db", "firestore": "firestore", "ffprobe": "ffprobe",
+    "ai_postgres": "ai_postgres", "sqlite_catalog": "catalog_db", "firestore": "firestore",
+    "ffprobe": "ffprobe",
 }
 
 
@@ -36,11 +37,12 @@ BACKENDS: dict[str, str] = {
 def backend_health(context: dg.AssetExecutionContext, nas: NASResource,
                    seaweedfs: SeaweedFSResource, object_store: ObjectStoreResource,
                    hot_tier: JuiceFSResource, efs: EFSResource, postgres: PostgresResource,
-                   sqlite_catalog: SQLiteCatalogResource, firestore: FirestoreResource,
-                   ffprobe: FFprobeResource):
+                   ai_postgres: PostgresResource, sqlite_catalog: SQLiteCatalogResource,
+                   firestore: FirestoreResource, ffprobe: FFprobeResource):
+    # postgres: the file server's database; ai_postgres: the AI platform's (ai_platform).
     resources = dict(nas=nas, seaweedfs=seaweedfs, object_store=object_store, hot_tier=hot_tier,
-                     efs=efs, postgres=postgres, sqlite_catalog=sqlite_catalog,
-                     firestore=firestore, ffprobe=ffprobe)
+                     efs=efs, postgres=postgres, ai_postgres=ai_postgres,
+                     sqlite_catalog=sqlite_catalog, firestore=firestore, ffprobe=ffprobe)
     reports: dict[str, Health] = {name: resources[key].health()
                                   for key, name in BACKENDS.items()}
     meta: dict[str, float | int] = {}

@@ -15,6 +15,7 @@ from hybrid_pipelines.dev.stack.base import LocalServer
 from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator, emulator_unavailable
 from hybrid_pipelines.dev.stack.instance_config import write_instance_yaml
 from hybrid_pipelines.dev.stack.juicefs import JuiceFSMount
+from hybrid_pipelines.dev.stack.platform import PlatformSim, platform_component
 from hybrid_pipelines.dev.stack.postgres import PostgresServer
 from hybrid_pipelines.dev.stack.process import (
     LOOPBACK,
@@ -30,9 +31,15 @@ from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL
 
 SERVER_TYPES: dict[str, type[LocalServer]] = {
     cls.name: cls
-    for cls in (PostgresServer, SeaweedFSServer, SambaServer, FirestoreEmulator, JuiceFSMount)
+    for cls in (PostgresServer, SeaweedFSServer, SambaServer, FirestoreEmulator, JuiceFSMount,
+                PlatformSim)
 }
-START_ORDER = ("postgres", "seaweedfs", "samba", "firestore", "juicefs")
+# The platform simulator (`stack up --platform`) last: it writes to the servers before it.
+START_ORDER = ("postgres", "seaweedfs", "samba", "firestore", "juicefs", "platform")
+# The AI platform's stores, as its design names them: cold models and generated outputs in
+# buckets of their own, its database `ai_platform` beside the file server's (same server).
+COLD_MODELS_BUCKET, OUTPUTS_BUCKET = "cold-models", "generated-outputs"
+AI_DATABASE = "ai_platform"
 
 
 def default_state_dir() -> Path:
@@ -102,6 +109,13 @@ class LocalStack:
         }
         for server in self.servers.values():
             out |= server.env()
+        if "HP_PG_HOST" in out:  # ai_platform: its own database on the same server
+            out |= {f"HP_AI_PG_{k}": out[f"HP_PG_{k}"]
+                    for k in ("HOST", "PORT", "USER", "PASSWORD")}
+            out["HP_AI_PG_DATABASE"] = AI_DATABASE
+        if "HP_OBJECT_STORE_ENDPOINT" in out:
+            out["HP_OBJECT_STORE_BUCKET"] = COLD_MODELS_BUCKET
+            out["HP_OBJECT_STORE_OUTPUTS_BUCKET"] = OUTPUTS_BUCKET
         return out
 
     def _plan(self) -> dict[str, LocalServer]:
@@ -121,6 +135,7 @@ class LocalStack:
                 port_open(p) for p in (sw.master_port, sw.volume_port, sw.filer_port, sw.s3_port)):
             sw = SeaweedFSServer.on_free_ports(d / "seaweedfs", sec["s3_access"], sec["s3_secret"])
         sw.pid = None
+        sw.buckets = tuple(dict.fromkeys((*sw.buckets, COLD_MODELS_BUCKET, OUTPUTS_BUCKET)))
         plan: dict[str, LocalServer] = {"postgres": pg, "seaweedfs": sw}
         if why := samba_available():
             self.warnings.append(f"NAS: {why}; the NAS falls back to the local folder {d / 'nas'}.")
@@ -139,17 +154,28 @@ class LocalStack:
             meta_url=f"postgres://postgres@{LOOPBACK}:{pg.port}/juicefs?sslmode=disable",
             meta_password=sec["pg_password"], bucket_url=f"{sw.address}/jfs",
             access_key=sec["s3_access"], secret_key=sec["s3_secret"])
+        if platform := platform_component(d, prev.get("platform")):
+            plan["platform"] = platform
         return plan
 
     def up(self, log: Callable[[str], None] = print) -> float:
         t0 = time.monotonic()
         running = {n: s for n, s in self.servers.items() if s.alive() and s.healthy()}
         if running and len(running) == len(self.servers):
-            log("stack already up")
+            platform = platform_component(self.state_dir, None)
+            if platform is None or "platform" in self.servers:
+                log("stack already up")
+                return 0.0
+            self.servers["platform"] = platform  # `stack up --platform` on a running stack
+            try:
+                self._start_platform(log)
+            finally:
+                self.save()  # its PID, even when it failed to become healthy
             return 0.0
         self.down(log=lambda _m: None)
         self.servers = self._plan()
-        first = [n for n in START_ORDER if n in self.servers and n != "juicefs"]
+        first = [n for n in START_ORDER
+                 if n in self.servers and n not in ("juicefs", "platform")]
         try:
             with ThreadPoolExecutor(len(first)) as pool:
                 futures = {n: pool.submit(self._timed_start, n) for n in first}
@@ -158,6 +184,7 @@ class LocalStack:
             self._point_juicefs_at_s3()
             log(f"  {'juicefs':<10} up in {self._timed_start('juicefs'):5.1f}s  "
                 f"{self.servers['juicefs'].address}")
+            self._start_platform(log)
         except BaseException:
             self.save()  # record PIDs so `stack down` can still clean up
             self.down(log=lambda _m: None)
@@ -206,6 +233,13 @@ class LocalStack:
         assert isinstance(sw, SeaweedFSServer) and isinstance(jfs, JuiceFSMount)
         jfs.bucket_url = f"{sw.address}/jfs"
         wait_until(sw.s3_ready, 60, f"SeaweedFS S3 gateway on {sw.address}", sw.log_path)
+
+    def _start_platform(self, log: Callable[[str], None]) -> None:
+        platform = self.servers.get("platform")
+        if isinstance(platform, PlatformSim):
+            platform.stack_env = self.env()
+            log(f"  {'platform':<10} up in {self._timed_start('platform'):5.1f}s  "
+                f"{platform.address}")
 
     def _timed_start(self, name: str) -> float:
         t = time.monotonic()

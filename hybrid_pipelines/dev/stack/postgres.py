@@ -30,7 +30,9 @@ from hybrid_pipelines.dev.stack.process import (
     write_private,
 )
 
-DATABASES = ("dagster", "hybrid", "juicefs")
+# `hybrid`: the file server's database (HP_PG_*); `ai_platform`: the AI platform's, on the
+# same server here (HP_AI_PG_*), as the designs name them.
+DATABASES = ("dagster", "hybrid", "ai_platform", "juicefs")
 
 
 def unprivileged_prefix() -> list[str]:

@@ -52,7 +52,8 @@ class SeaweedFSServer(LocalServer):
     s3_port: int = 0
     access_key: str = ""
     secret_key: str = ""
-    buckets: tuple[str, ...] | list[str] = ("media-cache", "cold-tier", "jfs", "models")
+    buckets: tuple[str, ...] | list[str] = ("media-cache", "cold-models", "generated-outputs",
+                                            "jfs", "models")
     name: ClassVar[str] = "seaweedfs"
     # SIGTERM makes weed wait out graceful volume shutdown (~17 s); its data files are
     # append-only and fsynced per write, so SIGKILL loses nothing acknowledged.
@@ -170,6 +171,7 @@ class SeaweedFSServer(LocalServer):
             "HP_OBJECT_STORE_ENDPOINT": self.address,
             "HP_OBJECT_STORE_ACCESS_KEY": self.access_key,
             "HP_OBJECT_STORE_SECRET_KEY": self.secret_key,
-            "HP_OBJECT_STORE_BUCKET": "cold-tier",
+            "HP_OBJECT_STORE_BUCKET": "cold-models",
+            "HP_OBJECT_STORE_OUTPUTS_BUCKET": "generated-outputs",
             "HP_MODELS_BUCKET": "models",
         }

@@ -1,46 +1,37 @@
 """Where a `file_metadata.nas_path`, as the file server stores it, lies on our NAS.
 
-The file server may record a path relative to the share root (`storage/2024/a.mp4`), a UNC
-path (`\\\\host\\Web\\storage\\a.mp4`), an smb:// URL (`smb://host/Web/storage/a.mp4`), or an
-absolute path on the machine where the share is mounted (`/mnt/nas/storage/a.mp4`). All of
-them resolve to one path relative to the share our NAS filesystem serves, and only when it lies
-under the configured NAS root (NAS_ROOT_PATH); anything else is refused with a permanent error
-that names the path, the root and the fix. No I/O here: the root comes parsed (NASRoot).
+The file server joins NAS_ROOT_PATH with what it records, and may record a path relative to
+that root (`2024/a.mp4`), a UNC path (`\\\\host\\Web\\storage\\a.mp4`), an smb:// URL
+(`smb://host/Web/storage/a.mp4`), or an absolute path where its servers mount the root
+(`/mnt/nas/storage/a.mp4` with the root mounted at `/mnt/nas/storage`). All of them resolve to
+one path relative to the NAS root, which is what NASResource.fs() serves, and only when they lie
+beneath that root; anything else is refused with a permanent error that names the path, the
+root and the fix. No I/O here: the root comes parsed (shared.nas_root.NASRoot, from
+NASResource.root()).
 
-Host and share names are compared case-insensitively (SMB and DNS do); folder names keep their
-case, and lying "under the root" is decided by rules.nas_keys.is_within (as the NAS compares)."""
+Host and share names are compared case-insensitively (SMB and DNS do); lying "beneath the root"
+is decided by rules.nas_keys.is_within (as the NAS compares names)."""
 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
+from hybrid_pipelines.shared.nas_root import NASRoot
+
+# The root when nothing is known of how the platform names it: only relative paths resolve.
+RELATIVE_ONLY = NASRoot("local")
 
 
 class NASPathOutsideRoot(UnsafePathError):
     """A stored nas_path that names something outside the configured NAS root (permanent)."""
 
 
-@dataclass(frozen=True)
-class NASRoot:
-    """The NAS root as parsed from NAS_ROOT_PATH (and the NAS resource).
-
-    host, share: the SMB server and share ('' when unknown: UNC/smb paths are then refused);
-    root_dir: the root folder relative to the share ('' = the whole share);
-    mount_path: where the share's root is mounted on this machine, for stored absolute paths
-    ('' = none known: absolute paths are refused)."""
-
-    host: str = ""
-    share: str = ""
-    root_dir: str = ""
-    mount_path: str = ""
-
-    def describe(self) -> str:
-        where = f"\\\\{self.host}\\{self.share}" if self.share else "the share"
-        return f"{where}\\{self.root_dir}" if self.root_dir else where
+def _describe(root: NASRoot) -> str:
+    forms = root.forms()
+    return forms[0] if forms else "the share"
 
 
 def _network_parts(stored: str) -> tuple[str, str, str] | None:
@@ -56,31 +47,39 @@ def _network_parts(stored: str) -> tuple[str, str, str] | None:
 
 
 def _refuse(stored: str, root: NASRoot, why: str, fix: str) -> NASPathOutsideRoot:
-    return NASPathOutsideRoot(f"nas_path {stored!r} {why} (NAS root {root.describe()}, "
+    return NASPathOutsideRoot(f"nas_path {stored!r} {why} (NAS root {_describe(root)}, "
                               f"NAS_ROOT_PATH): {fix}")
 
 
-def share_relative(stored: str, root: NASRoot) -> str:
-    """The share-relative path `stored` names; raises UnsafePathError (permanent) when it is
-    unsafe or lies outside the root."""
+def root_relative(stored: str, root: NASRoot | None = None) -> str:
+    """The path beneath the NAS root that `stored` names; raises UnsafePathError (permanent)
+    when it is unsafe or lies outside the root. A relative path is relative to the root."""
+    root = root or RELATIVE_ONLY
     text = stored.strip()
     if not text:
         raise UnsafePathError("nas_path is empty")
     network = _network_parts(text)
     if network is not None:
         host, share, rest = network
-        if not root.share:
+        if root.protocol != "smb" or not root.share:
             raise _refuse(stored, root, "is a network path but the NAS root names no share",
                           "set NAS_ROOT_PATH to the UNC path of the root")
         if share.casefold() != root.share.casefold() or (
                 root.host and host.casefold() != root.host.casefold()):
             raise _refuse(stored, root, f"is on \\\\{host}\\{share}, another share",
                           "correct the row's nas_path or NAS_ROOT_PATH")
-        rel = safe_relpath(rest)
+        in_share = safe_relpath(rest)
+        root_dir = safe_relpath(root.root_dir)
+        if root_dir and (not is_within(in_share, root_dir)
+                         and canonical_key(in_share) != canonical_key(root_dir)):
+            raise _refuse(stored, root, "lies outside the NAS root",
+                          "correct the row's nas_path, or widen NAS_ROOT_PATH")
+        depth = len(root_dir.split("/")) if root_dir else 0
+        rel = "/".join(in_share.split("/")[depth:]) if in_share else ""
     elif text.startswith("/") or (len(text) > 1 and text[1] == ":"):
         if not root.mount_path:
-            raise _refuse(stored, root, "is absolute but no mount path of the share is known",
-                          "set NAS_ROOT_PATH to the mount path (NAS_MOUNT_TYPE nfs|smb)")
+            raise _refuse(stored, root, "is absolute but no mount path of the root is known",
+                          "set HP_NAS_MOUNT_PATH (or NAS_ROOT_PATH with NAS_MOUNT_TYPE=nfs)")
         mount = posixpath.normpath(root.mount_path.replace("\\", "/"))
         path = posixpath.normpath(text.replace("\\", "/"))
         if path != mount and not path.startswith(mount.rstrip("/") + "/"):
@@ -93,14 +92,6 @@ def share_relative(stored: str, root: NASRoot) -> str:
     else:
         rel = safe_relpath(text)
     if not rel:
-        raise _refuse(stored, root, "names the share root, not a file",
+        raise _refuse(stored, root, "names the NAS root itself, not a file",
                       "give the row the path of its file")
-    if root.root_dir and not is_within(rel, root.root_dir):
-        raise _refuse(stored, root, "lies outside the NAS root",
-                      "correct the row's nas_path, or widen NAS_ROOT_PATH")
     return rel
-
-
-def same_place(a: str, b: str) -> bool:
-    """Two share-relative paths the NAS treats as one name."""
-    return canonical_key(a) == canonical_key(b)

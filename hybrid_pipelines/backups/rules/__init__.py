@@ -1,0 +1,1 @@
+"""Pure backup rules: labels, retention, comparisons. No Dagster, no I/O."""

@@ -1,0 +1,1 @@
+"""Monthly backups: the `backups` asset, the `backup` job and its monthly schedule."""

@@ -1,0 +1,1 @@
+"""Alerting's pure logic: thresholds, incident state, messages, access-log statistics."""

@@ -1,7 +1,9 @@
 """`hybrid-pipelines ai-tiers ...`: file requests for the sensors and show tier sizes.
 
   ai-tiers status                          models / contexts / outputs per tier
-  ai-tiers promote MODEL_ID                queue a promotion (model_promotion_requests)
+  ai-tiers promote MODEL_ID                queue a promotion (model_promotion_requests); a
+                                           model only in the cold bucket is restored and
+                                           registered
   ai-tiers reactivate USER_ID CONV_ID      queue a reactivation (context_reactivation_requests)
   ai-tiers delete-outputs USER_ID [--output-id UUID]   queue a deletion (output_deletion_requests)
 

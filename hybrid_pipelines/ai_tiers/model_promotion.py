@@ -52,15 +52,16 @@ class Promotion:
 def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
                   model_id: str, now: datetime, layout: ModelLayout) -> Promotion:
     """Copy a cold model into the hot path, verify, mark it hot. Concurrent calls for one
-    model wait for the lock, then find it hot and download nothing."""
+    model wait for the lock, then find it hot and download nothing. A model with no row
+    (first use, before the platform registered it) is restored from the cold bucket alone
+    and its row created; one in neither place is an error naming both."""
     model_segment(model_id)
     with advisory_lock(conn, NS_MODEL, model_id):
         current = load_model(conn, model_id)
-        if current is None:
-            raise ModelTierError(f"model {model_id!r} is not in model_locations; register it "
-                                 "before asking for a promotion")
         hot.require_healthy()
         at = naive_utc(now)
+        if current is None:
+            return _promote_unregistered(conn, client, bucket, hot, model_id, at, layout)
         if current.tier == HOT and _has_hot_files(hot, layout, model_id):
             with conn.transaction():
                 conn.execute("UPDATE model_locations SET last_access = greatest(last_access, %s)"
@@ -86,6 +87,36 @@ def promote_model(conn: psycopg.Connection, client: Any, bucket: str, hot: Posix
                          "last_access = greatest(last_access, %s), tier_changed_at = %s "
                          "WHERE model_id = %s", (result.size_bytes, at, at, model_id))
         return result
+
+
+def _promote_unregistered(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
+                          model_id: str, at: datetime, layout: ModelLayout) -> Promotion:
+    """First use of a model that only the cold bucket knows: restore it and create its row.
+    The platform may insert the row itself meanwhile (its own first use, size_bytes 0): the
+    insert then becomes an update of that row, so its created_at stays and last_access only
+    moves forward."""
+    prefix = layout.cold_prefix_for(model_id)
+    objects = list_objects(client, bucket, prefix)
+    if not objects:
+        raise ModelTierError(f"model {model_id!r} is not in model_locations and "
+                             f"{tier_copy.s3_url(bucket, prefix)} holds no objects: it is in "
+                             "neither place; check the model id, or upload the model's files "
+                             "under that prefix and ask again")
+    try:
+        result = _copy_in(client, bucket, hot.root(), layout.hot_rel(model_id), prefix,
+                          objects, model_id)
+    except UnsafePathError as exc:
+        raise ModelTierError(f"model {model_id}: promotion refused, no row created: "
+                             f"{exc}") from exc
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO model_locations (model_id, tier, size_bytes, last_access, "
+            "tier_changed_at) VALUES (%s, 'hot', %s, %s, %s) ON CONFLICT (model_id) DO UPDATE "
+            "SET tier = 'hot', size_bytes = EXCLUDED.size_bytes, last_access = "
+            "greatest(model_locations.last_access, EXCLUDED.last_access), "
+            "tier_changed_at = EXCLUDED.tier_changed_at",
+            (model_id, result.size_bytes, at, at))
+    return result
 
 
 def _has_hot_files(hot: PosixTier, layout: ModelLayout, model_id: str) -> bool:

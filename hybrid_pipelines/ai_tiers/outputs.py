@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from hybrid_pipelines.ai_tiers import hot_paths, tier_copy
+from hybrid_pipelines.ai_tiers import hot_paths, output_cold, tier_copy
 from hybrid_pipelines.ai_tiers.db import NS_OUTPUT, PosixTier, advisory_lock
 from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     COLD,
@@ -76,6 +76,7 @@ class OutputsReport:
     requests_done: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     moved_aside: list[str] = field(default_factory=list)  # hot files kept beside promotions
+    cold_kept_aside: list[str] = field(default_factory=list)  # differing cold objects kept
 
 
 _ROW = ("output_id::text, user_id, filename, path, hot_storage, size_bytes, access_count, "
@@ -125,20 +126,21 @@ def _demote(conn: psycopg.Connection, client: Any, bucket: str, hot: PosixTier,
     key = layout.cold_key(path_rel)
     hot.require_healthy()
     try:
-        digest, before = tier_copy.digest_beneath(root, hot_rel)
+        # The same proof as the hourly fresh-output copy: a differing cold object is kept
+        # aside, never overwritten blind; the hot file goes only after this returned.
+        copy = output_cold.ensure_cold_copy(client, bucket, key, root, hot_rel,
+                                            layout.storage_class)
     except FileNotFoundError:
         raise OutputTierError(f"output {output_id}: the row says hot but {src} is missing; "
                               "check the hot tier mount") from None
     except hot_paths.UnsafePathError as exc:
         raise OutputTierError(f"output {output_id}: not demoted, nothing uploaded or "
                               f"deleted: {exc}") from exc
-    try:
-        tier_copy.verify_object(client, bucket, key, digest)
-    except tier_copy.CopyError:
-        tier_copy.upload_file(client, bucket, key, src, digest,
-                              storage_class=layout.storage_class)
+    digest, before = copy.digest, copy.hot_stat
+    if copy.uploaded:
         report.bytes_uploaded += digest.size
-        tier_copy.verify_object(client, bucket, key, digest)
+    if copy.kept_aside:
+        report.cold_kept_aside.append(copy.kept_aside)
     with conn.transaction():
         # size_bytes is the platform's: filled only where it left it empty.
         cur = conn.execute(
@@ -226,6 +228,9 @@ def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: Posi
                                       f"a retry: {exc}") from exc
             key = layout.cold_key(rel)
             client.delete_object(Bucket=bucket, Key=key)
+            # Differing cold objects a verification kept aside are the user's bytes too.
+            for aside, _size in list_keys(client, bucket, key + output_cold.CONFLICT_MARKER):
+                client.delete_object(Bucket=bucket, Key=aside)
             if tier_copy.head_object(client, bucket, key) is not None:
                 raise OutputTierError(f"output {oid}: {tier_copy.s3_url(bucket, key)} still "
                                       "exists after delete; the row is kept for a retry")
@@ -234,6 +239,12 @@ def delete_outputs(conn: psycopg.Connection, client: Any, bucket: str, hot: Posi
             count += 1
             size += int(row[5] or 0)
     return count, size
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    from hybrid_pipelines.ai_tiers.model_promotion import list_objects
+
+    return list_objects(client, bucket, prefix)
 
 
 def process_deletion_requests(conn: psycopg.Connection, client: Any, bucket: str,

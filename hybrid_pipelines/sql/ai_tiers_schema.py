@@ -121,6 +121,11 @@ STEPS: list[Step] = [
     # Cold outputs read often enough to come back (the hot side uses idx_output_hot).
     create_index(DOMAIN, "hp_generated_outputs_cold_access", "generated_outputs",
                  "(access_count)", where="hot_storage IS NOT TRUE"),
+    # Hot outputs still waiting for their verified cold copy: the hourly run's one query
+    # (empty when nothing is new, so an idle hour costs one index probe).
+    create_index(DOMAIN, "hp_generated_outputs_cold_unverified", "generated_outputs",
+                 "(created_at, output_id)",
+                 where="hot_storage IS TRUE AND cold_verified_at IS NULL"),
     create_index(DOMAIN, "hp_model_promotion_requests_pending", "model_promotion_requests",
                  "(id)", where="status = 'pending'"),
     create_index(DOMAIN, "hp_user_context_export_history_conversation",

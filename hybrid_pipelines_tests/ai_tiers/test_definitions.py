@@ -22,6 +22,8 @@ def test_assets_and_lineage() -> None:
     assert archive.parent_keys == {dg.AssetKey("user_contexts")}
     exports = graph.get(dg.AssetKey("user_context_exports"))
     assert exports.parent_keys == {dg.AssetKey("user_contexts_archive")}
+    copies = graph.get(dg.AssetKey("generated_output_cold_copies"))
+    assert copies.parent_keys == {dg.AssetKey("generated_outputs")}
 
 
 @pytest.mark.parametrize(("schedule", "cron", "ops"), [
@@ -44,7 +46,7 @@ def test_daily_schedules_pass_their_time_as_now(schedule: dg.ScheduleDefinition,
 def test_every_job_runs_in_the_ai_tiers_pool() -> None:
     names = ["model_demotion_job", "context_archive_job", "generated_outputs_job",
              "efs_model_sync_job", "model_promotion_job", "context_reactivation_job",
-             "output_deletion_job"]
+             "output_deletion_job", "output_cold_copy_job"]
     for name in names:
         job = defs.resolve_job_def(name)
         assert POOL.items() <= job.tags.items(), name

@@ -5,7 +5,7 @@ metadata. Clocks come from config (`now`), which the schedules set to the schedu
 import dagster as dg
 from pydantic import Field
 
-from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, outputs
+from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, output_cold, outputs
 from hybrid_pipelines.ai_tiers.rules.tier_policy import (
     VolumePlan,
     cutoff,
@@ -235,6 +235,52 @@ def generated_outputs(context: dg.AssetExecutionContext, config: OutputsConfig,
                             + ", ".join(report.moved_aside[:20]))
     if report.errors:
         raise dg.Failure(description="Some outputs were left as they were:\n"
+                         + _errors_text(report.errors), metadata=meta)
+    return dg.MaterializeResult(metadata=meta)
+
+
+class ColdCopiesConfig(ClockConfig):
+    hot_prefix: str = "outputs"
+    cold_prefix: str = Field(default="", description="Key prefix in the outputs bucket; '' = "
+                             "the platform's user_id/YYYY/MM/DD/uuid.ext at the bucket root.")
+    limit: int = Field(default=10_000, description="Outputs verified per run at most (the "
+                       "rest next hour, oldest first).")
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres", "s3"}, deps=[generated_outputs],
+          description="Verified cold copies of fresh outputs: every hot output without our "
+          "cold_verified_at gets its object in the outputs bucket checked (size + sha256) or "
+          "uploaded from the hot file, within the hour; cold_storage is kept true only for a "
+          "verified copy.")
+def generated_output_cold_copies(context: dg.AssetExecutionContext, config: ColdCopiesConfig,
+                                 ai_postgres: PostgresResource,
+                                 object_store: ObjectStoreResource,
+                                 hot_tier: JuiceFSResource) -> dg.MaterializeResult:
+    now = parse_now(config.now)
+    require_non_negative(limit=config.limit)
+    ai_postgres.apply_schema(SCHEMA)
+    layout = outputs.OutputLayout(config.hot_prefix, config.cold_prefix)
+
+    def place(row: tuple) -> tuple[str, str, str]:
+        rel = outputs.output_rel(row)
+        return rel, layout.hot_rel(rel), layout.cold_key(rel)
+
+    with ai_postgres.connect(autocommit=True) as conn:
+        report = output_cold.run_cold_copies(
+            conn, object_store.get_client(), object_store.outputs_bucket, hot_tier, now, place,
+            config.limit, log=context.log.info)
+        waiting = output_cold.overdue_count(conn, now, 0)
+    meta = {"outputs_verified": report.verified, "outputs_uploaded": report.uploaded,
+            "bytes_uploaded": report.bytes_uploaded, "outputs_failed": len(report.errors),
+            "outputs_still_unverified": waiting,
+            "cold_objects_kept_aside": len(report.kept_aside),
+            "kept_aside_examples": ", ".join(report.kept_aside[:5])}
+    if report.kept_aside:
+        context.log.warning("cold objects with other bytes than the hot file were kept under "
+                            "new keys before the upload: " + ", ".join(report.kept_aside[:20]))
+    if report.errors:
+        raise dg.Failure(description="Some fresh outputs have no verified cold copy (their "
+                         "cold_storage is now false; retried next hour):\n"
                          + _errors_text(report.errors), metadata=meta)
     return dg.MaterializeResult(metadata=meta)
 

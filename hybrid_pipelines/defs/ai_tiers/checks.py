@@ -3,9 +3,11 @@
 import dagster as dg
 import psycopg
 
-from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, outputs
+from hybrid_pipelines.ai_tiers import contexts, efs_sync, models, output_cold, outputs
+from hybrid_pipelines.ai_tiers.rules.tier_policy import parse_now
 from hybrid_pipelines.defs.ai_tiers.assets import (
     efs_models,
+    generated_output_cold_copies,
     generated_outputs,
     model_locations,
     user_contexts_archive,
@@ -72,3 +74,19 @@ def efs_files_match_manifest(ai_postgres: PostgresResource,
         return _no_tables(exc)
     return dg.AssetCheckResult(passed=not bad, metadata={
         "mismatched_files": len(bad), "examples": ", ".join(bad[:10])})
+
+
+# An output gets its cold copy within the hour; two hours leave room for one failed run.
+COLD_COPY_GRACE_S = 2 * 3600
+
+
+@dg.asset_check(asset=generated_output_cold_copies, description="No hot output is older than "
+                "two hours without a verified cold copy (losing the hot tier would lose it).")
+def fresh_outputs_have_cold_copies(ai_postgres: PostgresResource) -> dg.AssetCheckResult:
+    try:
+        with ai_postgres.connect() as conn:
+            overdue = output_cold.overdue_count(conn, parse_now(None), COLD_COPY_GRACE_S)
+    except psycopg.Error as exc:
+        return _no_tables(exc)
+    return dg.AssetCheckResult(passed=overdue == 0, metadata={
+        "hot_outputs_without_cold_copy": overdue, "grace_seconds": COLD_COPY_GRACE_S})

@@ -11,6 +11,7 @@ from hybrid_pipelines.defs.ai_tiers.assets import (
     SCHEMA,
     ClockConfig,
     efs_models,
+    generated_output_cold_copies,
     generated_outputs,
     model_locations,
     user_context_exports,
@@ -29,6 +30,9 @@ context_archive_job = dg.define_asset_job(
 generated_outputs_job = dg.define_asset_job(
     "generated_outputs_job", selection=[generated_outputs], tags=AI_TIERS_TAGS,
     description="Tier generated outputs and process deletion requests.")
+output_cold_copy_job = dg.define_asset_job(
+    "output_cold_copy_job", selection=[generated_output_cold_copies], tags=AI_TIERS_TAGS,
+    description="Give fresh hot outputs a verified cold copy (hourly when any is waiting).")
 efs_model_sync_job = dg.define_asset_job(
     "efs_model_sync_job", selection=[efs_models], tags=AI_TIERS_TAGS,
     description="Mirror model prefixes from S3 onto the EFS mount.")

@@ -71,6 +71,9 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
     waiting = store.count_files(partition_key, (STABLE,))
     if waiting:
         out.reasons.append(f"{waiting} stable file(s) waiting for a probe")
+    due = store.count_due_reprobes(partition_key, now=now)
+    if due:  # a timed-out or NAS-failed probe whose retry time has come, or a request
+        out.reasons.append(f"{due} file(s) due for a re-probe")
     file_seq = store.partition_max_seq(partition_key)
     if file_seq > store.get_state(f"catalog:{partition_key}")[0] \
             or file_seq > store.get_state(f"firestore:{partition_key}")[0]:

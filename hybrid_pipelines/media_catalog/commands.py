@@ -1,14 +1,27 @@
-"""Console commands of the media catalog: `hybrid-pipelines probe PATH...`.
+"""Console commands of the media catalog: `hybrid-pipelines probe PATH...`,
+`catalog-partitions` and `catalog reprobe`.
 
 PATH is a local file or folder, or `smb://user@host[:port]/share/path` (password from
 HP_NAS_PASSWORD, never from the URL). Prints one JSON object per file and exits non-zero
-if any file could not be probed as valid media."""
+if any file could not be probed as valid media.
+
+`catalog reprobe [FOLDER] [--invalid] [--error TEXT] [--no-run]` marks the selected files of
+the SQLite catalog for a re-probe (due now, attempts start over), then has them probed
+through Dagster runs of media_catalog_job, one per affected partition: with DAGSTER_HOME set
+(and no --no-run) the runs execute now, in this process, on that instance, tagged
+hybrid_pipelines/trigger=reprobe, and show in the UI like any run (resources come from the
+environment as EnvVars, as in the Definitions, so no secret is stored with the run);
+otherwise nothing is launched here: the NAS sensor requests a run for each partition on its
+next tick (its files are due), and the command to run one now is printed. A file that becomes
+valid is written with a new change number, so the run's catalog and Firestore steps carry it
+on with its metadata."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 RESULT_KEYS = ("path", "ok", "bytes_read", "format", "duration", "bit_rate", "video_codec",
                "width", "height", "fps", "audio_codec", "channels", "sample_rate", "error")
+
+
+REPROBE_TRIGGER = "reprobe"
 
 
 class UsageError(ValueError):
@@ -225,3 +241,102 @@ def add_commands(sub: Any) -> None:
     cp.add_argument("--from-nas", action="store_true",
                     help="add every top-level folder of the NAS (HP_NAS_* variables)")
     cp.set_defaults(func=partitions_command)
+
+    add_reprobe_command(sub)
+
+
+
+def _materialize_command(pk: str) -> str:
+    return ("hybrid-pipelines dagster asset materialize -m hybrid_pipelines.definitions "
+            f"--select 'nas_media_files*' --partition {shlex.quote(pk)}")
+
+
+def launch_runs(partitions: list[str], instance: Any) -> list[tuple[str, str, bool]]:
+    """Run media_catalog_job for each partition on `instance`; (partition, run id, success)."""
+    import dagster as dg
+
+    from hybrid_pipelines.defs.pools import CATALOG_TAGS, TRIGGER_TAG
+    from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME
+    from hybrid_pipelines.resources.build import build_resources
+
+    known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
+    missing = sorted(set(partitions) - known)
+    if missing:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, missing)
+    wiring = dg.load_definitions_from_package_name("hybrid_pipelines.defs.media_catalog")
+    defs = dg.Definitions.merge(wiring, dg.Definitions(resources=build_resources()))
+    job = defs.resolve_job_def("media_catalog_job")
+    out = []
+    for pk in partitions:
+        result = job.execute_in_process(partition_key=pk, instance=instance,
+                                        tags={**CATALOG_TAGS, TRIGGER_TAG: REPROBE_TRIGGER},
+                                        raise_on_error=False)
+        out.append((pk, result.run_id, result.success))
+    return out
+
+
+def reprobe_command(args: argparse.Namespace) -> int:
+    import dagster as dg
+    from dagster._core.errors import DagsterHomeNotSetError
+
+    from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+    from hybrid_pipelines.media_catalog.catalog_store.probe_results import ReprobeSelection
+    from hybrid_pipelines.media_catalog.settings import CatalogSettings
+    from hybrid_pipelines.resources.build import build_resources
+
+    settings = CatalogSettings.from_env()
+    folder = settings.folder_path(args.folder.strip("/")) if args.folder else None
+    catalog = build_resources(os.environ, only=("sqlite_catalog",))["sqlite_catalog"]
+    catalog.apply_schema("catalog")
+    selection = ReprobeSelection(folder=folder, invalid_only=args.invalid, error=args.error)
+    with catalog.connect() as conn:
+        marked = CatalogStore(conn).mark_for_reprobe(selection)
+    what = "invalid " if args.invalid or args.error else ""
+    where = f" under {folder!r}" if folder else ""
+    err = f" whose error contains {args.error!r}" if args.error else ""
+    if not marked:
+        print(f"no probed {what}file{where}{err} in the catalog {catalog.path}; nothing to do")
+        return 0
+    for pk, n in marked.items():
+        print(f"{pk}: {n} {what}file(s){err} marked for re-probe")
+    partitions = sorted(marked)
+    instance = None
+    why = "--no-run"
+    if not args.no_run:
+        try:  # Dagster's own lookup of $DAGSTER_HOME
+            instance = dg.DagsterInstance.get()
+        except DagsterHomeNotSetError:
+            why = "DAGSTER_HOME is not set"
+    if instance is None:
+        print(f"no run launched ({why}): the NAS sensor requests one per partition on its "
+              "next tick; to run one now:")
+        for pk in partitions:
+            print(f"  {_materialize_command(pk)}")
+        return 0
+    failed = 0
+    for pk, run_id, ok in launch_runs(partitions, instance):
+        print(f"{pk}: run {run_id} of media_catalog_job {'succeeded' if ok else 'FAILED'}")
+        failed += not ok
+    return 1 if failed else 0
+
+
+def add_reprobe_command(sub: Any) -> None:
+    cat = sub.add_parser("catalog", help="media catalog operations (reprobe)")
+    actions = cat.add_subparsers(dest="catalog_command", required=True)
+    rp = actions.add_parser(
+        "reprobe", help="probe catalog files again through Dagster runs",
+        description="Mark files of the media catalog (SQLite) for a re-probe and run "
+                    "media_catalog_job for their partitions on the Dagster instance of "
+                    "$DAGSTER_HOME (without it, or with --no-run, the NAS sensor picks them "
+                    "up on its next tick). Without --invalid/--error every probed file "
+                    "under FOLDER is probed again.")
+    rp.add_argument("folder", nargs="?", metavar="FOLDER",
+                    help="a catalog folder, or a folder below one (relative to "
+                         "HP_CATALOG_NAS_ROOT); default: every catalog")
+    rp.add_argument("--invalid", action="store_true", help="only files recorded invalid")
+    rp.add_argument("--error", metavar="TEXT",
+                    help="only invalid files whose probe error contains TEXT "
+                         "(case-insensitive), e.g. 'timed out'")
+    rp.add_argument("--no-run", action="store_true",
+                    help="only mark the files; print the command that runs them")
+    rp.set_defaults(func=reprobe_command)

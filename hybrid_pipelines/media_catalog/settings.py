@@ -10,6 +10,11 @@ HP_CATALOG_FIRESTORE_BATCH  writes per Firestore commit (500, the most Firestore
 HP_PROBE_MAX_READ_BYTES   bytes one probe may fetch from a file over all its attempts (64 MiB);
                           past it the file is recorded invalid with the reason, never copied
 HP_PROBE_MEMORY_LIMIT_BYTES  ffprobe's address-space limit (1 GiB; ~300 MiB go to its libraries)
+HP_PROBE_RETRY_BACKOFF_S  first wait before a timed-out or transiently failed probe is tried
+                          again (600), doubling after each further failure
+HP_PROBE_MAX_ATTEMPTS     probes of such a file before its failure is final (4)
+HP_CATALOG_NIGHTLY_REPROBE  the nightly reconcile also re-probes: `invalid` (every invalid
+                          file) or `error:TEXT` (invalid files whose error contains TEXT)
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class CatalogSettings:
     firestore_batch: int = FIRESTORE_MAX_BATCH
     probe_max_read_bytes: int = DEFAULT_MAX_READ_BYTES
     probe_memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES
+    probe_retry_backoff_s: float = 600.0
+    probe_max_attempts: int = 4
 
     def __post_init__(self) -> None:
         # Each message names both places the value can come from: the run config field and
@@ -120,6 +127,10 @@ class CatalogSettings:
             raise SettingsError(f"HP_PROBE_MEMORY_LIMIT_BYTES={self.probe_memory_limit_bytes} is "
                                 f"below {MIN_PROBE_MEMORY_BYTES} (512 MiB), too little for "
                                 f"ffprobe to start; the default is {DEFAULT_MEMORY_LIMIT_BYTES}")
+        if self.probe_retry_backoff_s < 0 or self.probe_max_attempts < 1:
+            raise SettingsError(f"HP_PROBE_RETRY_BACKOFF_S={self.probe_retry_backoff_s} must be "
+                                f">= 0 and HP_PROBE_MAX_ATTEMPTS={self.probe_max_attempts} >= 1"
+                                " (defaults 600 and 4)")
         object.__setattr__(self, "nas_root", safe_relpath(self.nas_root))
 
     @classmethod
@@ -139,6 +150,8 @@ class CatalogSettings:
             firestore_batch=int(_float(env, "HP_CATALOG_FIRESTORE_BATCH", FIRESTORE_MAX_BATCH)),
             probe_max_read_bytes=limits["max_read_bytes"],
             probe_memory_limit_bytes=limits["memory_limit_bytes"],
+            probe_retry_backoff_s=_float(env, "HP_PROBE_RETRY_BACKOFF_S", 600.0),
+            probe_max_attempts=int(_float(env, "HP_PROBE_MAX_ATTEMPTS", 4)),
         )
 
     def with_overrides(self, **kw: Any) -> CatalogSettings:

@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS files (
     channels        INTEGER,
     sample_rate     INTEGER,
     probe_error     TEXT,
+    -- Re-probing (rules/reprobe.py): the ffprobe that gave the verdict, why it failed
+    -- (corrupt | unsupported | budget | memory | refused | timeout | transient), how many
+    -- retryable failures in a row, and when the next probe is due (NULL: nothing due).
+    -- Existing catalogs get them from catalog_store/schema_upgrade.py (ADD_COLUMNS).
+    probe_tool_version  TEXT,
+    probe_failure_class TEXT,
+    probe_attempts      INTEGER NOT NULL DEFAULT 0,
+    probe_retry_after   REAL,
     catalog_id      TEXT,
     series_id       TEXT,
     content_id      TEXT,

@@ -10,9 +10,10 @@ import dagster as dg
 from hybrid_pipelines.defs.pools import CATALOG_POOL, CATALOG_TAGS
 from hybrid_pipelines.media_catalog.catalog_build import build_catalog
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.catalog_store.probe_results import ReprobeSelection
 from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
-from hybrid_pipelines.media_catalog.probing import ProbeLimits, probe_partition
+from hybrid_pipelines.media_catalog.probing import ProbeLimits, RetryPolicy, probe_partition
 from hybrid_pipelines.media_catalog.rules.catalog_paths import folder_for
 from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
@@ -39,6 +40,10 @@ class ScanConfig(dg.Config):
 class ProbeConfig(dg.Config):
     workers: int | None = None
     retry_delays_s: list[float] | None = None
+    # Probe these again now, whatever their verdict (the nightly reconcile's option
+    # HP_CATALOG_NIGHTLY_REPROBE; `hybrid-pipelines catalog reprobe` marks files itself).
+    reprobe_invalid: bool = False  # every invalid file of the partition
+    reprobe_error: str | None = None  # invalid files whose error contains this text
 
 
 class CatalogBuildConfig(dg.Config):
@@ -87,7 +92,8 @@ def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: 
     kinds={"ffmpeg", "sqlite"},
     description="ffprobe results of the folder's stable files, read partially over the NAS; "
                 "corrupt, truncated, empty and non-media files are recorded invalid with the "
-                "reason.",
+                "reason, failure class and ffprobe version. Timeouts and NAS faults are "
+                "retried with backoff; a new ffprobe version re-probes invalid files.",
 )
 def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NASResource,
                  sqlite_catalog: SQLiteCatalogResource,
@@ -97,13 +103,22 @@ def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NA
     sqlite_catalog.apply_schema("catalog")
     with sqlite_catalog.connect() as conn:
         store = CatalogStore(conn)
+        if config.reprobe_invalid or config.reprobe_error:
+            marked = store.mark_for_reprobe(ReprobeSelection(
+                partition_key=context.partition_key, invalid_only=True,
+                error=config.reprobe_error))
+            context.log.info(f"re-probe requested for {sum(marked.values())} invalid file(s)"
+                             + (f" whose error contains {config.reprobe_error!r}"
+                                if config.reprobe_error else ""))
         access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
         report = probe_partition(store, access, context.partition_key,
                                  ffprobe_path=ffprobe.binary(), timeout_s=ffprobe.timeout_s,
                                  workers=settings.probe_workers, batch_size=settings.batch_size,
                                  log=context.log.info,
                                  limits=ProbeLimits(settings.probe_max_read_bytes,
-                                                    settings.probe_memory_limit_bytes))
+                                                    settings.probe_memory_limit_bytes),
+                                 retry=RetryPolicy(settings.probe_retry_backoff_s,
+                                                   settings.probe_max_attempts))
         counts = store.status_counts(context.partition_key)
     meta: dict[str, int | float] = report.metadata()
     meta.update({f"files_{k}": v for k, v in sorted(counts.items())})

@@ -13,7 +13,12 @@ PROBE_FIELDS = ("format", "duration", "bit_rate", "video_codec", "width", "heigh
 # Resets every probe column: a file whose bytes changed must be probed again. Both the scan
 # (changed files) and the prober (file rewritten under it) write it.
 CLEAR_PROBE = ", ".join(f"{f} = NULL" for f in (*PROBE_FIELDS, "probe_error", "probed_at",
-                                                 "bytes_read"))
+                                                 "bytes_read", "probe_tool_version",
+                                                 "probe_failure_class", "probe_retry_after")
+                        ) + ", probe_attempts = 0"
+# What a probe leaves beside the media fields (a rename carries them over with the probe).
+PROBE_STATE = ("probe_error", "probed_at", "bytes_read", "probe_tool_version",
+               "probe_failure_class", "probe_attempts", "probe_retry_after")
 
 
 def apply_schema(conn: sqlite3.Connection) -> None:

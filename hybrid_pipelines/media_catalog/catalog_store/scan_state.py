@@ -13,6 +13,7 @@ from typing import Any
 from hybrid_pipelines.media_catalog.catalog_store.base import (
     CLEAR_PROBE,
     PROBE_FIELDS,
+    PROBE_STATE,
     StoreBase,
     parent_of,
     prefix_bounds,
@@ -251,14 +252,13 @@ class ScanStore(StoreBase):
     def apply_renames(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Carry the probe of a renamed file over to its new path instead of probing again."""
         now = time.time()
-        cols = ", ".join((*PROBE_FIELDS, "probe_error", "probed_at", "bytes_read"))
+        cols = ", ".join((*PROBE_FIELDS, *PROBE_STATE))
         for start in range(0, len(pairs), 100):
             with self.transaction() as c:
                 for old, new in pairs[start:start + 100]:
                     row = c.execute(f"SELECT {cols} FROM files WHERE path = ?",  # noqa: S608 - fixed column list
                                     (old,)).fetchone()
-                    values = dict(zip((*PROBE_FIELDS, "probe_error", "probed_at", "bytes_read"),
-                                      row, strict=True))
+                    values = dict(zip((*PROBE_FIELDS, *PROBE_STATE), row, strict=True))
                     status = "invalid" if values["probe_error"] else "valid"
                     sets = ", ".join(f"{k} = ?" for k in values)
                     c.execute(f"UPDATE files SET {sets}, status = ?, updated_at = ?, seq = ? "  # noqa: S608 - fixed column list

@@ -17,8 +17,13 @@ import re
 import sqlite3
 from importlib import resources as pkg_resources
 
-# (table, column, declaration) added to catalogs that lack them; none yet besides the rebuild.
-ADD_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+# (table, column, declaration) added to catalogs that lack them (as in catalog.sql).
+ADD_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("files", "probe_tool_version", "TEXT"),
+    ("files", "probe_failure_class", "TEXT"),
+    ("files", "probe_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("files", "probe_retry_after", "REAL"),
+)
 _TABLE = "scan_checkpoints"
 
 

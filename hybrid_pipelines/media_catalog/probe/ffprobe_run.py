@@ -83,6 +83,20 @@ def allowed_demuxers(ffprobe_path: str) -> str:
     return ",".join(names)
 
 
+def ffprobe_version(ffprobe_path: str, timeout_s: float = 30.0) -> str:
+    """The version this ffprobe reports (`ffprobe -version`), recorded with every probe so a
+    changed ffprobe can re-probe the files the old one failed on. Not cached: a package
+    upgrade changes it under a running process."""
+    from hybrid_pipelines.media_catalog.rules.reprobe import parse_ffprobe_version
+
+    try:
+        out = subprocess.run([ffprobe_path, "-version"], capture_output=True, timeout=timeout_s,
+                             check=False).stdout.decode("utf-8", "replace")
+    except FileNotFoundError as exc:
+        raise FfprobeNotFoundError(f"ffprobe not found: {ffprobe_path}") from exc
+    return parse_ffprobe_version(out)
+
+
 def _limit_memory(limit: int) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec: no locks, no imports
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -201,7 +201,7 @@ def seaweedfs_resource_for(server: SeaweedFSServer,
                              aws_secret_access_key=server.secret_key, bucket=bucket)
 
 
-def object_store_for(server: SeaweedFSServer, bucket: str = "cold-tier") -> ObjectStoreResource:
+def object_store_for(server: SeaweedFSServer, bucket: str = "cold-models") -> ObjectStoreResource:
     return ObjectStoreResource(endpoint_url=server.address, aws_access_key_id=server.access_key,
                                aws_secret_access_key=server.secret_key, bucket=bucket)
 

@@ -116,7 +116,7 @@ def space(hot_tier_resource: JuiceFSResource, private_seaweed: SeaweedFSServer,
     store = ObjectStoreResource(endpoint_url=relay.address,
                                 aws_access_key_id=private_seaweed.access_key,
                                 aws_secret_access_key=private_seaweed.secret_key,
-                                bucket="cold-tier", max_attempts=1, connect_timeout_s=2,
+                                bucket="cold-models", max_attempts=1, connect_timeout_s=2,
                                 read_timeout_s=10)
     sp = Space(f"inflight-{uuid.uuid4().hex[:10]}", hot_tier_resource, store)
     yield sp
@@ -157,19 +157,19 @@ def test_seaweedfs_killed_mid_multipart_upload(ai_pg: PostgresResource, space: S
     assert _tree(hot_dir) == files
 
     direct = private_seaweed.s3_client()
-    _restarted(private_seaweed, direct, "cold-tier", [])
+    _restarted(private_seaweed, direct, "cold-models", [])
     key = f"{space.models}/big/weights.safetensors"
-    listed = direct.list_objects_v2(Bucket="cold-tier", Prefix=key).get("Contents", [])
+    listed = direct.list_objects_v2(Bucket="cold-models", Prefix=key).get("Contents", [])
     assert listed == [], "a half-uploaded model became a visible object"
 
     with ai_pg.connect(autocommit=True) as conn:  # the next run, straight to the server
-        again = models.run_demotion(conn, direct, "cold-tier", space.hot, NOW, 30, None, layout,
+        again = models.run_demotion(conn, direct, "cold-models", space.hot, NOW, 30, None, layout,
                                     log=lambda _m: None)
     assert again.errors == {}
     assert model_row(ai_pg, "big")[0] == "cold"
     assert not hot_dir.exists()
     for rel, body in files.items():
-        got = direct.get_object(Bucket="cold-tier", Key=f"{space.models}/big/{rel}")
+        got = direct.get_object(Bucket="cold-models", Key=f"{space.models}/big/{rel}")
         assert sha(got["Body"].read()) == sha(body)
 
 

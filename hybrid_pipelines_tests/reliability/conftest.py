@@ -128,3 +128,16 @@ def when_gated() -> Iterator[Callable[[PgGate, Callable[[], None]], Callable[[],
 
 def pg_for(server: PostgresServer) -> PostgresResource:
     return postgres_resource_for(server)
+
+
+@pytest.fixture()
+def cache_pg(private_pg: PostgresServer) -> Iterator[PostgresResource]:
+    """The hybrid cache's tables on the module's private PostgreSQL, emptied, no gate left."""
+    from hybrid_pipelines.hybrid_cache.runtime import prepare
+
+    res = pg_for(private_pg)
+    prepare(res)
+    with res.connect(autocommit=True) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS hp_gate ON file_metadata")
+        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
+    yield res

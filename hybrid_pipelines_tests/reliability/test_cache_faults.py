@@ -24,14 +24,13 @@ from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.dev.stack.samba import SambaServer
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.hybrid_cache.audit import AuditSettings, run_audit
-from hybrid_pipelines.hybrid_cache.runtime import prepare
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, is_partial, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
 from hybrid_pipelines_tests.conftest import ServerFactory, nas_resource_for
 from hybrid_pipelines_tests.hybrid_cache.conftest import hc_definitions
 
-from .conftest import PgGate, pg_for
+from .conftest import PgGate
 
 Arm = Callable[[PgGate, Callable[[], None]], Callable[[], None]]
 MIB = 1024 * 1024
@@ -84,13 +83,8 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 @pytest.fixture()
-def pg(private_pg) -> Iterator[PostgresResource]:
-    res = pg_for(private_pg)
-    prepare(res)
-    with res.connect(autocommit=True) as conn:
-        conn.execute("DROP TRIGGER IF EXISTS hp_gate ON file_metadata")
-        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
-    yield res
+def pg(cache_pg: PostgresResource) -> PostgresResource:
+    return cache_pg
 
 
 # ---- SeaweedFS killed mid-eviction ---------------------------------------------------------

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,13 @@ from psycopg.rows import dict_row
 from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines.hybrid_cache.audit import AuditSettings, run_audit, run_reconcile
-from hybrid_pipelines.hybrid_cache.runtime import prepare
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, is_partial, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_cache
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
 from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL
 from hybrid_pipelines_tests.hybrid_cache.conftest import hc_definitions
 
-from .conftest import PgGate, pg_for
+from .conftest import PgGate
 from .wire import S3Relay
 
 MIB = 1024 * 1024
@@ -74,13 +72,8 @@ def sigkill(child: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture()
-def pg(private_pg) -> Iterator[PostgresResource]:
-    res = pg_for(private_pg)
-    prepare(res)
-    with res.connect(autocommit=True) as conn:
-        conn.execute("DROP TRIGGER IF EXISTS hp_gate ON file_metadata")
-        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
-    yield res
+def pg(cache_pg: PostgresResource) -> PostgresResource:
+    return cache_pg
 
 
 @pytest.fixture()

@@ -27,7 +27,7 @@ from hybrid_pipelines.defs.ai_tiers.assets import SCHEMA
 from hybrid_pipelines.dev.stack.postgres import PostgresServer
 from hybrid_pipelines.dev.stack.process import wait_until
 from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
-from hybrid_pipelines.hybrid_cache.runtime import prepare, probes
+from hybrid_pipelines.hybrid_cache.runtime import probes
 from hybrid_pipelines.hybrid_cache.sync import SyncSettings, is_partial, run_pending_sync
 from hybrid_pipelines.hybrid_cache.uploads import upload_to_cache
 from hybrid_pipelines.resources import (
@@ -176,13 +176,8 @@ def test_seaweedfs_killed_mid_multipart_upload(ai_pg: PostgresResource, space: S
 # ---- killed mid GetObject --------------------------------------------------------------------
 
 @pytest.fixture()
-def hc_pg(private_pg: PostgresServer) -> Iterator[PostgresResource]:
-    res = pg_for(private_pg)
-    prepare(res)
-    with res.connect(autocommit=True) as conn:
-        conn.execute("DROP TRIGGER IF EXISTS hp_gate ON file_metadata")
-        conn.execute("TRUNCATE file_metadata, backend_circuit, nas_path_reservations")
-    yield res
+def hc_pg(cache_pg: PostgresResource) -> PostgresResource:
+    return cache_pg
 
 
 @pytest.mark.fault("SeaweedFS SIGKILLed while the pending sync streams an object (GET body "

@@ -166,24 +166,33 @@ def _valid_for_job(job_name: str, run_config: dict) -> None:
     dg.validate_run_config(defs.resolve_job_def(job_name), run_config)
 
 
-def test_schedules_run_with_the_settings_from_the_environment(platform_env) -> None:
-    from hybrid_pipelines.defs.hybrid_cache import schedules
+def test_schedules_run_with_the_settings_from_the_environment(
+        platform_env, file_server_db: PostgresResource) -> None:
+    from hybrid_pipelines.defs.hybrid_cache import schedules, sensors
 
+    # The safety-net schedules and the sensors request a run only when there is work: a
+    # pending upload holding 90% of HP_CACHE_CAPACITY_BYTES=1000 (above 85%).
+    _upload_as_the_file_server(file_server_db, 900)
+    pg = {"postgres": file_server_db}
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance)
-        eviction = schedules.cache_eviction_schedule(ctx)
-        sync = schedules.pending_sync_schedule(ctx)
-        others = [schedules.recache_schedule(ctx), schedules.cache_stats_schedule(ctx),
-                  schedules.cache_consistency_audit_schedule(ctx)]
+        with dg.build_schedule_context(instance=instance, resources=pg) as ctx:
+            eviction = schedules.cache_eviction_schedule(ctx)
+            sync = schedules.pending_sync_schedule(ctx)
+            others = [schedules.cache_consistency_audit_schedule(ctx)]
+        with dg.build_sensor_context(instance=instance, resources=pg) as sctx:
+            by_sensor = sensors.pending_sync_sensor(sctx)
     assert isinstance(eviction, dg.RunRequest) and isinstance(sync, dg.RunRequest)
+    assert isinstance(by_sensor, dg.RunRequest)
     evict_cfg = eviction.run_config["ops"]["cache_evictions"]["config"]
     assert evict_cfg == {"capacity_bytes": 1000, "threshold": 0.85, "target": 0.75,
                          "policy": "lfu", "batch_size": 7}
-    assert sync.run_config["ops"]["nas_replicas"]["config"] == {"batch_size": 9,
-                                                               "max_attempts": 5}
+    for request in (sync, by_sensor):
+        assert request.run_config["ops"]["nas_replicas"]["config"] == {"batch_size": 9,
+                                                                       "max_attempts": 5}
     _valid_for_job("cache_eviction", eviction.run_config)
     _valid_for_job("pending_sync", sync.run_config)
-    for request in (eviction, sync, *others):
+    _valid_for_job("pending_sync", by_sensor.run_config)  # with the in-process executor
+    for request in (eviction, sync, by_sensor, *others):
         assert request.tags[PREFIX + "eviction_policy"] == "lfu"
         assert request.tags[PREFIX + "threshold_percent"] == "85"
         assert request.tags[PREFIX + "sync_batch_size"] == "9"
@@ -239,13 +248,13 @@ def test_usage_sensor_uses_the_threshold_and_tags_from_the_environment(
 def test_intervals_come_from_the_environment_when_definitions_load() -> None:
     code = ("from hybrid_pipelines.defs.hybrid_cache import schedules, sensors; "
             "print(sensors.cache_health_sensor.minimum_interval_seconds, "
-            "schedules.pending_sync_schedule.cron_schedule)")
+            "sensors.pending_sync_sensor.minimum_interval_seconds)")
     env = {"PATH": "/usr/bin:/bin", "HEALTH_CHECK_INTERVAL_MS": "15000",
            "SYNC_INTERVAL_MS": "300000"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["15", "*/5", "*", "*", "*", "*"], proc.stdout
+    assert proc.stdout.split() == ["15", "300"], proc.stdout
     from hybrid_pipelines.defs.hybrid_cache.sensors import cache_health_sensor
 
     if "HEALTH_CHECK_INTERVAL_MS" not in os.environ \

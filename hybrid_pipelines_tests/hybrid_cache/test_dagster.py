@@ -99,18 +99,27 @@ def test_jobs_carry_the_pool_tags_the_instance_limits(defs) -> None:
              for name in ("pending_sync", "recache", "cache_eviction", "cache_reconcile")}
     assert pools == {"pending_sync": "nas_sync", "recache": "nas_sync",
                      "cache_eviction": "eviction", "cache_reconcile": "eviction"}
-    schedules = {s.name: s.cron_schedule for s in domain_definitions("hybrid_cache").schedules}
-    assert schedules["pending_sync_schedule"] == "* * * * *"
+    # The sync runs from a sensor every SYNC_INTERVAL_MS; the schedule is a daily safety net.
+    hc = domain_definitions("hybrid_cache")
+    schedules = {s.name: s.cron_schedule for s in hc.schedules}
+    assert schedules["pending_sync_schedule"] == "5 5 * * *"
+    sensors = {s.name: s.minimum_interval_seconds for s in hc.sensors}
+    assert sensors["pending_sync_sensor"] == 60 and sensors["priority_sync_sensor"] == 5
 
 
-def test_pending_sync_schedule_skips_while_a_run_still_waits() -> None:
+def test_pending_sync_schedule_skips_while_a_run_still_waits(upload: Uploader,
+                                                             hc_postgres) -> None:
+    upload(b"queued")
+    pg = {"postgres": hc_postgres}
     with dg.instance_for_test() as instance:
-        first = pending_sync_schedule(dg.build_schedule_context(instance=instance))
+        with dg.build_schedule_context(instance=instance, resources=pg) as ctx:
+            first = pending_sync_schedule(ctx)
         assert isinstance(first, dg.RunRequest)
         # A run created but not started yet (queued runs need a code-server origin).
         instance.add_run(dg.DagsterRun(job_name="pending_sync", run_id=make_new_run_id(),
                                        status=dg.DagsterRunStatus.NOT_STARTED))
-        second = pending_sync_schedule(dg.build_schedule_context(instance=instance))
+        with dg.build_schedule_context(instance=instance, resources=pg) as ctx:
+            second = pending_sync_schedule(ctx)
         assert isinstance(second, dg.SkipReason) and "still waiting" in second.skip_message
 
 

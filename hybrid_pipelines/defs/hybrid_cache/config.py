@@ -54,7 +54,8 @@ class BreakerConfig(dg.Config):
 class SyncConfig(BreakerConfig):
     batch_size: int = Field(LOADED.sync_batch_size, description="Rows claimed per batch (FOR "
                             "UPDATE SKIP LOCKED); default SYNC_BATCH_SIZE.")
-    max_batches: int = Field(20, description="Batches per run; the schedule runs every minute.")
+    max_batches: int = Field(20, description="Batches per run; pending_sync_sensor asks for "
+                             "another run while files wait.")
     max_attempts: int = Field(LOADED.sync_max_retries, description="Failed attempts before a "
                               "row is marked failed; default SYNC_MAX_RETRIES.")
     lease_timeout_s: float = Field(600.0, description="A 'syncing' row whose run stopped "

@@ -30,7 +30,9 @@ RUNS_QUERY = """{ runsOrError(limit: 5000) { ... on Runs { results {
 # 10, cache_eviction every 15 (the hourly audit and EFS sync are unchanged, counted apart).
 OLD_RUNS_PER_10_MIN = {"pending_sync": 10.0, "backend_health_job": 2.0, "cache_stats": 2.0,
                        "recache": 1.0, "cache_eviction": 10 / 15}
-HOURLY_UNCHANGED_PER_10_MIN = 2 / 6  # cache_consistency_audit :17, efs_model_sync_job :15
+# Before issue #17 these ran hourly whatever the work (cache_consistency_audit at :17,
+# efs_model_sync_job at :15); now sensors request them only on a change (and the audit daily).
+HOURLY_UNCHANGED_PER_10_MIN = 2 / 6
 
 
 def start_dev(workdir: Path) -> DevInstance:

@@ -35,6 +35,7 @@ from _devstack import (  # noqa: E402
 from hybrid_pipelines_tests.e2e.dev_instance import stop_sensor  # noqa: E402
 
 SYNC_INTERVAL_S = 60
+DAILY_RUNS = 5
 
 
 def settle(dev, quiet_s: float, cap_s: float) -> float:
@@ -122,6 +123,10 @@ def main() -> int:
     print(f"idle {args.minutes:g} min: {idle['runs']} runs {idle['runs_by_job']} -> "
           f"{ours:.1f} per 10 min (old schedules: {old:.1f} per 10 min, issue #17 measured 16); "
           f"ratio {ours / old:.3f}")
+    # The daily runs a 10-minute window cannot see: the AI tiers' three design CronJobs
+    # (02:00/03:00/04:00), the catalog's nightly reconcile, the audit's daily look.
+    print(f"projected idle day: {ours * 144 + DAILY_RUNS:.0f} runs ({ours * 144:.0f} from "
+          f"the sensors' rate + {DAILY_RUNS} daily; issue #17 goal <= ~50, measured ~2,300)")
     print(f"idle CPU (% of one core): daemon {cpu['daemon']}, code server "
           f"{cpu['code_server']}, run processes {cpu['runs']} (issue #17: daemon + code "
           "server ~10 before)")

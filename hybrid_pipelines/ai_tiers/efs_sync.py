@@ -100,6 +100,27 @@ def _sync_one(conn: psycopg.Connection, client: Any, bucket: str, root: Path, ob
         report.size_only_verified += result.verified_by == "size-only"
 
 
+def out_of_date(conn: psycopg.Connection, client: Any, bucket: str, root: Path,
+                prefixes: list[str]) -> list[RemoteObject]:
+    """The objects a sync would download now (new, changed, or their file on the mount edited
+    or gone): one listing per prefix and one manifest query, no download. Names that cannot
+    be files on the mount are left to the sync, which reports them."""
+    rows = {rel: row for rel, *row in conn.execute(
+        "SELECT rel_path, size_bytes, etag, mtime_ns FROM efs_sync_manifest"
+        " WHERE efs_root = %s", (str(root),)).fetchall()}
+    waiting = []
+    for prefix in prefixes or [""]:
+        for obj in list_prefix(client, bucket, prefix):
+            try:
+                rel = safe_relpath(obj.key)
+            except UnsafePathError:
+                continue
+            if rel and not tier_copy.is_temp_name(Path(rel).name) and not _up_to_date(
+                    tuple(rows[rel]) if rel in rows else None, obj, root, rel):
+                waiting.append(obj)
+    return waiting
+
+
 def _delete_extraneous(conn: psycopg.Connection, root: Path, prefix: str, seen: set[str],
                        report: SyncReport) -> None:
     """Remove mirrored files whose object is gone; only files this sync wrote (manifest rows

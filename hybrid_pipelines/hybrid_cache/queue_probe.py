@@ -88,3 +88,15 @@ def cached_bytes(conn: psycopg.Connection) -> int:
                        " WHERE cache_status = 'cached'").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def metadata_fingerprint(conn: psycopg.Connection) -> str:
+    """What the consistency audit looks at, summarised: rows, and the newest write. Every
+    job and the platform's file server set updated_at (or created_at) when they change a
+    row; a deleted row changes the count. Reads (last_accessed, access_count) do not count:
+    they cannot put the metadata out of step with the stores."""
+    row = conn.execute("SELECT count(*), max(created_at), max(updated_at)"
+                       " FROM file_metadata").fetchone()
+    assert row is not None
+    stamps = [t.isoformat() if t is not None else "-" for t in row[1:]]
+    return f"{int(row[0])}@{'/'.join(stamps)}"

@@ -168,7 +168,7 @@ def _valid_for_job(job_name: str, run_config: dict) -> None:
 
 def test_schedules_run_with_the_settings_from_the_environment(
         platform_env, file_server_db: PostgresResource) -> None:
-    from hybrid_pipelines.defs.hybrid_cache import schedules, sensors
+    from hybrid_pipelines.defs.hybrid_cache import audit_sensor, schedules, sensors
 
     # The safety-net schedules and the sensors request a run only when there is work: a
     # pending upload holding 90% of HP_CACHE_CAPACITY_BYTES=1000 (above 85%).
@@ -178,9 +178,10 @@ def test_schedules_run_with_the_settings_from_the_environment(
         with dg.build_schedule_context(instance=instance, resources=pg) as ctx:
             eviction = schedules.cache_eviction_schedule(ctx)
             sync = schedules.pending_sync_schedule(ctx)
-            others = [schedules.cache_consistency_audit_schedule(ctx)]
         with dg.build_sensor_context(instance=instance, resources=pg) as sctx:
             by_sensor = sensors.pending_sync_sensor(sctx)
+        with dg.build_sensor_context(instance=instance, resources=pg) as sctx:
+            others = [audit_sensor.cache_audit_sensor(sctx)]
     assert isinstance(eviction, dg.RunRequest) and isinstance(sync, dg.RunRequest)
     assert isinstance(by_sensor, dg.RunRequest)
     evict_cfg = eviction.run_config["ops"]["cache_evictions"]["config"]

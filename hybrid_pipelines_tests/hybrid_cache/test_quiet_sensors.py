@@ -11,13 +11,14 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
+from hybrid_pipelines.definitions import defs
+from hybrid_pipelines.defs.hybrid_cache.audit_sensor import cache_audit_sensor
 from hybrid_pipelines.defs.hybrid_cache.schedules import (
     cache_eviction_schedule,
     pending_sync_schedule,
     recache_schedule,
 )
 from hybrid_pipelines.defs.hybrid_cache.sensors import (
-    RUN_KEY_TAG,
     cache_health_sensor,
     cache_usage_sensor,
     pending_sync_sensor,
@@ -26,7 +27,10 @@ from hybrid_pipelines.defs.hybrid_cache.sensors import (
 from hybrid_pipelines.defs.operations.alert_sources import cache_numbers, scan_checks
 from hybrid_pipelines.defs.operations.backend_health import backend_health_sensor
 from hybrid_pipelines.defs.operations.cache_metrics import cache_stats_sensor
+from hybrid_pipelines.defs.run_keys import RUN_KEY_TAG
 from hybrid_pipelines.dev.stack.process import LOOPBACK, free_port
+from hybrid_pipelines.hybrid_cache import health_gate
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy
 from hybrid_pipelines.resources import (
     EFSResource,
     FFprobeResource,
@@ -221,3 +225,49 @@ def test_backend_health_sensor_records_checks_that_alert_without_a_run(
     assert "check.backend_health.object_store_healthy" in failing
     assert "check.backend_health.postgres_healthy" not in failing
     assert instance.get_runs() == []
+
+
+def test_sync_sensors_skip_while_a_backend_breaker_is_open(
+        conn, upload: Uploader, hc_postgres, instance) -> None:
+    """The NAS's breaker as cache_health_sensor leaves it after three failed probes: no run
+    is requested each minute only to find the NAS down again; when it closes, the queue is."""
+    pg = {"postgres": hc_postgres}
+    upload(b"waits" * 100, "w.bin", priority=1)
+    with hc_postgres.connect(autocommit=True) as c:
+        for _ in range(3):
+            health_gate.record(c, health_gate.NAS, False, "connection refused",
+                               BreakerPolicy())
+    try:
+        for sensor in (pending_sync_sensor, priority_sync_sensor):
+            held, _ = _eval(sensor, instance, pg)
+            assert isinstance(held, dg.SkipReason), sensor.name
+            assert "nas: circuit open" in held.skip_message
+            assert "connection refused" in held.skip_message
+    finally:
+        with hc_postgres.connect(autocommit=True) as c:
+            health_gate.record(c, health_gate.NAS, True, "", BreakerPolicy())
+    for sensor in (pending_sync_sensor, priority_sync_sensor):
+        request, _ = _eval(sensor, instance, pg)
+        assert isinstance(request, dg.RunRequest), sensor.name
+    assert instance.get_runs() == []
+
+
+def test_audit_sensor_requests_the_audit_only_after_a_change_or_a_day(
+        conn, upload: Uploader, hc_postgres, instance, monkeypatch) -> None:
+    pg = {"postgres": hc_postgres}
+    first, cursor = _eval(cache_audit_sensor, instance, pg)
+    assert isinstance(first, dg.RunRequest) and first.tags["reason"] == "first audit"
+    dg.validate_run_config(defs.resolve_job_def("cache_consistency_audit"), first.run_config)
+    quiet, cursor = _eval(cache_audit_sensor, instance, pg, cursor)
+    assert isinstance(quiet, dg.SkipReason) and "unchanged" in quiet.skip_message
+    upload(b"new" * 10, "n.bin")
+    changed, cursor = _eval(cache_audit_sensor, instance, pg, cursor)
+    assert isinstance(changed, dg.RunRequest) and "changed" in changed.tags["reason"]
+    assert changed.run_key != first.run_key
+    quiet, cursor = _eval(cache_audit_sensor, instance, pg, cursor)
+    assert isinstance(quiet, dg.SkipReason)
+    later = time.time() + 86400 + 1  # a day on: drift outside the metadata is looked for
+    monkeypatch.setattr("hybrid_pipelines.defs.hybrid_cache.audit_sensor.time.time",
+                        lambda: later)
+    daily, _ = _eval(cache_audit_sensor, instance, pg, cursor)
+    assert isinstance(daily, dg.RunRequest) and "no audit for 24 h" in daily.tags["reason"]

@@ -1,6 +1,7 @@
 """Daily schedules (UTC): model demotion 02:00, context archive + expiry 03:00, generated
-outputs 04:00, EFS model mirror hourly at :15. Each run gets the scheduled time as its `now`,
-so a late or re-executed run decides exactly as the on-time run would have. The demotion
+outputs 04:00 (the EFS model mirror is launched by efs_sensor.py when the bucket changed).
+Each run gets the scheduled time as its `now`, so a late or re-executed run decides exactly
+as the on-time run would have. The demotion
 run also gets the hot volume's threshold / target / capacity from HP_HOT_TIER_* when set."""
 
 import os
@@ -10,14 +11,12 @@ import dagster as dg
 
 from hybrid_pipelines.defs.ai_tiers.assets import (
     ArchiveConfig,
-    EfsSyncConfig,
     ExpiryConfig,
     ModelDemotionConfig,
     OutputsConfig,
 )
 from hybrid_pipelines.defs.ai_tiers.jobs import (
     context_archive_job,
-    efs_model_sync_job,
     generated_outputs_job,
     model_demotion_job,
 )
@@ -71,10 +70,3 @@ def context_archive_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReq
 def generated_outputs_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_config=dg.RunConfig(ops={
         "generated_outputs": OutputsConfig(now=scheduled_now(context))}))
-
-
-@dg.schedule(cron_schedule="15 * * * *", job=efs_model_sync_job, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
-def efs_model_sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_config=dg.RunConfig(ops={
-        "efs_models": EfsSyncConfig(now=scheduled_now(context))}))

@@ -2,8 +2,8 @@
 sensors (sensors.py) at the designs' cadence; each schedule here runs once a day and itself
 skips when its queue is empty (the same cheap count the sensors use), so an idle platform
 gets no run from it. The cache statistics are recorded by a sensor, not a run
-(defs/operations/cache_metrics.py); the consistency audit stays hourly (it looks at the
-stores themselves, whose drift no count can see).
+(defs/operations/cache_metrics.py); the consistency audit is launched by
+cache_audit_sensor (audit_sensor.py).
 
 Each tick reads the platform's settings as they are then (CACHE_EVICTION_POLICY,
 CACHE_THRESHOLD_PERCENT, SYNC_BATCH_SIZE, ... or their HP_* names), puts them into the run
@@ -13,7 +13,6 @@ import dagster as dg
 
 from hybrid_pipelines.defs.hybrid_cache.config import run_config_for
 from hybrid_pipelines.defs.hybrid_cache.jobs import (
-    cache_consistency_audit_job,
     cache_eviction_job,
     pending_sync_job,
     recache_job,
@@ -97,9 +96,3 @@ def recache_schedule(context: dg.ScheduleEvaluationContext, postgres: PostgresRe
     if probe.idle:
         return dg.SkipReason("no file waits for re-cache")
     return settings_run_request(recache_job.name)
-
-
-@dg.schedule(job=cache_consistency_audit_job, cron_schedule="17 * * * *",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
-def cache_consistency_audit_schedule(context: dg.ScheduleEvaluationContext):
-    return settings_run_request(cache_consistency_audit_job.name)

@@ -24,7 +24,8 @@ from hybrid_pipelines.defs.hybrid_cache.jobs import (
     recache_job,
 )
 from hybrid_pipelines.defs.hybrid_cache.schedules import WAITING, settings_run_request
-from hybrid_pipelines.hybrid_cache.health_gate import SEAWEEDFS
+from hybrid_pipelines.defs.run_keys import work_key
+from hybrid_pipelines.hybrid_cache.health_gate import NAS, SEAWEEDFS, load_state
 from hybrid_pipelines.hybrid_cache.queue_probe import (
     Probe,
     cached_bytes,
@@ -32,20 +33,18 @@ from hybrid_pipelines.hybrid_cache.queue_probe import (
     recache_due,
     sync_due,
 )
-from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy
+from hybrid_pipelines.hybrid_cache.rules.circuit_breaker import BreakerPolicy, decide
 from hybrid_pipelines.hybrid_cache.rules.sensor_decisions import (
-    load_cursor,
     recache_decision,
     usage_decision,
 )
 from hybrid_pipelines.hybrid_cache.runtime import backend_gates
 from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSResource
-from hybrid_pipelines.shared.cache_settings import cache_settings
+from hybrid_pipelines.shared.cache_settings import CacheSettings, cache_settings
 
 DEFAULT_THRESHOLD = LOADED.threshold
 PRIORITY_INTERVAL_S = 5
 RETRY_DELAY_S = 60.0  # SyncConfig.retry_delay_s: a failed row is not due before this
-RUN_KEY_TAG = "dagster/run_key"
 ACTIVE = [*WAITING, dg.DagsterRunStatus.STARTED]
 
 
@@ -55,41 +54,45 @@ def _active_run(instance: dg.DagsterInstance, statuses: list) -> dg.DagsterRun |
     return runs[0] if runs else None
 
 
-def work_key(context: dg.SensorEvaluationContext, prefix: str, probe: Probe) -> str:
-    """The run key for this work: the same while the queue is unchanged and its run has not
-    finished (the daemon drops a repeated key), a new one when the queue changed, or when the
-    run for this very queue finished and left it as it was (a run that failed or was capped
-    must not block the queue forever)."""
-    state = load_cursor(context.cursor)
-    gen = int(state.get("gen", 0))
-    if state.get("marker") == probe.marker and state.get("key"):
-        done = context.instance.get_runs(
-            filters=dg.RunsFilter(tags={RUN_KEY_TAG: state["key"]}), limit=1)
-        if done and done[0].is_finished:
-            gen += 1
-    key = f"{prefix}:{probe.marker}:{gen}"
-    context.update_cursor(json.dumps({"marker": probe.marker, "gen": gen, "key": key}))
-    return key
+def _sync_queue(context: dg.SensorEvaluationContext, postgres: PostgresResource,
+                high_priority_only: bool) -> tuple[CacheSettings, Probe] | dg.SkipReason:
+    """The sync sensors' shared question: the queue (one indexed count), and whether both
+    backends' breakers let a sync through. A breaker held open by cache_health_sensor's
+    probes means a run would only find the backend down again: skip, naming the backend."""
+    settings = cache_settings()  # as set now: a bad value fails the tick naming it
+    prepare_serialised(postgres)
+    with postgres.connect(autocommit=True) as conn:
+        probe = sync_due(conn, settings.sync_max_retries, RETRY_DELAY_S,
+                         high_priority_only=high_priority_only)
+        closed = [] if probe.idle else [(name, decide(load_state(conn, name), BreakerPolicy(),
+                                                      time.time())) for name in (SEAWEEDFS, NAS)]
+    what = "high-priority file" if high_priority_only else "file"
+    if probe.idle:
+        return dg.SkipReason(f"no {what} waits for sync")
+    if down := [f"{name}: {d.reason}" for name, d in closed if not d.allowed]:
+        return dg.SkipReason(f"{probe.count} {what}s wait, but the sync cannot reach its "
+                             f"backends ({'; '.join(down)}); cache_health_sensor probes them "
+                             "every HEALTH_CHECK_INTERVAL_MS")
+    return settings, probe
 
 
 @dg.sensor(job=pending_sync_job, minimum_interval_seconds=LOADED.sync_interval_s,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every SYNC_INTERVAL_MS (default 60 s): one indexed count of the rows "
-                       "due for sync. Requests pending_sync only when there are some and no "
-                       "pending_sync run is waiting or running (it takes new rows in its next "
-                       "batch); run key = queue size + newest change.")
+                       "due for sync. Requests pending_sync only when there are some, both "
+                       "backends' breakers are closed and no pending_sync run is waiting or "
+                       "running (it takes new rows in its next batch); run key = queue size + "
+                       "newest change.")
 def pending_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    settings = cache_settings()  # as set now: a bad value fails the tick naming it
-    prepare_serialised(postgres)
-    with postgres.connect(autocommit=True) as conn:
-        probe = sync_due(conn, settings.sync_max_retries, RETRY_DELAY_S)
-    if probe.idle:
-        return dg.SkipReason("no file waits for sync")
+    found = _sync_queue(context, postgres, high_priority_only=False)
+    if isinstance(found, dg.SkipReason):
+        return found
+    _, probe = found
     if run := _active_run(context.instance, ACTIVE):
         return dg.SkipReason(f"{probe.count} files wait; run {run.run_id} of pending_sync "
                              f"({run.status.value}) takes them")
     return in_process(settings_run_request(
-        pending_sync_job.name, run_key=work_key(context, "sync", probe),
+        pending_sync_job.name, run_key=work_key(context, "sync", probe.marker),
         tags={"reason": f"{probe.count} files wait for sync"}))
 
 
@@ -98,20 +101,18 @@ def pending_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresR
            description="Every 5 s: one indexed count of high-priority rows (sync_priority > "
                        "0) due for sync. Requests a one-batch pending_sync run sized to them "
                        "(the claim takes high priority first), so they reach the NAS within "
-                       "seconds; skips while a pending_sync run waits to start.")
+                       "seconds; skips while a pending_sync run waits to start or a backend's "
+                       "breaker is open.")
 def priority_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    settings = cache_settings()
-    prepare_serialised(postgres)
-    with postgres.connect(autocommit=True) as conn:
-        probe = sync_due(conn, settings.sync_max_retries, RETRY_DELAY_S,
-                         high_priority_only=True)
-    if probe.idle:
-        return dg.SkipReason("no high-priority file waits for sync")
+    found = _sync_queue(context, postgres, high_priority_only=True)
+    if isinstance(found, dg.SkipReason):
+        return found
+    settings, probe = found
     if run := _active_run(context.instance, WAITING):
         return dg.SkipReason(f"{probe.count} high-priority files wait; run {run.run_id} of "
                              "pending_sync is about to start and claims them first")
     request = settings_run_request(pending_sync_job.name,
-                                   run_key=work_key(context, "priority", probe),
+                                   run_key=work_key(context, "priority", probe.marker),
                                    tags={"reason": f"{probe.count} high-priority files wait",
                                          "hybrid_pipelines/priority": "high"})
     cfg = request.run_config["ops"]["nas_replicas"]["config"]

@@ -60,3 +60,22 @@ def recache_decision(cursor: str | None, seaweed_ok: bool, recache_pending: int,
         return SensorDecision(True, json.dumps(new), f"{why}: {recache_pending} files")
     return SensorDecision(False, json.dumps(new),
                           f"re-cache requested {now - last:.0f}s ago; waiting")
+
+
+def audit_decision(cursor: str | None, fingerprint: str, now: float,
+                   max_age_s: float = 86400.0) -> SensorDecision:
+    """Request the consistency audit when the metadata changed since the last request (a
+    write is what can leave it out of step with the stores), and at least once every
+    `max_age_s` regardless: drift made outside the metadata (a file deleted from the NAS by
+    hand) changes no row, so only the audit's own look at the stores finds it."""
+    state = load_cursor(cursor)
+    last = float(state.get("last_request", 0.0))
+    if state.get("fingerprint") != fingerprint:
+        why = "the file metadata changed since the last audit" if last else "first audit"
+    elif now - last >= max_age_s:
+        why = f"no audit for {max_age_s / 3600:.0f} h (drift outside the metadata)"
+    else:
+        return SensorDecision(False, json.dumps(state),
+                              f"file metadata unchanged since the audit {now - last:.0f}s ago")
+    return SensorDecision(True, json.dumps({"fingerprint": fingerprint, "last_request": now}),
+                          why)

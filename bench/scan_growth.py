@@ -1,9 +1,12 @@
-"""NAS scan time vs tree size, over real Samba: first scan, rescan of the unchanged tree, and
-Samba's own `smbclient -c 'recurse; ls'` (baseline) at 10,000, 50,000 and 100,000 files
-(2,000 and 5,000 with --quick), 50 files per directory as in bench/scan.py.
+"""NAS scan time and memory vs tree size, over real Samba: first scan, rescan of the unchanged
+tree, and Samba's own `smbclient -c 'recurse; ls'` (baseline) at 10,000, 50,000, 100,000 and
+500,000 files (2,000 and 5,000 with --quick), 50 files per directory as in bench/scan.py,
+with the peak RSS of each scan.
 
-The claim is linear growth of the first scan (seconds per 1,000 files flat as the tree grows)
-and a rescan whose cost follows the number of inner directories, not the number of files.
+The claims: linear growth of the first scan (seconds per 1,000 files flat as the tree grows),
+flat memory (peak RSS of the largest scan vs the smallest), and a rescan whose cost follows
+the number of inner directories, not the number of files. The 500,000-file tree is built
+once and kept under .local/bench-cache (git-ignored); the Samba server serves it from there.
 
 Usage: .venv/bin/python bench/scan_growth.py [--quick] [--sizes 10000 50000 ...]
 """
@@ -11,33 +14,15 @@ Usage: .venv/bin/python bench/scan_growth.py [--quick] [--sizes 10000 50000 ...]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import secrets
-import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _claims import claim  # noqa: E402 - bench/ is on sys.path when a script runs
-
-from hybrid_pipelines.dev.stack.process import free_port  # noqa: E402
-from hybrid_pipelines.dev.stack.samba import SambaServer  # noqa: E402
-from hybrid_pipelines.resources import NASResource  # noqa: E402
-
-
-def _scan_bench():
-    """bench/scan.py's tree builder and measurements (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_scan", HERE / "scan.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from _scan_tree import cannot_run, our_scan, served_tree, smbclient_ls  # noqa: E402
 
 PER_DIR = 50
 
@@ -54,55 +39,49 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2,000 and 5,000 files")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     args = ap.parse_args()
-    sb = _scan_bench()
-    if why := sb.cannot_run():
+    if why := cannot_run():
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
-    sizes = args.sizes or ([2_000, 5_000] if args.quick else [10_000, 50_000, 100_000])
-    tmp = Path(tempfile.mkdtemp(prefix="bench-scan-growth-"))
-    server = SambaServer(root=tmp / "samba", port=free_port(), password=secrets.token_hex(12))
+    sizes = args.sizes or ([2_000, 5_000] if args.quick else [10_000, 50_000, 100_000, 500_000])
     rows = []
-    try:
-        server.start()
-        auth = tmp / "auth.txt"
-        auth.write_text(f"username = {server.username}\npassword = {server.password}\n")
-        auth.chmod(0o600)
-        nas = NASResource(protocol="smb", host="127.0.0.1", port=server.port,
-                          share=server.share, username=server.username,
-                          password=server.password)
-        nas.fs().list_dir("")  # session set up outside the timings
+    with tempfile.TemporaryDirectory() as tmp_name:
         for n in sizes:
-            shutil.rmtree(server.share_dir / sb.FOLDER, ignore_errors=True)
-            t0 = time.perf_counter()
-            files, dirs = sb.build_tree(server.share_dir, *shape(n))
-            built = time.perf_counter() - t0
-            smb_s = min(sb.smbclient_ls(server, auth)[0] for _ in range(2))
-            db = tmp / f"catalog-{n}.db"
-            first_s, first_n, first_dirs, _ = sb.our_scan(nas, db)
-            re_s, re_n, re_dirs, re_new = sb.our_scan(nas, db)
-            assert first_n == re_n == files and re_new == 0, (first_n, re_n, files)
-            rows.append((files, dirs, smb_s, first_s, re_s, first_dirs, re_dirs))
-            print(f"{files} files in {dirs} directories (built in {built:.1f}s): smbclient "
-                  f"{smb_s:.2f}s, first scan {first_s:.2f}s, rescan {re_s:.3f}s")
-    finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+            with served_tree(*shape(n)) as served:
+                # One baseline run for the largest tree: it alone takes tens of seconds.
+                smb_s = min(smbclient_ls(served, served.server.port)
+                            for _ in range(1 if served.files >= 200_000 else 2))
+                nas = served.nas()
+                db = Path(tmp_name) / f"catalog-{n}.db"
+                first, again = our_scan(nas, db), our_scan(nas, db)
+                assert first.found == again.found == served.files and again.new == 0
+                rows.append((served.files, served.dirs, smb_s, first, again))
+                how = "cached" if served.cached else "built"
+                print(f"{served.files} files in {served.dirs} directories ({how} in "
+                      f"{served.built_s:.1f}s): smbclient {smb_s:.2f}s, first scan "
+                      f"{first.seconds:.2f}s ({first.peak_rss_mib:.0f} MiB peak), rescan "
+                      f"{again.seconds:.3f}s ({again.peak_rss_mib:.0f} MiB peak)", flush=True)
 
     print()
     print(f"{'files':>8} {'dirs':>6} {'smbclient s':>12} {'first scan s':>13} "
-          f"{'s/1k files':>11} {'vs smbclient':>13} {'rescan s':>9} {'dirs relisted':>14}")
-    for files, dirs, smb_s, first_s, re_s, _first_dirs, re_dirs in rows:
-        print(f"{files:>8} {dirs:>6} {smb_s:12.3f} {first_s:13.3f} {first_s / files * 1e3:11.3f} "
-              f"{first_s / smb_s:13.2f} {re_s:9.3f} {re_dirs:14d}")
+          f"{'s/1k files':>11} {'vs smbclient':>13} {'rescan s':>9} {'dirs relisted':>14} "
+          f"{'peak RSS MiB':>13}")
+    for files, dirs, smb_s, first, again in rows:
+        print(f"{files:>8} {dirs:>6} {smb_s:12.3f} {first.seconds:13.3f} "
+              f"{first.seconds / files * 1e3:11.3f} {first.seconds / smb_s:13.2f} "
+              f"{again.seconds:9.3f} {again.listings:14d} {first.peak_rss_mib:13.0f}")
     small, big = rows[0], rows[-1]
-    per_k = [r[3] / r[0] * 1e3 for r in (small, big)]
+    per_k = [r[3].seconds / r[0] * 1e3 for r in (small, big)]
     claims = [
         claim(f"first scan s per 1,000 files: {big[0]} vs {small[0]} files (1 = linear)",
               per_k[1], per_k[0], "s/1k"),
-        claim(f"first scan of {big[0]} files vs smbclient recurse ls", big[3], big[2], "s"),
-        claim(f"rescan of an unchanged {big[0]}-file tree vs first scan", big[4], big[3], "s"),
-        claim(f"rescan growth {small[0]}->{big[0]} files vs file-count growth", big[4] / small[4],
-              big[0] / small[0], "x"),
+        claim(f"first scan of {big[0]} files vs smbclient recurse ls", big[3].seconds, big[2],
+              "s"),
+        claim(f"rescan of an unchanged {big[0]}-file tree vs first scan", big[4].seconds,
+              big[3].seconds, "s"),
+        claim(f"rescan growth {small[0]}->{big[0]} files vs file-count growth",
+              big[4].seconds / small[4].seconds, big[0] / small[0], "x"),
+        claim(f"peak RSS of the first scan: {big[0]} vs {small[0]} files (1 = flat)",
+              big[3].peak_rss_mib, small[3].peak_rss_mib, "MiB"),
     ]
     print()
     print("BENCH_JSON " + json.dumps({"bench": "scan_growth", "claims": claims}))

@@ -301,6 +301,26 @@ def make_long_video(
     return out
 
 
+# Formats the prober's sniffer has no magic for (camera DV, broadcast GXF) and one whose
+# duration sits at the end (FLV), named by extension: (codec args, audio rate, channels, size).
+EXTRA_KINDS: dict[str, tuple[list[str], int, int, tuple[int, int]]] = {
+    "dv": (["-c:v", "dvvideo", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le"], 48000, 2, (720, 576)),
+    "gxf": (["-c:v", "mpeg2video", "-b:v", "2M", "-c:a", "pcm_s16le"], 48000, 1, (720, 576)),
+    "flv": (["-c:v", "flv1", "-c:a", "libmp3lame", "-b:a", "64k"], 44100, 2, (320, 240)),
+}  # fmt: skip
+
+
+def make_extra(out_dir: str | os.PathLike[str], kind: str, *, duration_s: float = 2.0,
+               ffmpeg_path: str = "ffmpeg", timeout_s: float = 300.0) -> Path:
+    """A 25 fps test-pattern video in one of EXTRA_KINDS, cached by kind and duration."""
+    codecs, rate, channels, (w, h) = EXTRA_KINDS[kind]
+    out = Path(out_dir) / f"extra_{kind}_{_fmt_num(duration_s)}s.{kind}"
+    if not out.exists():
+        lavfi = _lavfi_inputs(duration_s, w, h, 25.0, rate, channels)
+        _run_ffmpeg([*lavfi, *codecs, "-t", f"{duration_s:g}"], out, ffmpeg_path, timeout_s)
+    return out
+
+
 def _top_level_box(data: bytes, box_type: bytes) -> int:
     """Offset of the first top-level box of `box_type` in a complete MP4 held in memory."""
     offset = 0

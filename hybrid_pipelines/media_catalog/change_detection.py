@@ -1,11 +1,13 @@
 """Does a partition need a run? A cheap, read-only look at the NAS and the catalog, used by
-the NAS sensor every tick (the scan itself lives in scan.py)."""
+the NAS sensor every tick (the scan itself lives in scan.py), and the pending sensor's look
+at the few files still being written (rules/upload_stability.py decides)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, parent_of
@@ -19,10 +21,12 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import (
     PENDING,
     STABLE,
     Entry,
+    Observed,
     diff_listing,
     listing_reason,
     split_unusable,
 )
+from hybrid_pipelines.media_catalog.rules.upload_stability import PendingFile
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 
 
@@ -117,3 +121,30 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
 
     visit(top, top_mtime)
     return out
+
+
+def pending_files(store: CatalogStore, partition_keys: Iterable[str]) -> list[PendingFile]:
+    """The catalog's files still waiting for their second look: one indexed query per
+    partition (files_partition_status), no NAS I/O."""
+    out: list[PendingFile] = []
+    for pk in sorted(partition_keys):
+        out.extend(PendingFile(pk, r[0], r[1], r[2], r[3]) for r in store.conn.execute(
+            "SELECT path, size, mtime, seen_at FROM files WHERE partition_key = ? AND status = ?",
+            (pk, PENDING)))
+    return out
+
+
+def list_pending_dirs(nas: NASAccess, dirs: Iterable[str]
+                      ) -> dict[str, dict[str, Observed] | None]:
+    """Each directory's files as the NAS lists them now (None: the directory is gone)."""
+    out: dict[str, dict[str, Observed] | None] = {}
+    for d in dirs:
+        entries = nas.list_dir(d)
+        out[d] = None if entries is None else {
+            e.path: Observed(e.path, e.size, e.mtime) for e in entries if not e.is_dir}
+    return out
+
+
+def known_paths(store: CatalogStore, dirs: Iterable[str]) -> dict[str, set[str]]:
+    """The paths the catalog holds in each directory, whatever their status (indexed)."""
+    return {d: set(store.files_in_dir(d)) for d in dirs}

@@ -2,17 +2,24 @@
 
 A dropped SMB connection is retried after 1, 2 and 4 s (configurable), reconnecting each
 time (smbclient opens a new session when the pooled one is closed); after the last try the
-run fails with a BackendError naming the NAS, the cause and the variables to check."""
+run fails with a BackendError naming the NAS, the cause and the variables to check.
+
+Inside `pipelined()` (the scan), SMB listings go through smb_pipeline: the walk announces
+the directories it will list and several are in flight at once on lean connections of
+their own, closed when the block ends."""
 
 from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
 from hybrid_pipelines.media_catalog.smb_listing import LeanSMBLister
+from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
+from hybrid_pipelines.media_catalog.smb_wire import WireConnection
 from hybrid_pipelines.resources import BackendError, NASResource
 from hybrid_pipelines.resources.nas import ENV_VARS, explain_nas_error
 from hybrid_pipelines.resources.nas_fs import SMBNAS
@@ -63,11 +70,12 @@ class NASAccess:
         self.reconnects = 0
         self._fs = nas.fs()
         self._lean: LeanSMBLister | None = None
+        self._pipe: PipelinedLister | None = None
         if lean_smb and isinstance(self._fs, SMBNAS):
             self._lean = LeanSMBLister(
                 nas.host, nas.port, nas.share, nas.username, nas.password, nas.timeout_s,
                 nas.connection_cache(),
-                fallback=self._generic_list)
+                fallback=self._generic_list, root_dir=self._fs.root_dir)
 
     def _generic_list(self, path: str) -> list[Entry]:
         return [Entry(e.path, e.is_dir, e.size, e.mtime) for e in self._fs.list_dir(path)]
@@ -79,6 +87,44 @@ class NASAccess:
     @property
     def address(self) -> str:
         return self.nas.address
+
+    @contextmanager
+    def pipelined(self, connections: int = 1, window: int = 8, ahead: int = 64
+                  ) -> Iterator[None]:
+        """List SMB directories through the pipeline inside this block (see announce): at
+        most `window` listings in flight per connection, `ahead` listed before they are
+        asked for."""
+        lean = self._lean
+        if lean is None or self._pipe is not None:
+            yield
+            return
+        nas = self.nas
+
+        def connect() -> WireConnection:
+            conn = WireConnection(nas.host, nas.port, nas.share, nas.username, nas.password,
+                                  nas.timeout_s)
+            conn.connect()
+            return conn
+
+        pipe = PipelinedLister(connect, lean.list_dir, root_dir=lean.root_dir,
+                               connections=connections, window=window, ahead=ahead)
+        self._pipe = pipe
+        try:
+            yield
+        finally:
+            self._pipe = None
+            pipe.close()
+            if pipe.unsupported:
+                self.log(f"NAS {self.address}: listed through smbprotocol, not the lean "
+                         f"pipeline: {pipe.unsupported}")
+
+    def announce(self, paths: Iterable[str]) -> None:
+        """Directories the caller will list soon, in any order (a no-op outside pipelined)."""
+        if self._pipe is not None:
+            self._pipe.announce(paths)
+
+    def pipeline_stats(self) -> dict[str, Any]:
+        return self._pipe.describe() if self._pipe is not None else {}
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying connection errors after each configured delay."""
@@ -103,12 +149,16 @@ class NASAccess:
                 self.log(f"NAS {self.address}: {explain_nas_error(exc)} while {what}; "
                          f"reconnecting in {delay:g} s (try {attempt + 1} of "
                          f"{len(self.delays) + 1})")
+                if self._pipe is not None:
+                    self._pipe.reset()
                 self.sleep(delay)
                 self._fs = self.nas.fs()
 
     def list_dir(self, path: str) -> list[Entry] | None:
         """The directory's entries, or None when it no longer exists."""
         def run() -> list[Entry]:
+            if self._pipe is not None:
+                return self._pipe.list_dir(path)
             if self._lean is not None:
                 return self._lean.list_dir(path)
             return self._generic_list(path)

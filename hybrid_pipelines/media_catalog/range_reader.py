@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -257,6 +259,28 @@ class SparseFileCache:
         self._file.seek(offset)
         return self._file.read(end - offset)
 
+    @contextmanager
+    def patched(self, patches: tuple[tuple[int, bytes], ...]) -> Iterator[None]:
+        """Write stand-in bytes (e.g. a moov without sample tables) over the temp file for the
+        duration of the block, then put back what was there. Patches are not fetched bytes:
+        they count as neither read nor covered, so a later ensure() still fetches the real
+        ones, and nothing fetched is lost under a patch."""
+        saved = [(offset, self.read_cached(offset, len(data))) for offset, data in patches]
+        try:
+            for offset, data in patches:
+                if offset < 0 or offset + len(data) > self.size:
+                    raise ValueError(f"patch of {len(data)} bytes at {offset} is outside "
+                                     f"the {self.size}-byte file")
+                self._file.seek(offset)
+                self._file.write(data)
+            self._file.flush()
+            yield
+        finally:
+            for offset, data in reversed(saved):
+                self._file.seek(offset)
+                self._file.write(data)
+            self._file.flush()
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -275,3 +299,36 @@ class SparseFileCache:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class BlockReader:
+    """A RangeReader view of a SparseFileCache that fetches whole aligned blocks within
+    [start, end): walking many small box headers that sit close together (a moov's mvhd,
+    tkhd, mdhd, hdlr, stsd, stts) then costs one round trip per block, not one per header.
+    """
+
+    def __init__(self, cache: SparseFileCache, start: int, end: int, block: int) -> None:
+        self.cache, self.start, self.end, self.block = cache, start, min(end, cache.size), block
+
+    @property
+    def name(self) -> str:
+        return self.cache.name
+
+    @property
+    def size(self) -> int:
+        return self.cache.size
+
+    @property
+    def bytes_read(self) -> int:
+        return self.cache.bytes_read
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        stop = min(offset + max(length, 0), self.size)
+        if offset >= stop:
+            return b""
+        if self.start <= offset and stop <= self.end:
+            first = self.start + (offset - self.start) // self.block * self.block
+            last = min(self.end, stop + self.block - 1 - (stop - 1 - self.start) % self.block)
+            if not self.cache.is_covered(offset, stop - offset):
+                self.cache.ensure(first, last - first)
+        return self.cache.read_at(offset, stop - offset)

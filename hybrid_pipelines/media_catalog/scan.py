@@ -5,7 +5,10 @@ The scan walks depth first in name order and lists only the directories that
 A folder whose name no NAS path check accepts (control characters, say) is skipped, logged and
 counted (`skipped_names`), so one bad name cannot fail the partition on every resume.
 Change detection for the sensor (read-only, cheaper) is in change_detection.py.
-Every 100 files the rows, the directory records and the checkpoint commit in one
+Over SMB the walk announces the directories it will list, so several listings are in
+flight while it writes (nas_access.pipelined, smb_pipeline.py).
+Every 100 files (`batch_size`; later batches grow to a tenth of the work done, at most 20
+times that) the rows, the directory records and the checkpoint commit in one
 transaction, so a scan killed mid-way resumes after `last_path` with no duplicates: the
 subtrees before it are skipped, and a directory's record only moves once all its files
 are committed (otherwise a crash could make the next scan skip files it never saw).
@@ -43,12 +46,14 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import (
     file_done,
     listing_reason,
     pair_renames,
+    path_key,
     split_unusable,
     subtree_done,
 )
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 
 Log = Callable[[str], None]
+BATCH_GROWTH = 20
 
 
 @dataclass
@@ -105,8 +110,12 @@ class _Batch:
 class Scanner:
     def __init__(self, store: CatalogStore, nas: NASAccess, settings: CatalogSettings,
                  log: Log = lambda m: None, on_batch: Callable[[Checkpoint], None] | None = None,
-                 progress_every_s: float = 5.0, clock: Callable[[], float] = time.time):
+                 progress_every_s: float = 5.0, clock: Callable[[], float] = time.time,
+                 connections: int = 1, lookahead: int = 64):
         self.store, self.nas, self.settings = store, nas, settings
+        # SMB connections listing in parallel, and how many directories may be listed before
+        # the walk reaches them (listings in flight: at most 8 per connection).
+        self.connections, self.lookahead = connections, lookahead
         self.log, self.on_batch, self.clock = log, on_batch, clock
         self.progress_every_s = progress_every_s
 
@@ -116,7 +125,6 @@ class Scanner:
         store = self.store
         top = self.settings.folder_path(folder)
         store.ensure_folder(partition_key, top)
-        expected = store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid"))
         cp = store.open_checkpoint(partition_key, "full" if full else "incremental")
         if cp.resumed:
             self.log(f"resuming scan {cp.scan_id} of {partition_key!r} after "
@@ -124,10 +132,16 @@ class Scanner:
                      f"attempt {cp.attempts})")
         report = ScanReport(cp.scan_id, partition_key, cp.mode, cp.resumed, cp.attempts)
         self._cp, self._report, self._full = cp, report, cp.mode == "full"
+        # Where a resumed scan picks up. The walk only moves forward, so once past it nothing
+        # is "done" any more (checking against the moving checkpoint would cost a path
+        # comparison per file for nothing).
+        self._resume_after = cp.last_path
         self._batch = _Batch()
         self._listed_before = cp.dirs_listed
-        self._progress = Progress(self.clock(), expected_total=expected or None,
-                                  done=cp.processed_files)
+        # The expected total (for the ETA) is counted when the first progress line is due:
+        # a scan shorter than that never reads the whole partition's rows for it.
+        self._progress = Progress(self.clock(), done=cp.processed_files)
+        self._expected_counted = False
         self._last_log = self.clock()
         t0 = time.monotonic()
         try:
@@ -136,11 +150,13 @@ class Scanner:
             for path in self._known_dirs:
                 self._children[parent_of(path)].append(path)
             self._pending_dirs = store.pending_dirs(partition_key)
-            top_mtime = self._top_mtime(top)
-            if top_mtime is None:
-                self._folder_gone(partition_key, top)
-            else:
-                self._visit(top, top_mtime)
+            with self.nas.pipelined(self.connections, min(8, self.lookahead),
+                                    self.lookahead):
+                top_mtime = self._top_mtime(top)
+                if top_mtime is None:
+                    self._folder_gone(partition_key, top)
+                else:
+                    self._visit(top, top_mtime)
             self._flush()
             self._renames()
             store.finish_checkpoint(cp, top)
@@ -179,13 +195,16 @@ class Scanner:
             self._add_deleted(path)
         self._batch.gone_dirs.append(top)
 
+    def _must_list(self, d: str, observed_mtime: float) -> bool:
+        if subtree_done(d, self._resume_after):
+            return False
+        return listing_reason(observed_mtime, self._known_dirs.get(d), full=self._full,
+                              has_pending=d in self._pending_dirs) is not None
+
     def _visit(self, d: str, observed_mtime: float) -> None:
-        cp = self._cp
-        if subtree_done(d, cp.last_path):
+        if subtree_done(d, self._resume_after):
             return
-        reason = listing_reason(observed_mtime, self._known_dirs.get(d), full=self._full,
-                                has_pending=d in self._pending_dirs)
-        if reason is None:
+        if not self._must_list(d, observed_mtime):
             self._report.dirs_skipped += 1
             return
         entries = self.nas.list_dir(d)
@@ -199,17 +218,24 @@ class Scanner:
             # Walking into it would fail this scan, and every resume of it, at the same spot.
             self._report.skipped_names += 1
             self.log(f"skipped folder {entry.path!r} and everything in it: {why}")
-        rules, rel = self.settings.rules, self.settings.relative
+        rules = self.settings.rules
+        # The folders on the way are the same for every file here: checked once, and each
+        # file's own name after (what is_ignored on the whole path decides).
+        above = any(is_ignored_dir_name(part, rules)
+                    for part in self.settings.relative(d).split("/") if part)
 
         def ignored(e: Entry) -> bool:
+            name = e.path.rsplit("/", 1)[-1]
             if e.is_dir:
-                return is_ignored_dir_name(e.name, rules)
-            return is_ignored(rel(e.path), rules)
+                return is_ignored_dir_name(name, rules)
+            return above or is_ignored(name, rules)
 
         known_files = self.store.files_in_dir(d)
         diff = diff_listing(entries, known_files, self._children.get(d, ()), self.clock(),
                             self.settings.stability, ignored)
         self._report.ignored += diff.ignored
+        # The listings ahead go on the wire while this directory's rows are written.
+        self.nas.announce(e.path for e in diff.subdirs if self._must_list(e.path, e.mtime))
         for path in diff.deleted_files:
             self._add_deleted(path)
         for gone in diff.gone_dirs:
@@ -219,8 +245,12 @@ class Scanner:
         for child in diff.children:
             if isinstance(child, Entry):
                 self._visit(child.path, child.mtime)
-            elif not file_done(child.obs.path, cp.last_path):
+            elif self._resume_after is None or not file_done(child.obs.path,
+                                                             self._resume_after):
                 self._add_file(child)
+            if self._resume_after is not None and not isinstance(child, Entry) \
+                    and path_key(child.obs.path) > path_key(self._resume_after):
+                self._resume_after = None  # past the resume point
         self._batch.dirs.append(DirState(d, observed_mtime, bool(diff.subdirs)))
         self._maybe_flush()
 
@@ -239,8 +269,18 @@ class Scanner:
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        if self._batch.size >= self.settings.batch_size:
+        if self._batch.size >= self._batch_limit:
             self._flush()
+
+    @property
+    def _batch_limit(self) -> int:
+        """`batch_size` files per transaction for the first ten batches, then a tenth of
+        what is done, at most BATCH_GROWTH times `batch_size`: a long scan commits (and
+        rewrites the random pages of the file_id index) far less often, and a kill still
+        loses at most a tenth of the work, redone on resume."""
+        size = self.settings.batch_size
+        return min(size * BATCH_GROWTH,
+                   max(size, self._cp.processed_files // 10))
 
     def _flush(self) -> None:
         b, cp = self._batch, self._cp
@@ -263,6 +303,10 @@ class Scanner:
         now = self.clock()
         if now - self._last_log >= self.progress_every_s:
             self._last_log = now
+            if not self._expected_counted:
+                self._expected_counted = True
+                self._progress.expected_total = self.store.count_files(
+                    cp.partition_key, (PENDING, STABLE, "valid", "invalid")) or None
             self.log(self._progress.line(f"scan {cp.partition_key!r}", now)
                      + f", {listed} directories listed")
         if self.on_batch is not None:
@@ -286,5 +330,5 @@ class Scanner:
         r.found = sum(v for k, v in counts.items() if k != DELETED)
         r.pending = counts.get(PENDING, 0)
         r.to_probe = counts.get(STABLE, 0)
-        r.bytes = self.store.live_bytes(cp.partition_key)
+        r.bytes = self.store.partition_bytes(cp.partition_key, r.found)
         r.reconnects = self.nas.reconnects

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
-from hybrid_pipelines.shared.nas_paths import safe_relpath
+from hybrid_pipelines.shared.nas_paths import safe_relpath, smb_safe_relpath
 
 FILETIME_EPOCH = 116444736000000000
 _DIR_INFO = struct.Struct("<IIqqqqqqII")  # FILE_DIRECTORY_INFORMATION, 64 bytes + name
@@ -51,8 +51,9 @@ def parse_directory_information(buf: bytes, base: str) -> list[Entry]:
 class LeanSMBLister:
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
                  timeout_s: float, cache: dict[str, Any],
-                 fallback: Callable[[str], list[Entry]]):
+                 fallback: Callable[[str], list[Entry]], root_dir: str = ""):
         self.host, self.share = host, share
+        self.root_dir = smb_safe_relpath(root_dir)  # every path lies beneath it (SMBNAS's)
         self._kw: dict[str, Any] = dict(username=username, password=password, port=port,
                                         connection_timeout=timeout_s, connection_cache=cache)
         self.fallback = fallback
@@ -97,7 +98,8 @@ class LeanSMBLister:
 
         base = safe_relpath(path)
         tree = self._share_tree()
-        fd = Open(tree, base.replace("/", "\\"))
+        server_path = "/".join(p for p in (self.root_dir, smb_safe_relpath(base)) if p)
+        fd = Open(tree, server_path.replace("/", "\\"))
         create, unpack_create = fd.create(
             ImpersonationLevel.Impersonation,
             DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_READ_ATTRIBUTES

@@ -20,7 +20,10 @@ from hybrid_pipelines_tests.conftest import ServerFactory, nas_resource_for
 
 from .conftest import instance_with, metadata_of, put
 
-DIRS, PER_DIR = 4, 90  # 360 files: four batches of 100 and a remainder
+# 360 files: three batches of 100 and a remainder, in directories small enough that the
+# listings the scan still needs after two batches outnumber its lookahead (4 below): the
+# killed server is met mid-walk, not after the pipeline already listed everything.
+DIRS, PER_DIR = 36, 10
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,8 @@ def nas(server_factory: ServerFactory) -> dict:
     folder = "Archive"
     for d in range(DIRS):
         for i in range(PER_DIR):
-            put(server.share_dir, f"{folder}/Season {d}/Episode {i:03d} 회차.ts", b"x" * (i + 1))
+            put(server.share_dir, f"{folder}/Season {d:02d}/Episode {i:03d} 회차.ts",
+                b"x" * (i + 1))
     return {"server": server, "folder": folder, "total": DIRS * PER_DIR}
 
 
@@ -52,8 +56,8 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
         store = CatalogStore(conn)
         access = NASAccess(nas_resource_for(server), settings.retry_delays_s)
         with pytest.raises(BackendError) as err:
-            Scanner(store, access, settings, on_batch=kill_after_second_batch).scan(
-                folder, folder)
+            Scanner(store, access, settings, on_batch=kill_after_second_batch,
+                    lookahead=4).scan(folder, folder)
         cp = store.checkpoint_row(store.unfinished_scan(folder)[0])
     message = str(err.value)
     assert f"127.0.0.1:{server.port}" in message and "gave up after 4 attempts" in message
@@ -79,7 +83,7 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     assert len(rows) == len({r[0] for r in rows}) == nas["total"]
     assert {r[1] for r in rows} == {cp["scan_id"]}  # one scan, resumed, not a second one
     assert status == [("completed", "done", 1)]
-    expected = {f"{folder}/Season {d}/Episode {i:03d} 회차.ts" for d in range(DIRS)
+    expected = {f"{folder}/Season {d:02d}/Episode {i:03d} 회차.ts" for d in range(DIRS)
                 for i in range(PER_DIR)}
     assert {r[0] for r in rows} == expected
 

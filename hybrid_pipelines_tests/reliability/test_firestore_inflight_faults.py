@@ -7,6 +7,7 @@ notices the missing _sync_metadata, resyncs in full, and every document is there
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,11 @@ def test_emulator_killed_inside_a_commit(emulator: FirestoreEmulator,
                              on_commit=arm_after_two)
         with pytest.raises(BackendError) as err:
             sync.sync_partition(folder)
+        # The kill runs on the relay's thread and returns once the JVM is reaped; the sync's
+        # 2 s timeout can fire first on a loaded machine, so wait for the relay's record.
+        deadline = time.monotonic() + 20
+        while not killed_at and time.monotonic() < deadline:
+            time.sleep(0.05)
         relay.on_upstream = lambda _n: None
         assert killed_at, "the emulator was not killed"
         # A whole commit of BATCH writes is several times the 4 KiB sent before the kill:
@@ -105,6 +111,11 @@ def test_emulator_killed_inside_a_commit(emulator: FirestoreEmulator,
         assert committed[1] < store.partition_max_seq(folder)
 
         emulator.start()  # same port, empty again
+        # The next run is a new process with new connections. This process's gRPC still
+        # holds the relay's address in reconnect backoff from the outage (the commit retries
+        # grew it), so the next run's part talks to the restarted emulator directly.
+        fs = FirestoreResource(project=emulator.project_id,
+                               emulator_host=f"127.0.0.1:{emulator.port}")
         again = FirestoreSync(store, fs, batch_size=BATCH, timeout_s=10.0)
         report = again.sync_partition(folder)
         assert report.full_resync == 1

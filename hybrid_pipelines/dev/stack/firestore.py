@@ -58,7 +58,7 @@ class FirestoreEmulator(LocalServer):
                 f"--host={LOOPBACK}", f"--port={self.port}", f"--project_id={self.project_id}"]
         proc = spawn(argv, self.log_path)
         self.pid = proc.pid
-        wait_until(self.healthy, 30, f"Firestore emulator on {self.address}", self.log_path, proc)
+        wait_until(self.healthy, 90, f"Firestore emulator on {self.address}", self.log_path, proc)
 
     def healthy(self) -> bool:
         try:

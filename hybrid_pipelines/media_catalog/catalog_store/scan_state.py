@@ -3,7 +3,6 @@ against, its resumable checkpoints, the batches it writes, and renames it detect
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,6 +26,19 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import (
     FileDecision,
     Known,
 )
+
+# CLEAR_PROBE is a fixed column list, not data.
+_INSERT_NEW = (
+    "INSERT INTO files (path, file_id, partition_key, dir, name, size, mtime, status,"  # noqa: S608
+    " seen_at, first_scan_id, updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(path) DO UPDATE SET partition_key = excluded.partition_key, "
+    "size = excluded.size, mtime = excluded.mtime, status = excluded.status, "
+    "seen_at = excluded.seen_at, first_scan_id = excluded.first_scan_id, "
+    "deleted_scan_id = NULL, deleted_at = NULL, renamed_to = NULL, "
+    "catalog_id = NULL, series_id = NULL, content_id = NULL, "
+    f"updated_at = excluded.updated_at, seq = excluded.seq, {CLEAR_PROBE}")
+_UPDATE_CHANGED = ("UPDATE files SET size = ?, mtime = ?, status = ?, seen_at = ?, "  # noqa: S608
+                   f"updated_at = ?, seq = ?, {CLEAR_PROBE} WHERE path = ?")
 
 
 @dataclass
@@ -92,6 +104,27 @@ class ScanStore(StoreBase):
         return int(self.conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM files WHERE partition_key = ? AND status != ?",
             (partition_key, DELETED)).fetchone()[0])
+
+    def partition_bytes(self, partition_key: str, live_files: int) -> int:
+        """live_bytes, kept in sync_state ('scan-bytes:<partition>') with the partition's
+        newest change number and live file count it was summed at: every write that moves a
+        size or a deletion takes a new change number, so an unchanged stamp means the same
+        sum, and a rescan that changed nothing does not read every row again."""
+        stream = f"scan-bytes:{partition_key}"
+        top = self.conn.execute("SELECT MAX(seq) FROM files WHERE partition_key = ?",
+                                (partition_key,)).fetchone()[0]
+        stamp = f"{top or 0}:{live_files}"
+        row = self.conn.execute("SELECT cursor, detail FROM sync_state WHERE stream = ?",
+                                (stream,)).fetchone()
+        if row is not None and row[1] == stamp:
+            return int(row[0])
+        total = self.live_bytes(partition_key)
+        with self.transaction() as c:
+            c.execute("INSERT INTO sync_state (stream, cursor, detail, updated_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT(stream) DO UPDATE SET "
+                      "cursor = excluded.cursor, detail = excluded.detail, "
+                      "updated_at = excluded.updated_at", (stream, total, stamp, time.time()))
+        return total
 
     def live_paths_below(self, dir_path: str) -> list[str]:
         lo, hi = prefix_bounds(dir_path)
@@ -166,26 +199,53 @@ class ScanStore(StoreBase):
                          deleted: Sequence[str], dirs: Sequence[DirState],
                          gone_dirs: Sequence[str], last_path: str | None, processed: int,
                          counts: dict[str, int], dirs_listed: int) -> None:
-        """One transaction: file rows, deletions, directory records and the checkpoint."""
+        """One transaction: file rows, deletions, directory records and the checkpoint.
+        Rows of a kind go through one prepared statement (executemany); each keeps the
+        change number of its place in the batch."""
         now = time.time()
+        key, scan_id = cp.partition_key, cp.scan_id
         with self.transaction() as c:
-            seqs = self.reserve_seqs(len(files) + len(deleted))
-            for d in files:
-                self._write_file(c, cp, d, now, next(seqs))
-            for path in deleted:
-                self._mark_deleted(c, cp, path, now, next(seqs))
+            seqs = list(self.reserve_seqs(len(files) + len(deleted)))
+            new: list[tuple] = []
+            confirmed: list[tuple] = []
+            changed: list[tuple] = []
+            for d, seq in zip(files, seqs[:len(files)], strict=True):
+                obs = d.obs
+                path = obs.path
+                if d.kind == "new":
+                    cut = path.rfind("/")
+                    new.append((path, file_id(path), key, path[:cut] if cut >= 0 else "",
+                                path[cut + 1:], obs.size, obs.mtime, d.status, d.seen_at,
+                                scan_id, now, seq))
+                elif d.kind == "confirmed":
+                    confirmed.append((d.status, now, seq, path))
+                else:  # changed / growing: new size or mtime, any earlier probe no longer holds
+                    changed.append((obs.size, obs.mtime, d.status, d.seen_at, now, seq, path))
+            if new:
+                c.executemany(_INSERT_NEW, new)
+            if confirmed:
+                c.executemany("UPDATE files SET status = ?, updated_at = ?, seq = ? "
+                              "WHERE path = ?", confirmed)
+            if changed:
+                c.executemany(_UPDATE_CHANGED, changed)
+            if deleted:
+                c.executemany(
+                    "UPDATE files SET status = ?, deleted_at = ?, deleted_scan_id = ?, "
+                    "updated_at = ?, seq = ? WHERE path = ? AND status != ?",
+                    [(DELETED, now, scan_id, now, seq, path, DELETED)
+                     for path, seq in zip(deleted, seqs[len(files):], strict=True)])
             for gone in gone_dirs:
                 lo, hi = prefix_bounds(gone)
                 c.execute("DELETE FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
                           (gone, lo, hi))
-            for dstate in dirs:
-                c.execute(
+            if dirs:
+                c.executemany(
                     "INSERT INTO dirs (path, partition_key, parent, mtime, has_subdirs, listed_at) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                     "mtime = excluded.mtime, has_subdirs = excluded.has_subdirs, "
                     "listed_at = excluded.listed_at",
-                    (dstate.path, cp.partition_key, parent_of(dstate.path), dstate.mtime,
-                     int(dstate.has_subdirs), now))
+                    [(ds.path, key, parent_of(ds.path), ds.mtime, int(ds.has_subdirs), now)
+                     for ds in dirs])
             new_last = last_path if last_path is not None else cp.last_path
             c.execute(
                 "UPDATE scan_checkpoints SET last_path = ?, processed_files = processed_files + ?,"
@@ -193,44 +253,13 @@ class ScanStore(StoreBase):
                 "deleted_files = deleted_files + ?, dirs_listed = ?, updated_at = ? "
                 "WHERE scan_id = ?",
                 (new_last, processed, counts.get("new", 0), counts.get("changed", 0),
-                 counts.get("deleted", 0), dirs_listed, now, cp.scan_id))
+                 counts.get("deleted", 0), dirs_listed, now, scan_id))
         cp.last_path = new_last
         cp.processed_files += processed
         cp.new_files += counts.get("new", 0)
         cp.changed_files += counts.get("changed", 0)
         cp.deleted_files += counts.get("deleted", 0)
         cp.dirs_listed = dirs_listed
-
-    def _write_file(self, c: sqlite3.Connection, cp: Checkpoint, d: FileDecision,
-                    now: float, seq: int) -> None:
-        obs = d.obs
-        if d.kind == "new":
-            name = obs.path.rsplit("/", 1)[-1]
-            c.execute(
-                "INSERT INTO files (path, file_id, partition_key, dir, name, size, mtime, status,"  # noqa: S608
-                " seen_at, first_scan_id, updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(path) DO UPDATE SET partition_key = excluded.partition_key, "
-                "size = excluded.size, mtime = excluded.mtime, status = excluded.status, "
-                "seen_at = excluded.seen_at, first_scan_id = excluded.first_scan_id, "
-                "deleted_scan_id = NULL, deleted_at = NULL, renamed_to = NULL, "
-                "catalog_id = NULL, series_id = NULL, content_id = NULL, "
-                f"updated_at = excluded.updated_at, seq = excluded.seq, {CLEAR_PROBE}",
-                (obs.path, file_id(obs.path), cp.partition_key, parent_of(obs.path), name,
-                 obs.size, obs.mtime, d.status, d.seen_at, cp.scan_id, now, seq))
-        elif d.kind == "confirmed":
-            c.execute("UPDATE files SET status = ?, updated_at = ?, seq = ? WHERE path = ?",
-                      (d.status, now, seq, obs.path))
-        else:  # changed / growing: new size or mtime, any earlier probe no longer holds
-            c.execute(
-                "UPDATE files SET size = ?, mtime = ?, status = ?, seen_at = ?, updated_at = ?, "  # noqa: S608
-                f"seq = ?, {CLEAR_PROBE} WHERE path = ?",
-                (obs.size, obs.mtime, d.status, d.seen_at, now, seq, obs.path))
-
-    def _mark_deleted(self, c: sqlite3.Connection, cp: Checkpoint, path: str,
-                      now: float, seq: int) -> None:
-        c.execute("UPDATE files SET status = ?, deleted_at = ?, deleted_scan_id = ?, "
-                  "updated_at = ?, seq = ? WHERE path = ? AND status != ?",
-                  (DELETED, now, cp.scan_id, now, seq, path, DELETED))
 
     def drop_partition_dirs(self, partition_key: str) -> None:
         with self.transaction() as c:
@@ -243,6 +272,8 @@ class ScanStore(StoreBase):
             "SELECT path, size, mtime FROM files WHERE partition_key = ? AND status = ? "
             "AND deleted_scan_id = ? AND renamed_to IS NULL AND probed_at IS NOT NULL",
             (cp.partition_key, DELETED, cp.scan_id)).fetchall()
+        if not gone:  # nothing can pair: a first scan need not read back every new file
+            return [], []
         new = self.conn.execute(
             "SELECT path, size, mtime FROM files WHERE partition_key = ? AND status = ? "
             "AND first_scan_id = ? AND probed_at IS NULL",

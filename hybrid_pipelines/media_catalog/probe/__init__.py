@@ -4,11 +4,18 @@ ffprobe on a whole remote file costs the whole file (or, through a naive seekabl
 more than ffprobe consumes). Instead we sniff the container from the first bytes and hand
 ffprobe the smallest input that carries the metadata:
 
-* MKV/WebM, faststart MP4/MOV: the head, up to the first media payload, on stdin.
-* MP4/MOV with the moov after the mdat: a sparse temp file holding the head and the exact
-  moov at their true offsets (the box walk costs one small read per top-level box).
+* MP4/MOV (faststart or moov at the end): a sparse temp file of the true size holding the
+  head, the small top-level boxes and, over the moov's place, a stand-in moov without sample
+  tables (rules.mp4_skeleton): the same ~100 KiB for a 1-minute or a 4-hour recording, every
+  stored field equal to ffprobe on the whole file. If ffprobe rejects the stand-in, the real
+  moov is read (pipe through the moov for faststart, else a sparse head+moov).
+* MKV/WebM: the head, up to the first media payload, on stdin.
 * MPEG-TS: a sparse file with the head and a tail that holds a timestamp for every stream.
+* FLV, Ogg, MPEG-PS: head + 64 KiB tail first (their duration is at the end).
 * Everything else: a sparse head, then head+tail, then bigger, then the whole file.
+* Magic the sniffer does not know (DV, GXF, ...): ffprobe is asked on head+tail; if no
+  demuxer opens it, it is "not a media file"; if one does, the file is read whole (up to
+  16 MiB) or from a 4 MiB head with ffprobe's analysis kept inside it.
 
 No probe fetches more than its read budget in total (HP_PROBE_MAX_READ_BYTES, 64 MiB): a
 file that would need more is recorded invalid with the reason, never copied whole.

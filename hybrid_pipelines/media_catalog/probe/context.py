@@ -22,13 +22,22 @@ class ProbeFailure(Exception):
 @dataclass(frozen=True)
 class Attempt:
     """One ffprobe run: fetch `ranges` (offset, length) into the cache, then feed ffprobe
-    either the first `pipe_bytes` on stdin or the whole sparse cache file."""
+    either the first `pipe_bytes` on stdin or the whole sparse cache file (with `patches`
+    written over it for the run)."""
 
     label: str
     mode: Literal["pipe", "file"]
     ranges: tuple[tuple[int, int], ...] = ()
     pipe_bytes: int = 0
     expected: Expected | None = None
+    # Stand-in bytes written over the sparse file for this run only (offset, data).
+    patches: tuple[tuple[int, bytes], ...] = ()
+    # For a container the sniffer does not know: if ffprobe cannot open this input either,
+    # the file is not media, and no bigger read will change that.
+    final_if_unrecognised: bool = False
+    # Only asks "is this media at all?": its answer is never trusted (see plans._plan_unknown).
+    recognise_only: bool = False
+    probesize: int | None = None  # ffprobe -probesize; None: its default
 
 
 @dataclass(frozen=True)

@@ -101,15 +101,17 @@ def _run_attempt(ctx: ProbeContext, attempt: Attempt) -> tuple[ProbeResult | Non
             memory_limit_bytes=opts.memory_limit_bytes,
         )
     else:
-        partial = not cache.is_covered(0, ctx.size)
-        run = run_ffprobe(
-            "file:" + cache.path,
-            ffprobe_path=opts.ffprobe_path,
-            timeout_s=opts.timeout_s,
-            stdin_data=None,
-            container=ctx.sniff.container,
-            memory_limit_bytes=opts.memory_limit_bytes,
-        )
+        partial = bool(attempt.patches) or not cache.is_covered(0, ctx.size)
+        with cache.patched(attempt.patches):
+            run = run_ffprobe(
+                "file:" + cache.path,
+                ffprobe_path=opts.ffprobe_path,
+                timeout_s=opts.timeout_s,
+                stdin_data=None,
+                container=ctx.sniff.container,
+                memory_limit_bytes=opts.memory_limit_bytes,
+                probesize=attempt.probesize,
+            )
     # Name the file in messages, not our temp copy or stdin.
     stderr = run.stderr.replace("file:" + cache.path, cache.name).replace("pipe:0", cache.name)
     run = replace(run, stderr=stderr.replace(cache.path, cache.name))
@@ -121,7 +123,14 @@ def _run_attempt(ctx: ProbeContext, attempt: Attempt) -> tuple[ProbeResult | Non
     except json.JSONDecodeError:
         return None, _failure_reason(run, "ffprobe printed invalid JSON", partial=partial)
     if run.returncode != 0 or not isinstance(data, dict):
+        if attempt.final_if_unrecognised and not (isinstance(data, dict) and data.get("format")):
+            # No demuxer took the bytes either: asked and answered, not a partial-read doubt.
+            lines = [clean_line(x.strip()) for x in run.stderr.splitlines() if x.strip()]
+            detail = lines[-1] if lines else f"exited with {run.returncode}"
+            raise ProbeFailure(f"not a media file (no recognised container; ffprobe: {detail})")
         return None, _failure_reason(run, None, partial=partial)
+    if attempt.recognise_only:
+        return None, f"partial read: recognised as {data.get('format', {}).get('format_name')}"
     why = validate_ffprobe(data, run.stderr, partial=partial, expected=attempt.expected)
     if why is not None:
         return None, _failure_reason(run, why, partial=partial)
@@ -147,7 +156,7 @@ def _whole_file(ctx: ProbeContext) -> Attempt | str:
 def _input_key(ctx: ProbeContext, attempt: Attempt) -> tuple[object, ...]:
     if attempt.mode == "pipe":
         return ("pipe", min(attempt.pipe_bytes, ctx.size))
-    return ("file", tuple(ctx.cache.covered))
+    return ("file", tuple(ctx.cache.covered), attempt.patches)
 
 
 def _probe_with(ctx: ProbeContext) -> ProbeResult:
@@ -199,7 +208,7 @@ def probe(
     head_bytes: int = DEFAULT_HEAD_BYTES,
     max_moov_bytes: int = DEFAULT_MAX_MOOV_BYTES,
     max_full_read_bytes: int | None = None,
-    probe_unknown: bool = False,
+    probe_unknown: bool = True,
     tmp_dir: str | None = None,
     trace: list[str] | None = None,
     max_read_bytes: int | None = DEFAULT_MAX_READ_BYTES,
@@ -212,9 +221,10 @@ def probe(
     FfprobeNotFoundError. `max_read_bytes` bounds the bytes fetched over all attempts (and so
     the temp file, the moov and the pipe); past it the file is recorded invalid with the
     reason. `max_full_read_bytes` caps the last-resort whole-file read on its own;
-    `memory_limit_bytes` is ffprobe's address-space limit; `probe_unknown` lets ffprobe try
-    files whose first bytes match no known container; `trace`, if given, receives one line
-    per ffprobe attempt.
+    `memory_limit_bytes` is ffprobe's address-space limit; `probe_unknown=False` refuses
+    files whose first bytes match no known container without asking ffprobe (by default
+    ffprobe decides, and a file no demuxer opens is "not a media file"); `trace`, if given,
+    receives one line per ffprobe attempt.
     """
     if head_bytes < 1024:
         raise ValueError(f"head_bytes must be at least 1024, got {head_bytes}")
@@ -242,6 +252,8 @@ def probe(
             sniff = sniff_container(cache.read_at(0, head_bytes))
             if sniff is None and not probe_unknown:
                 raise ProbeFailure("not a media file (no recognised container)")
+            # Unknown to the sniffer is not "not media": camera and broadcast formats (DV,
+            # GXF, ...) have no magic here, so ffprobe is asked before any verdict.
             ctx = ProbeContext(cache, opts, sniff or Sniff("unknown"), trace)
             ctx.log(f"container: {ctx.sniff.container}, {ctx.size} bytes")
             result = _probe_with(ctx)

@@ -104,10 +104,14 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return apply
 
 
-def command(target: str, *, ffprobe_path: str, container: str | None) -> list[str]:
+def command(target: str, *, ffprobe_path: str, container: str | None,
+            probesize: int | None = None) -> list[str]:
     cmd = [ffprobe_path, "-hide_banner", "-v", "error", "-threads", "1",
            "-protocol_whitelist", PROTOCOL_WHITELIST,
            "-format_whitelist", allowed_demuxers(ffprobe_path)]
+    if probesize:
+        # Keeps stream analysis inside the fetched head of a sparse file: past it are zeros.
+        cmd += ["-probesize", str(probesize)]
     forced = FORCED_FORMATS.get(container or "")
     if forced:
         cmd += ["-f", forced]
@@ -135,8 +139,9 @@ def memory_failure(run: FfprobeRun, memory_limit_bytes: int | None) -> str | Non
 
 def run_ffprobe(target: str, *, ffprobe_path: str, timeout_s: float, stdin_data: bytes | None,
                 container: str | None = None,
-                memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES) -> FfprobeRun:
-    cmd = command(target, ffprobe_path=ffprobe_path, container=container)
+                memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
+                probesize: int | None = None) -> FfprobeRun:
+    cmd = command(target, ffprobe_path=ffprobe_path, container=container, probesize=probesize)
     try:
         # run() kills the child on timeout before re-raising, so nothing is left behind.
         proc = subprocess.run(

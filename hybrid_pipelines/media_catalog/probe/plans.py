@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hybrid_pipelines.media_catalog.probe.context import Attempt, ProbeContext, ProbeFailure
+from hybrid_pipelines.media_catalog.range_reader import BlockReader
 from hybrid_pipelines.media_catalog.rules.container_sniff import MXF_PARTITION_KEY
 from hybrid_pipelines.media_catalog.rules.ffprobe_output import Expected
 from hybrid_pipelines.media_catalog.rules.mkv_ebml import (
@@ -31,6 +32,7 @@ from hybrid_pipelines.media_catalog.rules.mp4_boxes import (
     iter_boxes,
     parse_moov,
 )
+from hybrid_pipelines.media_catalog.rules.mp4_skeleton import moov_skeleton
 from hybrid_pipelines.media_catalog.rules.mpegts_packets import ts_pids_with_pts
 
 KiB = 1024
@@ -54,10 +56,16 @@ MKV_MAX_HEADER_ELEMENTS = 10_000
 # Small top-level MP4 boxes are fetched whole for a sparse file; media payload and padding
 # stay zeros, and the moov is fetched on its own, under its own cap.
 METADATA_BOX_MAX_BYTES = 1 * MiB
+# The moov's box headers are walked in blocks of this size (one round trip each); stts, read
+# whole for its sums, is 24 bytes at a constant frame rate and 8 bytes a sample at worst.
+SKELETON_BLOCK_BYTES = 8 * KiB
+SKELETON_MAX_TABLE_BYTES = 16 * MiB
 _PAYLOAD_BOXES = frozenset({"mdat", "free", "skip", "wide", "moov"})
 ESCALATION_HEAD_BYTES = 4 * MiB
 ESCALATION_TAIL_BYTES = 1 * MiB
 GENERIC_TAIL_BYTES = 256 * KiB
+# A file of a container we have no plan for is read whole up to this size (exact answers).
+UNKNOWN_WHOLE_FILE_BYTES = 16 * MiB
 # Containers whose duration ffmpeg takes from the last timestamps in the file (Ogg granule
 # positions, MPEG-PS/ES PTS, FLV's last tag) rather than from a header.
 _DURATION_AT_END = frozenset({"ogg", "mpegps", "mpegvideo", "flv", "unknown"})
@@ -138,8 +146,34 @@ def _fetch_fragments(ctx: ProbeContext, start: int) -> bool:
     return True
 
 
+def _skeleton_attempt(ctx: ProbeContext, layout: _IsoLayout) -> Attempt | None:
+    """ffprobe on a stand-in moov without sample tables (rules.mp4_skeleton): a few KiB of
+    a moov that grows ~2 MiB per hour. None if the moov does not lend itself to it
+    (fragmented, exotic); the full-moov attempts follow either way."""
+    moov = layout.moov
+    reader = BlockReader(ctx.cache, moov.offset, moov.end, SKELETON_BLOCK_BYTES)
+    # stts is the one table read whole (for its sums); it must leave room in the budget.
+    cap = min(SKELETON_MAX_TABLE_BYTES, ctx.opts.moov_cap)
+    try:
+        skeleton = moov_skeleton(reader, moov, max_table_bytes=cap)
+    except BoxError as exc:
+        ctx.log(f"stand-in moov skipped: {exc}")
+        return None
+    if skeleton.fragmented:
+        return None
+    expected = Expected(video=skeleton.handlers.count("vide"),
+                        audio=skeleton.handlers.count("soun"))
+    for box in layout.boxes:
+        _fetch_metadata(ctx, box)
+    return Attempt("sparse stand-in moov (no sample tables)", "file",
+                   patches=((moov.offset, skeleton.data),), expected=expected)
+
+
 def _plan_isobmff(ctx: ProbeContext) -> Iterator[Attempt]:
     layout = _iso_layout(ctx)
+    skeleton = _skeleton_attempt(ctx, layout)
+    if skeleton is not None:
+        yield skeleton
     moov = layout.moov
     ctx.cache.ensure(moov.offset, moov.size)
     try:
@@ -300,10 +334,16 @@ def _plan_generic(ctx: ProbeContext) -> Iterator[Attempt]:
     if ctx.sniff.container == "mxf":
         _check_mxf_footer(ctx)
     head = max(ctx.opts.head_bytes, min(ctx.sniff.min_head + 64 * KiB, ID3_MAX_HEAD_BYTES))
+    if ctx.sniff.container == "unknown":
+        yield from _plan_unknown(ctx, head)
+        return
     if ctx.sniff.container in _DURATION_AT_END:
         # A head alone gives these a plausible but wrong duration (estimated from the
-        # bit rate), which validation cannot see: never try without the tail.
-        yield Attempt("sparse head+64 KiB tail", "file", ((0, head), ctx.tail(64 * KiB)))
+        # bit rate), which validation cannot see: never try without the tail. Stream
+        # analysis stays in the head (-probesize): past it are zeros (FLV calls them
+        # "Packet mismatch" and the attempt would fail for nothing).
+        yield Attempt("sparse head+64 KiB tail", "file", ((0, head), ctx.tail(64 * KiB)),
+                      probesize=head // 2)
     else:
         yield Attempt("sparse head", "file", ((0, head),))
     yield Attempt("sparse head+tail", "file", ((0, head), ctx.tail(GENERIC_TAIL_BYTES)))
@@ -312,6 +352,23 @@ def _plan_generic(ctx: ProbeContext) -> Iterator[Attempt]:
         "file",
         ((0, max(head, ESCALATION_HEAD_BYTES)), ctx.tail(ESCALATION_TAIL_BYTES)),
     )
+
+
+def _plan_unknown(ctx: ProbeContext, head: int) -> Iterator[Attempt]:
+    # ffprobe picks the demuxer itself (still within the whitelist). If none opens head+tail,
+    # the file is not media. If one does, its answer on a small sparse read is not trusted:
+    # with no plan for this layout we cannot tell which bytes its stream analysis needs,
+    # and zeros where frames should be read as plausible lies (a DV file's 64 KiB head
+    # gives 29.97 fps for a 25 fps recording). So: small files whole; big ones from a 4 MiB
+    # head with ffprobe's stream analysis (-probesize) kept to half of it, then all.
+    yield Attempt("unknown: is it media? sparse head+64 KiB tail", "file",
+                  ((0, head), ctx.tail(64 * KiB)), final_if_unrecognised=True,
+                  recognise_only=True)
+    if ctx.size > UNKNOWN_WHOLE_FILE_BYTES:
+        big_head = max(head, ESCALATION_HEAD_BYTES)
+        yield Attempt("unknown: sparse 4 MiB head+tail", "file",
+                      ((0, big_head), ctx.tail(ESCALATION_TAIL_BYTES)),
+                      final_if_unrecognised=True, probesize=big_head // 2)
 
 
 _PLANS: dict[str, Callable[[ProbeContext], Iterator[Attempt]]] = {

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PENDING, STABLE, VALID, INVALID, DELETED = "pending", "stable", "valid", "invalid", "deleted"
 LIVE_STATUSES = (PENDING, STABLE, VALID, INVALID)
@@ -139,8 +140,10 @@ def file_done(path: str, last_path: str | None) -> bool:
 # ---------------------------------------------------------------- one directory listing
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One listed name. A named tuple, not a dataclass: a first scan makes one per file, and
+    a tuple is made in a third of the time."""
+
     path: str
     is_dir: bool
     size: int
@@ -169,6 +172,10 @@ def split_unusable(entries: Iterable[Entry], problem: Callable[[str], str | None
     return kept, skipped
 
 
+def _path_of(e: Entry) -> str:
+    return e.path
+
+
 @dataclass
 class ListingDiff:
     # Children in walk order: FileDecision for files, Entry for subdirectories.
@@ -190,7 +197,8 @@ def diff_listing(entries: Iterable[Entry], known_files: Mapping[str, Known],
     out = ListingDiff()
     listed_files: set[str] = set()
     listed_dirs: set[str] = set()
-    for entry in sorted(entries, key=lambda e: e.name):
+    # One directory's paths share its prefix: path order is name order, without a split.
+    for entry in sorted(entries, key=_path_of):
         if ignored(entry):
             out.ignored += 1
             continue

@@ -1,0 +1,126 @@
+"""The pipelined SMB listing (several compound listings in flight on a lean signed
+connection) gives exactly what smbprotocol's listing gives, under the share root and below a
+root folder, keeps its memory bound by dropping listings the walk is not near yet, refuses
+an answer whose signature does not verify, and carries a whole scan and its rescan."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hybrid_pipelines.dev.stack.samba import SambaServer
+from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
+from hybrid_pipelines.media_catalog.nas_access import NASAccess
+from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
+from hybrid_pipelines.media_catalog.scan import Scanner
+from hybrid_pipelines.media_catalog.settings import CatalogSettings
+from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
+from hybrid_pipelines.media_catalog.smb_wire import CREATE, WireConnection, WireError
+from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+
+from .conftest import put, unique
+
+
+def _walk(access: NASAccess, top: str) -> list[Entry]:
+    """Depth first in name order, announcing every subfolder as the scan does."""
+    out: list[Entry] = []
+    entries = sorted(access.list_dir(top) or [], key=lambda e: e.path)
+    access.announce(e.path for e in entries if e.is_dir)
+    for e in entries:
+        out.append(e)
+        if e.is_dir:
+            out.extend(_walk(access, e.path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tree(samba_server: SambaServer) -> str:
+    folder = unique("pipe")
+    names = ["a.mp4", "한글 파일.mkv", "emoji 🎬.ts", "x" * 200 + ".mp4", "sp ace", "#%&.mp4"]
+    for d in range(12):
+        for i, name in enumerate(names):
+            for sub in ("E0", "E1"):
+                put(samba_server.share_dir, f"{folder}/S{d:02d}/{sub}/{name}", b"z" * (i + d))
+    (samba_server.share_dir / folder / "empty").mkdir()
+    for i in range(3000):  # more than two answers of 256 KiB hold: listed through smbprotocol
+        put(samba_server.share_dir, f"{folder}/big/{i:05d} {'long name ' * 9}.mp4", b"")
+    return folder
+
+
+def test_pipelined_walk_equals_the_smbprotocol_listing(tree: str,
+                                                       nas_resource: NASResource) -> None:
+    generic = NASAccess(nas_resource, lean_smb=False)
+    lean = NASAccess(nas_resource)
+    with lean.pipelined(window=4, ahead=6):
+        got = _walk(lean, tree)
+        stats = lean.pipeline_stats()
+        assert lean.list_dir(f"{tree}/missing") is None
+    want = _walk(generic, tree)
+    assert got == want and len(got) > 3000
+    assert stats["unsupported"] is None and stats["signing"] in ("GMAC", "CMAC")
+    assert stats["fallbacks"] == 1  # the big folder only
+    assert stats["dropped"] > 0  # six held at most: listings far ahead were let go
+    assert lean.listings == 12 * 3 + 3  # every folder once (a missing one is not counted)
+
+
+def test_root_dir_is_honoured(tree: str, nas_resource: NASResource) -> None:
+    below = nas_resource.model_copy(update={"root_dir": tree})
+    lean, generic = NASAccess(below), NASAccess(below, lean_smb=False)
+    with lean.pipelined():
+        got = _walk(lean, "S03")
+    assert got == _walk(generic, "S03") and [e.path for e in got][0] == "S03/E0"
+    assert NASAccess(below).list_dir("S03") == generic.list_dir("S03")  # the compound lister
+
+
+def test_an_answer_with_a_bad_signature_is_refused(tree: str, nas_resource: NASResource,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    n = nas_resource
+    conn = WireConnection(n.host, n.port, n.share, n.username, n.password, n.timeout_s)
+    conn.connect()
+    real_fill = conn._fill
+
+    def tamper() -> None:  # flips one byte of a directory answer on its way in
+        real_fill()
+        buf = conn._buf
+        if len(buf) > 4 + 70 and int.from_bytes(buf[16:18], "little") == CREATE:
+            buf[-1] ^= 0x01  # a listing's compound answer: its last message is hit
+
+    monkeypatch.setattr(conn, "_fill", tamper)
+    lister = PipelinedLister(lambda: conn, lambda p: pytest.fail("no fallback expected"))
+    try:
+        with pytest.raises(WireError, match="bad signature"):
+            lister.list_dir(f"{tree}/S01/E1")
+    finally:
+        lister.close()
+
+
+def test_scan_and_rescan_through_the_pipeline(samba_server: SambaServer,
+                                              nas_resource: NASResource,
+                                              tmp_path: Path) -> None:
+    folder = unique("pipescan")
+    for d in range(30):
+        for i in range(7):
+            put(samba_server.share_dir, f"{folder}/Season {d:02d}/Ep {i}.ts", b"x" * (i + 1))
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    with catalog.connect() as conn:
+        store = CatalogStore(conn)
+        first = Scanner(store, NASAccess(nas_resource), CatalogSettings(),
+                        lookahead=5).scan(folder, folder)
+        # 31 folders and the root above them (where the folder's own timestamp is read)
+        assert (first.new, first.found, first.dirs_listed) == (210, 210, 32)
+        assert first.bytes == 30 * sum(range(1, 8))
+        again = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
+        assert (again.new, again.changed, again.deleted, again.found) == (0, 0, 0, 210)
+        assert again.dirs_listed == 2 and again.bytes == first.bytes  # root + the inner one
+        grown = samba_server.share_dir / folder / "Season 07" / "Ep 3.ts"
+        grown.write_bytes(b"y" * 100)  # rewritten in place: only a full reconcile sees it
+        old = time.time() - 3600
+        os.utime(grown, (old, old))
+        full = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
+            folder, folder, full=True)
+        assert (full.changed, full.found) == (1, 210)
+        assert full.bytes == first.bytes - 4 + 100  # the kept sum is not reused once stale

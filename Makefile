@@ -19,7 +19,7 @@ dev-platform: setup  ## make dev with the platform simulated (its tables verbati
 	HP_STACK_PLATFORM=1 $(BIN)/hybrid-pipelines dev
 
 test: setup  ## the test suite against real servers (reliability suite: make reliability)
-	$(BIN)/python -m pytest --ignore=hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=hybrid_pipelines_tests/reliability --ignore=hybrid_pipelines_tests/containers $(PYTEST_ARGS)
 
 reliability: setup  ## real faults, load, hostile input, secrets; ends with the fault ledger
 	$(BIN)/python -m pytest hybrid_pipelines_tests/reliability $(PYTEST_ARGS)
@@ -62,3 +62,31 @@ $(VENV)/.installed: pyproject.toml
 clean:
 	-$(BIN)/hybrid-pipelines stack down
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- The container flavour (deploy/containers, issue #16): podman here, Docker elsewhere ---
+# catatonit: podman's pause process for `podman kube play` pods.
+CONTAINER_PACKAGES := podman runc debootstrap podman-compose catatonit
+
+.PHONY: containers-packages containers-image containers-up containers-down containers-test
+
+containers-packages:
+	@missing=""; \
+	for pkg in $(CONTAINER_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing container packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+		|| { echo "ERROR: cannot install$$missing (needed to run containers): install them with apt-get" >&2; exit 1; }; \
+	fi
+
+containers-image: containers-packages setup  ## the images (Debian base, wheelhouse, project, servers)
+	bash deploy/containers/build-images.sh
+
+containers-up: containers-packages setup  ## the stack in containers on 127.0.0.1:9400.. (keeps volumes)
+	bash deploy/containers/up.sh
+
+containers-down:  ## remove the stack's containers (volumes stay)
+	bash deploy/containers/down.sh
+
+containers-test: containers-packages setup  ## images + stack + a container per run + kube play, then down
+	bash deploy/containers/test.sh

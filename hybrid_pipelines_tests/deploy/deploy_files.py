@@ -181,6 +181,10 @@ def known_hp_vars() -> frozenset[str]:
     for path in PACKAGE.rglob("*.py"):
         names |= set(HP_VAR.findall(path.read_text()))
     names |= set(HP_VAR.findall((REPO / "README.md").read_text()))
+    # The container flavour's own settings (ports, images, paths): its scripts read them.
+    names |= set(re.findall(r"^export (HP_CT_[A-Z0-9_]+)=",
+                            (DEPLOY / "containers" / "lib.sh").read_text(), re.M))
+    names |= {"HP_CT_PORT_BASE", "HP_CT_SKIP_BUILD", "HP_CT_UP_TIMEOUT"}
     return frozenset(names)
 
 

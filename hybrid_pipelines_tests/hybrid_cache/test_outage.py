@@ -105,7 +105,7 @@ def test_seaweedfs_killed_mid_sync_then_recovers_and_recaches(
     # Recovery takes a moment more: volume servers re-register after the gateway answers.
     wait_until(lambda: sw.health().ok and all(_readable(s3, sw.bucket, f.key)
                                               for f in files),
-               60, "SeaweedFS serving reads again")
+               180, "SeaweedFS serving reads again")
 
     synced = materializations(run_job(defs, "pending_sync"))["nas_replicas"]
     assert synced["files_synced"] == 5 and synced["seaweed_health"] == 1

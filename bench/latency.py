@@ -73,6 +73,56 @@ def build_tree(share: Path, files: int) -> tuple[int, int]:
     return n, 1 + seasons + seasons * episodes
 
 
+TIMELINE_QUERY = """{ runsOrError(limit: 200) { ... on Runs { results {
+  runId jobName status creationTime startTime endTime tags { key value }
+  stepStats { stepKey startTime endTime } } } } }"""
+
+
+def timeline(dev, ph: Phase) -> dict:
+    """Where an upload's time goes, from the catalog runs of the phase: the request (upload
+    finished -> run created by a sensor), the queue and launch (created -> started), each step,
+    and the poll (run ended -> document read valid). Per upload, the run that made it valid
+    is the last one whose Firestore step ended before its document read valid."""
+    got = [r for r in dev.graphql(TIMELINE_QUERY)["runsOrError"]["results"]
+           if r["jobName"] == CATALOG_JOB and float(r["creationTime"]) >= ph.started - 1]
+    got.sort(key=lambda r: float(r["creationTime"]))
+    rows, per_upload = [], []
+    for r in got:
+        trig = next((t["value"] for t in r["tags"] if t["key"].endswith("/trigger")), "?")
+        steps = {s["stepKey"]: round(s["endTime"] - s["startTime"], 1)
+                 for s in r["stepStats"] if s["startTime"] and s["endTime"]}
+        rows.append({"trigger": trig, "status": r["status"],
+                     "created": round(float(r["creationTime"]) - ph.started, 1),
+                     "launch_s": round((r["startTime"] or 0) - float(r["creationTime"]), 1)
+                     if r["startTime"] else None,
+                     "run_s": round(r["endTime"] - r["startTime"], 1)
+                     if r["startTime"] and r["endTime"] else None, "steps_s": steps})
+    def synced(r: dict) -> float | None:
+        return next((s["endTime"] for s in r["stepStats"]
+                     if s["stepKey"] == "firestore_catalog" and s["endTime"]), None)
+
+    for u in ph.uploads:
+        if u.valid_at is None:
+            continue
+        done = [r for r in got if (synced(r) or u.valid_at + 1) <= u.valid_at
+                and float(r["creationTime"]) >= u.finished]
+        if not done:
+            continue
+        r = done[-1]
+        first = min((float(x["creationTime"]) for x in got
+                     if float(x["creationTime"]) >= u.finished), default=None)
+        per_upload.append({
+            "file": u.path.rsplit("/", 1)[-1], "latency_s": round(u.latency or 0, 1),
+            "runs_between": sum(1 for x in got
+                                if u.finished <= float(x["creationTime"]) <= r["endTime"]),
+            "first_run_requested_after_s": round(first - u.finished, 1) if first else None,
+            "valid_run_requested_after_s": round(float(r["creationTime"]) - u.finished, 1),
+            "valid_run_launch_s": round(r["startTime"] - float(r["creationTime"]), 1),
+            "valid_run_s": round((synced(r) or 0) - r["startTime"], 1),
+            "poll_s": round(u.valid_at - (synced(r) or 0), 1)})
+    return {"runs": rows, "uploads": per_upload}
+
+
 def catalog_idle(dev, since: float) -> bool:
     got = [r for r in runs(dev, since) if r["jobName"] == CATALOG_JOB]
     busy = any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED") for r in got)
@@ -196,6 +246,8 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=13.0, help="seconds between uploads")
     ap.add_argument("--timeout", type=float, default=420.0,
                     help="seconds a phase waits for its last document after its last upload")
+    ap.add_argument("--catalog-timeout", type=float, default=1500.0,
+                    help="seconds to wait for the share's first catalog (a loaded machine)")
     ap.add_argument("--quick", action="store_true", help="2,000-file share, 2 files, no baseline")
     args = ap.parse_args()
     if args.quick:
@@ -218,10 +270,11 @@ def main() -> int:
             env = {**os.environ, **dev.env()}
             print(f"make dev up in {time.time() - started:.0f} s; waiting for the first "
                   "catalog of the share")
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + args.catalog_timeout
             while not catalog_idle(dev, started):
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the first catalog of the share did not finish in 600 s")
+                    raise TimeoutError("the first catalog of the share did not finish in "
+                                       f"{args.catalog_timeout:.0f} s")
                 time.sleep(3)
             print(f"share catalogued {time.time() - started:.0f} s after start")
             client = build_resources(env, only=("firestore",))["firestore"].client()
@@ -230,14 +283,28 @@ def main() -> int:
                                         timeout=args.timeout)}
             launched = [r for r in runs(dev, phases["ours"].started)
                         if r["jobName"] == CATALOG_JOB]
+            timelines = {"ours": timeline(dev, phases["ours"])}
             if args.baseline_files:
                 stop_sensor(dev, PENDING_SENSOR)
                 phases["old"] = run_phase("old", up, client, media, args.baseline_files,
                                           args.gap, timeout=args.timeout)
+                timelines["old"] = timeline(dev, phases["old"])
                 start_sensor(dev, PENDING_SENSOR)
         finally:
             leftovers = dev.stop()
     res = {k: summary(v) for k, v in phases.items()}
+    for name, tl in timelines.items():
+        print(f"[{name}] catalog runs (s from the phase start; launch = created -> started):")
+        for r in tl["runs"]:
+            print(f"  +{r['created']:>6} {r['trigger']:<15} {r['status']:<8} launch "
+                  f"{r['launch_s']} s, run {r['run_s']} s, steps {r['steps_s']}")
+        for u in tl["uploads"]:
+            print(f"  {u['file']}: {u['latency_s']} s = the valid run requested after "
+                  f"{u['valid_run_requested_after_s']} s (first run after "
+                  f"{u['first_run_requested_after_s']} s, {u['runs_between']} run(s)), launch "
+                  f"{u['valid_run_launch_s']} s, run to its Firestore sync {u['valid_run_s']} s, "
+                  f"poll {u['poll_s']} s")
+        res[name]["timeline"] = tl
     ours = res["ours"]
     print(f"upload finished -> valid Firestore document on a {n_files}-file share: p50 "
           f"{ours['p50_s']} s, p95 {ours['p95_s']} s, max {ours['max_s']} s over "

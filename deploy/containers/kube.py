@@ -68,6 +68,8 @@ def site_env(env: dict[str, str]) -> dict[str, str]:
         "HP_AI_PG_HOST": "127.0.0.1", "HP_AI_PG_PORT": env["HP_CT_PG_PORT"],
         "HP_AI_PG_USER": "postgres",
         "HP_JUICEFS_REQUIRE_MOUNT": "false",
+        # As the compose stack's (lib.sh): false on vfs storage only.
+        "HP_SQLITE_CATALOG_REQUIRE_MOUNT": env.get("HP_CT_CATALOG_REQUIRE_MOUNT", "true"),
         "HP_JUICEFS_META_URL": "",
         "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{env['HP_CT_FIRESTORE_PORT']}",
         "HP_FIRESTORE_PROJECT": "demo-hybrid",
@@ -166,6 +168,10 @@ def render(out: Path) -> None:
                         "HP_OBJECT_STORE_SECRET_KEY": secrets_env["HP_SEAWEEDFS_SECRET_KEY"]})
     create_podman_secrets(secrets(secrets_env))
     deployment, pvcs = user_deployment(env)
+    # A claim outlives its pods, as in a cluster: podman 4.3 refuses to play a PVC whose
+    # volume exists (from an earlier play), and the Deployment mounts that volume by name.
+    pvcs = [p for p in pvcs if subprocess.run(
+        ["podman", "volume", "exists", p["metadata"]["name"]], capture_output=True).returncode]
     docs = [configmap(env), *pvcs, deployment]
     assert {d["kind"] for d in docs} <= PODMAN_KINDS
     out.write_text(yaml.safe_dump_all(docs, sort_keys=False))

@@ -3,7 +3,40 @@
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$HERE/containers.conf}"
-export CONTAINERS_STORAGE_CONF="${CONTAINERS_STORAGE_CONF:-$HERE/storage.conf}"
+
+# Storage: overlay (storage.conf) where the kernel mounts overlayfs on the store's file system,
+# else vfs (storage-vfs.conf, much slower). Probed once per shell (a mount and an unmount, ms).
+overlay_problem() {
+    local parent=/var/lib d err
+    mkdir -p "$parent/hybrid-pipelines-containers" 2>/dev/null && parent="$parent/hybrid-pipelines-containers"
+    d="$(mktemp -d "$parent/.overlay-probe.XXXXXX" 2>&1)" || { echo "$d"; return; }
+    mkdir -p "$d/lower" "$d/upper" "$d/work" "$d/merged"
+    if err="$(mount -t overlay overlay -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" \
+            "$d/merged" 2>&1)"; then
+        umount "$d/merged" || err="umount $d/merged failed"
+    else
+        err="${err:-mount -t overlay failed}"
+    fi
+    mountpoint -q "$d/merged" || rm -rf "$d"
+    echo "$err"
+}
+if [ -z "${CONTAINERS_STORAGE_CONF:-}" ] && [ "$(id -u)" != 0 ]; then
+    export CONTAINERS_STORAGE_CONF="$HERE/storage.conf"  # no probe: require_machine wants root
+elif [ -z "${CONTAINERS_STORAGE_CONF:-}" ]; then
+    if probe="$(overlay_problem)" && [ -z "$probe" ]; then
+        export CONTAINERS_STORAGE_CONF="$HERE/storage.conf"
+    else
+        printf '[containers] NOTE: overlay storage unavailable (mount -t overlay under /var/lib: %s); falling back to vfs storage (storage-vfs.conf): every build step and container start copies the whole root filesystem, expect builds of tens of minutes\n' "$probe" >&2
+        export CONTAINERS_STORAGE_CONF="$HERE/storage-vfs.conf"
+    fi
+    unset probe
+fi
+# The catalog's mount check (HP_SQLITE_CATALOG_REQUIRE_MOUNT, compose.yaml): on vfs a volume is
+# a bind mount from the container root's own device, which os.path.ismount cannot tell from a
+# folder, so every run would fail it; on overlay the root is a device of its own and it holds.
+case "$CONTAINERS_STORAGE_CONF" in *vfs*) req=false ;; *) req=true ;; esac
+export HP_CT_CATALOG_REQUIRE_MOUNT="${HP_CT_CATALOG_REQUIRE_MOUNT:-$req}"
+unset req
 
 # Images: the Debian base (debootstrap), the project image, the backend servers' image.
 # The tag changes when build-base.sh changes what it makes (r2: / is 0755, not 0700).

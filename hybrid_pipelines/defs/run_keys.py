@@ -11,7 +11,7 @@ from datetime import UTC
 
 import dagster as dg
 
-from hybrid_pipelines.hybrid_cache.rules.sensor_decisions import load_cursor
+from hybrid_pipelines.shared.sensor_cursor import load_cursor
 
 RUN_KEY_TAG = "dagster/run_key"
 

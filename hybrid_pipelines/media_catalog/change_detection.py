@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, parent_of
@@ -21,6 +21,7 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import (
     PENDING,
     STABLE,
     Entry,
+    Known,
     Observed,
     diff_listing,
     listing_reason,
@@ -37,6 +38,19 @@ class Changes:
     partition_key: str
     reasons: list[str] = field(default_factory=list)
     busy: bool = False  # a scan of it is in progress (checkpoint updated recently)
+    # The directory each reason is about when it is only a file or directory written
+    # (new, changed, growing, due for its second look): what change notifications also
+    # report and the pending sensor handles. None: anything else (deletions, unfinished
+    # work) that only this poll handles.
+    where: list[str | None] = field(default_factory=list)
+
+    def add(self, reason: str, where: str | None = None) -> None:
+        self.reasons.append(reason)
+        self.where.append(where)
+
+    def only_writes_in(self, covered: Callable[[str], bool]) -> bool:
+        """Every reason is a write in a directory `covered` accepts (and there is one)."""
+        return bool(self.where) and all(w is not None and covered(w) for w in self.where)
 
     @property
     def fingerprint(self) -> str:
@@ -63,25 +77,25 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
             out.busy = True  # a run is scanning it right now; look again next tick
             return out
         # Stale 'running' (the run died) or 'failed': the next run resumes it.
-        out.reasons.append(f"unfinished scan {scan_id} ({state})")
+        out.add(f"unfinished scan {scan_id} ({state})")
     known_dirs = store.dir_states(partition_key)
     if top_mtime is None:
         if store.count_files(partition_key, (PENDING, STABLE, "valid", "invalid")):
-            out.reasons.append(f"folder {top!r} is gone")
+            out.add(f"folder {top!r} is gone")
         return out
     if not known_dirs:
-        out.reasons.append(f"never scanned: {top!r}")
+        out.add(f"never scanned: {top!r}")
         return out
     waiting = store.count_files(partition_key, (STABLE,))
     if waiting:
-        out.reasons.append(f"{waiting} stable file(s) waiting for a probe")
+        out.add(f"{waiting} stable file(s) waiting for a probe")
     due = store.count_due_reprobes(partition_key, now=now)
     if due:  # a timed-out or NAS-failed probe whose retry time has come, or a request
-        out.reasons.append(f"{due} file(s) due for a re-probe")
+        out.add(f"{due} file(s) due for a re-probe")
     file_seq = store.partition_max_seq(partition_key)
     if file_seq > store.get_state(f"catalog:{partition_key}")[0] \
             or file_seq > store.get_state(f"firestore:{partition_key}")[0]:
-        out.reasons.append(f"catalog or Firestore behind change {file_seq}")
+        out.add(f"catalog or Firestore behind change {file_seq}")
     children: dict[str, list[str]] = defaultdict(list)
     for path in known_dirs:
         children[parent_of(path)].append(path)
@@ -92,13 +106,13 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
         known = known_dirs.get(d)
         reason = listing_reason(mtime, known, full=False, has_pending=d in pending_dirs)
         if reason in ("new", "changed"):
-            out.reasons.append(f"directory {d!r} {reason} (mtime {mtime!r})")
+            out.add(f"directory {d!r} {reason} (mtime {mtime!r})", d)
             return
         if reason is None:
             return
         entries = nas.list_dir(d)
         if entries is None:
-            out.reasons.append(f"directory {d!r} vanished")
+            out.add(f"directory {d!r} vanished")
             return
         # Folders no path check accepts are the scan's to report; they are not changes.
         entries, _unusable = split_unusable(entries, name_problem)
@@ -114,10 +128,12 @@ def detect_changes(store: CatalogStore, nas: NASAccess, settings: CatalogSetting
                 visit(child.path, child.mtime)
             elif child.writes:
                 o = child.obs
-                out.reasons.append(f"file {o.path!r} {child.kind} (size {o.size}, "
-                                   f"mtime {o.mtime!r})")
-        out.reasons.extend(f"file {p!r} deleted" for p in diff.deleted_files)
-        out.reasons.extend(f"directory {p!r} deleted" for p in diff.gone_dirs)
+                out.add(f"file {o.path!r} {child.kind} (size {o.size}, mtime {o.mtime!r})",
+                        d)
+        for p in diff.deleted_files:
+            out.add(f"file {p!r} deleted")
+        for p in diff.gone_dirs:
+            out.add(f"directory {p!r} deleted")
 
     visit(top, top_mtime)
     return out
@@ -148,3 +164,8 @@ def list_pending_dirs(nas: NASAccess, dirs: Iterable[str]
 def known_paths(store: CatalogStore, dirs: Iterable[str]) -> dict[str, set[str]]:
     """The paths the catalog holds in each directory, whatever their status (indexed)."""
     return {d: set(store.files_in_dir(d)) for d in dirs}
+
+
+def catalog_rows(store: CatalogStore, dirs: Iterable[str]) -> dict[str, dict[str, Known]]:
+    """The catalog's rows in each directory, whatever their status (indexed)."""
+    return {d: store.files_in_dir(d) for d in dirs}

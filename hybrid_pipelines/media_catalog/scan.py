@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, Checkpoint, parent_of
@@ -28,6 +28,7 @@ from hybrid_pipelines.media_catalog.rules.catalog_paths import (
     is_ignored_dir_name,
     name_problem,
 )
+from hybrid_pipelines.media_catalog.rules.first_look import Look, apply_vouch, dir_of
 from hybrid_pipelines.media_catalog.rules.scan_diff import (
     CHANGED,
     CONFIRMED,
@@ -78,6 +79,8 @@ class ScanReport:
     dirs_skipped: int = 0
     ignored: int = 0
     skipped_names: int = 0  # folders whose names no path check accepts: not walked
+    vouched: int = 0  # first looks handed over by the pending sensor
+    vouched_stable: int = 0  # ... that this scan's look confirmed (stable without a 3rd look)
     reconnects: int = 0
     folder_missing: bool = False
     elapsed_s: float = 0.0
@@ -121,7 +124,10 @@ class Scanner:
 
     # ------------------------------------------------------------------ public
 
-    def scan(self, partition_key: str, folder: str, *, full: bool = False) -> ScanReport:
+    def scan(self, partition_key: str, folder: str, *, full: bool = False,
+             vouched: Mapping[str, Look] | None = None) -> ScanReport:
+        """`vouched`: first looks the pending sensor took (rules/first_look.py); a file
+        this scan finds unchanged since, `min_stable_s` later, is stable at once."""
         store = self.store
         top = self.settings.folder_path(folder)
         store.ensure_folder(partition_key, top)
@@ -131,6 +137,11 @@ class Scanner:
                      f"{cp.last_path!r} ({cp.processed_files} files already done, "
                      f"attempt {cp.attempts})")
         report = ScanReport(cp.scan_id, partition_key, cp.mode, cp.resumed, cp.attempts)
+        self._vouched = dict(vouched or {})
+        report.vouched = len(self._vouched)
+        # The look a vouch is checked against: listings may be taken ahead of the walk
+        # (pipelined), so the only time every one of them is known to follow is the start.
+        self._looked_after = self.clock()
         self._cp, self._report, self._full = cp, report, cp.mode == "full"
         # Where a resumed scan picks up. The walk only moves forward, so once past it nothing
         # is "done" any more (checking against the moving checkpoint would cost a path
@@ -149,7 +160,10 @@ class Scanner:
             self._children: dict[str, list[str]] = defaultdict(list)
             for path in self._known_dirs:
                 self._children[parent_of(path)].append(path)
-            self._pending_dirs = store.pending_dirs(partition_key)
+            # A vouched file's directory is listed even when its timestamp did not move
+            # (a file rewritten in place).
+            self._pending_dirs = store.pending_dirs(partition_key) | {
+                dir_of(p) for p in self._vouched}
             with self.nas.pipelined(self.connections, min(8, self.lookahead),
                                     self.lookahead):
                 top_mtime = self._top_mtime(top)
@@ -231,8 +245,11 @@ class Scanner:
             return above or is_ignored(name, rules)
 
         known_files = self.store.files_in_dir(d)
-        diff = diff_listing(entries, known_files, self._children.get(d, ()), self.clock(),
+        now = self.clock()
+        diff = diff_listing(entries, known_files, self._children.get(d, ()), now,
                             self.settings.stability, ignored)
+        if self._vouched:
+            self._apply_vouches(diff.children, self._looked_after)
         self._report.ignored += diff.ignored
         # The listings ahead go on the wire while this directory's rows are written.
         self.nas.announce(e.path for e in diff.subdirs if self._must_list(e.path, e.mtime))
@@ -253,6 +270,15 @@ class Scanner:
                 self._resume_after = None  # past the resume point
         self._batch.dirs.append(DirState(d, observed_mtime, bool(diff.subdirs)))
         self._maybe_flush()
+
+    def _apply_vouches(self, children: list[FileDecision | Entry], looked_at: float) -> None:
+        for i, child in enumerate(children):
+            if isinstance(child, FileDecision) and child.obs.path in self._vouched:
+                got = apply_vouch(child, self._vouched[child.obs.path], looked_at,
+                                  self.settings.stability)
+                if got is not child:
+                    children[i] = got
+                    self._report.vouched_stable += 1
 
     def _add_file(self, decision: FileDecision) -> None:
         b = self._batch

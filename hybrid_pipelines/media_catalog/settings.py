@@ -13,6 +13,8 @@ HP_PROBE_MEMORY_LIMIT_BYTES  ffprobe's address-space limit (1 GiB; ~300 MiB go t
 HP_PROBE_RETRY_BACKOFF_S  first wait before a timed-out or transiently failed probe is tried
                           again (600), doubling after each further failure
 HP_PROBE_MAX_ATTEMPTS     probes of such a file before its failure is final (4)
+HP_CATALOG_CHANGE_NOTIFY  1: learn of uploads from the NAS's SMB change notifications (one
+                          CHANGE_NOTIFY per code server); 0: the 60 s poll only (1)
 HP_CATALOG_NIGHTLY_REPROBE  the nightly reconcile also re-probes: `invalid` (every invalid
                           file) or `error:TEXT` (invalid files whose error contains TEXT)
 """
@@ -33,7 +35,8 @@ from hybrid_pipelines.shared.nas_paths import safe_relpath
 
 ENV_VARS = ("HP_CATALOG_NAS_ROOT", "HP_CATALOG_RULES", "HP_CATALOG_MIN_STABLE_S",
             "HP_CATALOG_QUIET_S", "HP_CATALOG_RETRY_DELAYS", "HP_CATALOG_PROBE_WORKERS",
-            "HP_CATALOG_FIRESTORE_BATCH", "HP_PROBE_MAX_READ_BYTES", "HP_PROBE_MEMORY_LIMIT_BYTES")
+            "HP_CATALOG_FIRESTORE_BATCH", "HP_PROBE_MAX_READ_BYTES", "HP_PROBE_MEMORY_LIMIT_BYTES",
+            "HP_CATALOG_CHANGE_NOTIFY")
 PARTITIONS_NAME = "media_catalog_folders"
 FIRESTORE_MAX_BATCH = 500
 # Sniffing alone reads 64 KiB; ffprobe cannot even load its libraries in less than ~512 MiB.
@@ -56,6 +59,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name}={raw!r} must be >= 0")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a switch: use 1 (on) or 0 (off)")
 
 
 def parse_delays(raw: str, source: str = "HP_CATALOG_RETRY_DELAYS") -> tuple[float, ...]:
@@ -97,6 +111,7 @@ class CatalogSettings:
     probe_memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES
     probe_retry_backoff_s: float = 600.0
     probe_max_attempts: int = 4
+    change_notify: bool = True  # SMB change notifications speed up discovery (poll stays)
 
     def __post_init__(self) -> None:
         # Each message names both places the value can come from: the run config field and
@@ -152,6 +167,7 @@ class CatalogSettings:
             probe_memory_limit_bytes=limits["memory_limit_bytes"],
             probe_retry_backoff_s=_float(env, "HP_PROBE_RETRY_BACKOFF_S", 600.0),
             probe_max_attempts=int(_float(env, "HP_PROBE_MAX_ATTEMPTS", 4)),
+            change_notify=_flag(env, "HP_CATALOG_CHANGE_NOTIFY", True),
         )
 
     def with_overrides(self, **kw: Any) -> CatalogSettings:

@@ -145,7 +145,10 @@ class LocalNAS:
         out = []
         with os.scandir(self._abs(base)) as it:
             for e in it:
-                st = e.stat(follow_symlinks=False)
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed between the listing and its stat: not there any more
                 rel = f"{base}/{e.name}" if base else e.name
                 out.append(self._entry(rel, st, e.is_dir(follow_symlinks=False)))
         return out

@@ -22,6 +22,9 @@ from .engine import CT, KUBE_LOCATION, REPO, podman, podman_json, settings, webs
 sys.path.insert(0, str(CT))
 import kube  # noqa: E402  (deploy/containers/kube.py: a script, not a package)
 
+# The played pod loads the code location on a loaded machine: more than the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 RELOAD = """mutation($l: String!) { reloadRepositoryLocation(repositoryLocationName: $l) {
   __typename ... on WorkspaceLocationEntry { name locationOrLoadError { __typename
     ... on PythonError { message } } } } }"""

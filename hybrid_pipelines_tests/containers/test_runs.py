@@ -36,6 +36,9 @@ EVENTS = """query($id: ID!) { logsForRun(runId: $id, limit: 5000) { __typename
     ... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } } }"""
 CONTAINER_TAG = "docker/container_id"  # dagster_docker's DOCKER_CONTAINER_ID_TAG
 
+# Runs start containers and wait on a loaded machine: more than the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def web(stack) -> DevInstance:

@@ -124,7 +124,6 @@ def test_high_priority_row_is_requested_and_reaches_the_nas_first(
     normal = upload(b"normal" * 50, "normal.bin")
     skipped, cursor = _eval(priority_sync_sensor, instance, pg)
     assert isinstance(skipped, dg.SkipReason) and "high-priority" in skipped.skip_message
-    appeared = time.monotonic()
     important = upload(b"important" * 50, "contract.pdf", priority=1)
     request, cursor = _eval(priority_sync_sensor, instance, pg, cursor)
     assert isinstance(request, dg.RunRequest) and request.run_key.startswith("priority:1@")
@@ -142,7 +141,7 @@ def test_high_priority_row_is_requested_and_reaches_the_nas_first(
     _run(hc_definitions(hc_postgres, s3_resource, nas_resource), instance, request)
     got = row(conn, important.id)
     assert got["nas_status"] == "synced" and got["nas_verified_at"] is not None
-    assert time.monotonic() - appeared < 15  # in process; bench/priority_sync.py: with a daemon
+    # How soon, with a daemon: bench/priority_sync.py (tests assert no timings).
     assert row(conn, normal.id)["nas_status"] == "pending"  # left to pending_sync_sensor
     quiet, _ = _eval(priority_sync_sensor, instance, pg, cursor)
     assert isinstance(quiet, dg.SkipReason)

@@ -15,22 +15,14 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from hybrid_pipelines.dev.stack.firestore import FirestoreEmulator
-from hybrid_pipelines.media_catalog.catalog_build import build_catalog
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore
 from hybrid_pipelines.media_catalog.firestore_sync import META, FirestoreSync, meta_doc_id
-from hybrid_pipelines.media_catalog.nas_access import NASAccess
-from hybrid_pipelines.media_catalog.scan import Scanner
-from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.resources import (
     BackendError,
     FirestoreResource,
-    NASResource,
-    SQLiteCatalogResource,
 )
-from hybrid_pipelines.resources.nas_fs import NAS_SENTINEL
-from hybrid_pipelines.resources.sqlite_catalog import open_catalog
 from hybrid_pipelines_tests.conftest import ServerFactory
-from hybrid_pipelines_tests.media_catalog.conftest import put
+from hybrid_pipelines_tests.media_catalog import small_catalog
 
 from .wire import TcpRelay
 
@@ -40,29 +32,15 @@ ARM_AFTER = 4096  # bytes of the next commit that reach the server before the ki
 
 @pytest.fixture(scope="module")
 def emulator(server_factory: ServerFactory) -> FirestoreEmulator:
-    server = server_factory("firestore")  # private: this test kills it
-    assert isinstance(server, FirestoreEmulator)
-    return server
+    return small_catalog.private_emulator(server_factory)
 
 
 @pytest.fixture()
 def catalog(tmp_path: Path) -> Iterator[tuple[CatalogStore, str]]:
     folder = "Inflight"
-    nas_root = tmp_path / "nas"
-    for s in range(3):
-        for e in range(50):
-            put(nas_root, f"{folder}/Season {s}/Ep {e:02d} - 선수 {e} vs B.ts", b"x" * (e + 1))
-    (nas_root / NAS_SENTINEL).touch()  # a plain directory standing in for the mounted share
-    res = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
-    res.apply_schema("catalog")
-    conn = open_catalog(res.path)
-    store = CatalogStore(conn)
-    settings = CatalogSettings()
-    nas = NASResource(protocol="local", local_root=str(nas_root))
-    Scanner(store, NASAccess(nas, (0.05,)), settings).scan(folder, folder)
-    build_catalog(store, settings, folder)
-    yield store, folder
-    conn.close()
+    template = small_catalog.build_small_catalog(tmp_path / "template", folder)
+    with small_catalog.catalog_copy(template, tmp_path / "catalog.db") as store:
+        yield store, folder
 
 
 @pytest.mark.fault("Firestore emulator SIGKILLed with a batch commit half-sent -> cursor stays "

@@ -54,7 +54,7 @@ def _active_run(instance: dg.DagsterInstance, statuses: list) -> dg.DagsterRun |
     return runs[0] if runs else None
 
 
-def _sync_queue(context: dg.SensorEvaluationContext, postgres: PostgresResource,
+def _sync_queue(postgres: PostgresResource,
                 high_priority_only: bool) -> tuple[CacheSettings, Probe] | dg.SkipReason:
     """The sync sensors' shared question: the queue (one indexed count), and whether both
     backends' breakers let a sync through. A breaker held open by cache_health_sensor's
@@ -84,7 +84,7 @@ def _sync_queue(context: dg.SensorEvaluationContext, postgres: PostgresResource,
                        "running (it takes new rows in its next batch); run key = queue size + "
                        "newest change.")
 def pending_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    found = _sync_queue(context, postgres, high_priority_only=False)
+    found = _sync_queue(postgres, high_priority_only=False)
     if isinstance(found, dg.SkipReason):
         return found
     _, probe = found
@@ -104,7 +104,7 @@ def pending_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresR
                        "seconds; skips while a pending_sync run waits to start or a backend's "
                        "breaker is open.")
 def priority_sync_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    found = _sync_queue(context, postgres, high_priority_only=True)
+    found = _sync_queue(postgres, high_priority_only=True)
     if isinstance(found, dg.SkipReason):
         return found
     settings, probe = found

@@ -2,8 +2,13 @@
 
     nas_media_files -> media_probes -> catalog_db (SQLite) -> firestore_catalog
 
-Thin wiring over scan.py, probing.py, catalog_build.py and firestore_sync.py."""
+Thin wiring over scan.py, probing.py, catalog_build.py and firestore_sync.py.
 
+The job runs its four steps in the run's own process (in-process executor): they are a
+chain, one at a time in the catalog pool anyway, so a process per step only added a Python
+start-up and a Dagster import per step to every upload's latency (issue #15)."""
+
+import time
 
 import dagster as dg
 
@@ -15,6 +20,7 @@ from hybrid_pipelines.media_catalog.firestore_sync import FirestoreSync
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.probing import ProbeLimits, RetryPolicy, probe_partition
 from hybrid_pipelines.media_catalog.rules.catalog_paths import folder_for
+from hybrid_pipelines.media_catalog.rules.first_look import parse_looks, wait_before_scan
 from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import PARTITIONS_NAME, CatalogSettings
 from hybrid_pipelines.resources import (
@@ -35,6 +41,13 @@ class ScanConfig(dg.Config):
     min_stable_s: float | None = None
     quiet_s: float | None = None
     batch_size: int | None = None  # files per SQLite transaction and checkpoint (100)
+    # First looks the pending sensor took, {path: [size, mtime, first seen at]}: the scan
+    # takes the second look (waiting until it is due, at most MAX_VOUCH_WAIT_S) and a file
+    # still in that state is stable at once (rules/first_look.py).
+    vouched: dict[str, list[float]] | None = None
+
+
+MAX_VOUCH_WAIT_S = 20.0  # the sensor requests the run 10 s early (sensors.RUN_LEAD_S)
 
 
 class ProbeConfig(dg.Config):
@@ -72,12 +85,20 @@ def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: 
     settings = _settings(retry_delays_s=config.retry_delays_s, min_stable_s=config.min_stable_s,
                          quiet_s=config.quiet_s, batch_size=config.batch_size)
     pk = context.partition_key
+    vouched = parse_looks(config.vouched)
+    wait = wait_before_scan(vouched.values(), time.time(), settings.stability, MAX_VOUCH_WAIT_S)
+    if wait > 0:
+        context.log.info(f"second look at {len(vouched)} file(s) due in {wait:.1f} s: waiting")
+        time.sleep(wait)
     sqlite_catalog.apply_schema("catalog")
     with sqlite_catalog.connect() as conn:
         store = CatalogStore(conn)
         access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
         report = Scanner(store, access, settings, log=context.log.info).scan(
-            pk, folder_for(pk), full=config.full_reconcile)
+            pk, folder_for(pk), full=config.full_reconcile, vouched=vouched)
+    if vouched:
+        context.log.info(f"{report.vouched_stable} of {len(vouched)} file(s) first seen by "
+                         "the pending sensor unchanged since: stable")
     context.log.info(
         f"scan of {pk!r} ({report.mode}{', resumed' if report.resumed else ''}): "
         f"{report.found} files, {report.new} new, {report.changed} changed, "
@@ -184,6 +205,7 @@ def firestore_catalog(context: dg.AssetExecutionContext, config: SyncConfig,
 media_catalog_job = dg.define_asset_job(
     "media_catalog_job", selection=dg.AssetSelection.groups(GROUP),
     partitions_def=media_catalog_folders, tags=CATALOG_TAGS,
+    executor_def=dg.in_process_executor,
     description="Scan, probe, catalog and sync one top-level NAS folder (one partition).",
 )
 

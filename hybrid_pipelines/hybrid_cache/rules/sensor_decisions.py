@@ -6,13 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-
-def load_cursor(cursor: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(cursor) if cursor else {}
-    except ValueError:
-        return {}  # an unreadable cursor only costs one extra evaluation
-    return value if isinstance(value, dict) else {}
+from hybrid_pipelines.shared.sensor_cursor import load_cursor
 
 
 @dataclass(frozen=True)

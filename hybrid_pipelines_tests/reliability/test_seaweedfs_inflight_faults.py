@@ -90,13 +90,16 @@ def _restarted(server: SeaweedFSServer, client: Any, bucket: str, keys: list[str
 
     def serving() -> bool:
         try:
+            # The gateway answering a listing first: with no keys to read, the loop below
+            # alone would call a server that is still starting "serving".
+            client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             for key in keys:
                 client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read()
             return True
         except Exception:  # noqa: BLE001 - volume servers re-register after the gateway
             return False
 
-    wait_until(serving, 60, "SeaweedFS serving reads again")
+    wait_until(serving, 180, "SeaweedFS serving reads again")
 
 
 # ---- killed mid multipart upload -------------------------------------------------------------

@@ -61,8 +61,21 @@ def copy_with_sha256(src: Readable, dst: Writable, chunk_size: int = CHUNK_SIZE,
 
 def sha256_of_stream(src: Readable, chunk_size: int = CHUNK_SIZE, *,
                      progress: Progress | None = None) -> CopyResult:
-    """Hash a stream without keeping it: used to re-read what a backend really holds."""
+    """Hash a stream without keeping it: used to re-read what a backend really holds. A raw
+    stream (an SMB or local file opened unbuffered) is read into one reused buffer: no new
+    bytes object per chunk, which is a good part of the read-back's CPU over SMB."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     digest, size = hashlib.sha256(), 0
+    readinto = getattr(src, "readinto", None)
+    if callable(readinto):
+        view = memoryview(bytearray(chunk_size))
+        while n := readinto(view):
+            digest.update(view[:n])
+            size += n
+            if progress:
+                progress(n)
+        return CopyResult(size, digest.hexdigest())
     while True:
         chunk = src.read(chunk_size)
         if not chunk:

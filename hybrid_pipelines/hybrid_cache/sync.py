@@ -1,4 +1,5 @@
-"""Pending sync: drain the SeaweedFS cache to the NAS, one verified copy per file.
+"""Pending sync: drain the SeaweedFS cache to the NAS, one verified copy per file, several
+files in flight (sync_pipeline.SyncRun: file N+1 streams while file N is read back).
 
 Per file: reserve its NAS name (two rows can never be placed at one name, as the NAS compares
 names), stream the object from SeaweedFS to a temporary name on the NAS while hashing it,
@@ -16,12 +17,13 @@ reason. Rows without a nas_path go under `nas_prefix` (which must lie within `na
 
 from __future__ import annotations
 
+import errno
 import logging
 import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 import psycopg
@@ -29,12 +31,12 @@ import psycopg
 from hybrid_pipelines.hybrid_cache import metadata_store as store
 from hybrid_pipelines.hybrid_cache.hashing_copy import (
     CHUNK_SIZE,
+    Progress,
     copy_with_sha256,
     sha256_of_stream,
 )
-from hybrid_pipelines.hybrid_cache.lease_keeper import LeaseKeeper
 from hybrid_pipelines.hybrid_cache.objects import CacheObjects
-from hybrid_pipelines.hybrid_cache.placement import adopt_existing, place, remove_quietly, reserve
+from hybrid_pipelines.hybrid_cache.placement import remove_quietly, reserve
 from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
 from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.hybrid_cache.sync_errors import (
@@ -45,7 +47,7 @@ from hybrid_pipelines.hybrid_cache.sync_errors import (
     VerificationError,
 )
 from hybrid_pipelines.resources.errors import Health
-from hybrid_pipelines.resources.nas_fs import NASFileSystem
+from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 from hybrid_pipelines.shared.nas_root import NASRoot
 
@@ -55,6 +57,16 @@ __all__ = ["BackendDown", "LeaseLost", "NASConflictError", "PermanentSyncError",
 log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
+# 1 MiB per read and write. Measured (bench/sync.py): 4 MiB requests were slower with
+# smbprotocol, whose per-request signing and packing copy the whole payload; at 1 MiB the
+# request round trip is already under a tenth of its transfer time on gigabit.
+SYNC_CHUNK_SIZE = CHUNK_SIZE
+# A file this large is looked for at its NAS name before it is copied (a crashed run may have
+# placed it already: its bytes are then checked instead of copied again). Smaller files skip
+# that round trip: the rename never replaces, so a name found taken is checked just the same,
+# after a copy that costs less than the look-up saved on every other file.
+PRECHECK_MIN_BYTES = 8 << 20
+MAX_FILES_IN_FLIGHT = 32
 # file_metadata.nas_path is VARCHAR(500) on the platform's table: a longer path cannot be
 # recorded, so it is refused before anything is written.
 NAS_PATH_MAX = 500
@@ -67,17 +79,30 @@ class SyncSettings:
     max_attempts: int = 3
     lease_timeout_s: float = 600.0
     nas_prefix: str = "uploads"
-    chunk_size: int = CHUNK_SIZE
+    chunk_size: int = SYNC_CHUNK_SIZE
     retry_delay_s: float = 60.0  # a failed file waits this long before its next attempt
     nas_root: str = ""  # every nas_path must lie beneath this folder ('' = the whole NAS root)
     # How the file server's own nas_path values name the NAS root (NASResource.root()): UNC,
     # smb:// and absolute forms resolve through it; None takes relative paths only.
     location: NASRoot | None = None
+    # Files copied and verified at once by one run (one worker thread each, on the run's one
+    # SMB session and one database connection): file N+1 is copied while N is read back.
+    # Runs themselves are capped by the nas_sync run pool (defs/pools.py).
+    files_in_flight: int = 4
+    # A file in flight with no chunk copied or read back for this long is given up (its row
+    # re-queued with an attempt charged): a NAS call that never returns must not hold the run.
+    stall_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_batches", "max_attempts", "chunk_size"):
+        for name in ("batch_size", "max_batches", "max_attempts", "chunk_size",
+                     "files_in_flight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sync setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.files_in_flight > MAX_FILES_IN_FLIGHT:
+            raise ValueError(f"sync setting files_in_flight must be <= {MAX_FILES_IN_FLIGHT} "
+                             f"(one NAS session and thread each), got {self.files_in_flight}")
+        if self.stall_timeout_s <= 0:
+            raise ValueError(f"stall_timeout_s must be > 0 seconds, got {self.stall_timeout_s}")
         if self.lease_timeout_s < 1:
             raise ValueError(f"lease_timeout_s must be >= 1 second, got {self.lease_timeout_s}")
         if self.retry_delay_s < 0:
@@ -165,61 +190,93 @@ def resolve_target(row: store.FileRow, settings: SyncSettings) -> str:
     return target
 
 
-def copy_one(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileSystem,
-             row: store.FileRow, settings: SyncSettings, owner: str, token: str,
-             keeper: LeaseKeeper) -> int:
-    """Copy one claimed row to the NAS and mark it synced; returns the bytes copied. `keeper`
-    renews the lease along the way and stops the copy once the row is no longer ours."""
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed row on its way to the NAS: where it goes and what its bytes must hash to
+    (None: the row records no hash; the copy's own hash is then checked on the read-back)."""
+    seq: int  # queue order, so the report lists files in the order they were claimed
+    row: store.FileRow
+    target: str
+    tmp: str
+    expected: str | None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """`tmp` on the NAS was read back whole: exactly the row's size and this SHA-256."""
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AlreadyThere:
+    """`target` already exists (a run placed it and stopped before marking, or a conflict)."""
+    entry: NASEntry
+
+
+def prepare(conn: psycopg.Connection, row: store.FileRow, settings: SyncSettings, owner: str,
+            token: str, seq: int) -> Job:
+    """The database half before the copy (run's thread, under its db lock): the target
+    checked and recorded, its NAS name reserved. Raises PermanentSyncError for a bad path."""
     target = resolve_target(row, settings)
     if not row.nas_path:
         store.assign_nas_path(conn, row.id, owner, target)
     reserve(conn, row, target)
-    expected = row.hash.lower() if row.hash else None
-    if expected and (entry := nas.stat(target)) is not None:
-        # Placed by a run that stopped before marking the row, or a conflict: no copy needed.
-        adopt_existing(conn, nas, row, target, expected, owner, keeper, settings.chunk_size,
-                       entry)
-        return 0
-    parent = posixpath.dirname(target)
-    if parent:
-        nas.makedirs(parent)
-    tmp = temp_name(target, token)
+    return Job(seq, row, target, temp_name(target, token), row.hash.lower() if row.hash else None)
+
+
+def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_size: int,
+                    progress: Progress, folders: set[str]) -> Verified | AlreadyThere:
+    """The I/O half (a worker thread; no database): stream the object to `job.tmp` while
+    hashing it, then re-read the whole NAS copy and check its size and SHA-256. Any failure
+    removes the temporary file; on success it stays for the rename."""
+    row, tmp = job.row, job.tmp
+    if job.expected and row.size >= PRECHECK_MIN_BYTES and \
+            (entry := nas.stat(job.target)) is not None:
+        return AlreadyThere(entry)  # no copy needed: the run's thread checks its bytes
     assert row.seaweed_fid is not None  # claim_pending takes only rows with one
     body = objects.open(row.seaweed_fid)
     try:
         try:
-            with nas.open_write(tmp) as out:
-                copied = copy_with_sha256(body, out, settings.chunk_size, progress=keeper)
+            out = _open_new(nas, tmp, folders)
+            with out:
+                copied = copy_with_sha256(body, out, chunk_size, progress=progress)
         finally:
             body.close()
         if copied.size != row.size:
             raise VerificationError(f"SeaweedFS object {row.seaweed_fid} is {copied.size} bytes, "
                                     f"the upload was recorded as {row.size}")
-        if expected and copied.sha256 != expected:
+        if job.expected and copied.sha256 != job.expected:
             raise VerificationError(f"SeaweedFS object {row.seaweed_fid} does not match the "
                                     f"recorded SHA-256 (got {copied.sha256[:12]}..., recorded "
-                                    f"{expected[:12]}...)")
-        expected = expected or copied.sha256
+                                    f"{job.expected[:12]}...)")
+        expected = job.expected or copied.sha256
         with nas.open_read(tmp) as fh:
-            held = sha256_of_stream(fh, settings.chunk_size, progress=keeper)
+            held = sha256_of_stream(fh, chunk_size, progress=progress)
         if held.size != row.size or held.sha256 != expected:
             raise VerificationError(f"NAS copy {tmp} is corrupt: {held.size} bytes with SHA-256 "
                                     f"{held.sha256[:12]}..., expected {row.size} bytes "
                                     f"{expected[:12]}...")
-        placed = place(conn, nas, row, tmp, target, expected, owner, keeper,
-                       settings.chunk_size)
     except BaseException:
         remove_quietly(nas, tmp)
         raise
-    return row.size if placed else 0
+    return Verified(expected)
 
 
-def _backend_down(probes: dict[str, Probe]) -> BackendDown | None:
-    for backend, probe in probes.items():
-        health = probe()
-        if not health.ok:
-            return BackendDown(backend, health.detail)
-    return None
+def _open_new(nas: NASFileSystem, path: str, folders: set[str]) -> IO[bytes]:
+    """Open `path` for writing, its folder created first unless this run already made sure
+    of it (`folders`, shared by the run's workers: one round trip saved per file)."""
+    parent = posixpath.dirname(path)
+    if parent and parent not in folders:
+        nas.makedirs(parent)
+        folders.add(parent)
+    try:
+        return nas.open_write(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT or not parent:
+            raise
+    nas.makedirs(parent)  # the folder was removed during the run: made again, once
+    return nas.open_write(path)
 
 
 def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,
@@ -227,83 +284,25 @@ def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFil
                      probes: dict[str, Probe] | None = None,
                      on_file: Callable[[store.FileRow, str], None] | None = None,
                      master_url: str = "") -> SyncReport:
-    """Sync pending rows batch by batch. `conn` must be in autocommit mode. `probes` (backend ->
-    health check) tell a backend outage from a bad file: on an outage the run hands its claimed
-    rows back without charging attempts and stops. `on_file(row, outcome)` follows progress.
-    `master_url` (SeaweedFS master) reads rows whose seaweed_fid is a SeaweedFS file id."""
+    """Sync pending rows, `settings.files_in_flight` files at a time. `conn` must be in
+    autocommit mode; only this call's thread and its lease renewals use it. `probes`
+    (backend -> health check) tell a backend outage from a bad file: on an outage the run
+    hands its claimed rows back without charging attempts and stops. `on_file(row, outcome)`
+    follows progress. `master_url` (SeaweedFS master) reads rows whose seaweed_fid is a
+    SeaweedFS file id."""
+    from hybrid_pipelines.hybrid_cache.sync_pipeline import SyncRun
+
     settings = settings or SyncSettings()
-    objects = CacheObjects(s3, bucket, master_url)
     owner = owner or f"sync-{uuid.uuid4().hex[:12]}"
-    token = uuid.uuid4().hex[:8]
     report = SyncReport(owner)
-    probes = probes or {}
     report.leases_expired = store.release_expired_leases(conn)
-    keeper = LeaseKeeper(conn, owner, settings.lease_timeout_s)
-    tried: list[UUID] = []  # one attempt per file per run: a retry waits for a later run
-    for _ in range(settings.max_batches):
-        rows = store.claim_pending(conn, owner, settings.batch_size, settings.lease_timeout_s,
-                                   settings.max_attempts, settings.retry_delay_s, tried)
-        if not rows:
-            break
-        report.claimed += len(rows)
-        tried.extend(r.id for r in rows)
-        done = 0
-        try:
-            for i, row in enumerate(rows):
-                # The rest of the batch waits on leases taken at the claim: renewed with
-                # this row's, so a long copy does not hand them to the next run.
-                if not keeper.hold(row.id, [r.id for r in rows[i + 1:]]):
-                    outcome = "lease_lost"
-                    report.leases_lost += 1
-                else:
-                    outcome = _sync_row(conn, objects, nas, row, settings, owner, token,
-                                        report, probes, keeper)
-                done += 1
-                if on_file:
-                    on_file(row, outcome)
-        except BackendDown as down:
-            report.stopped_reason, report.stopped_backend = str(down), down.backend
-            report.released += store.release(conn, [r.id for r in rows[done:]], owner,
-                                              f"released: {down}")
-            log.warning("%s; %d rows handed back to the queue", down, report.released)
-            return report
-        finally:
-            # Anything unexpected (the database itself failing, an interrupt): best effort to
-            # hand back what we still hold; the lease expiry covers the rest.
-            leftover = [r.id for r in rows[done:]]
-            if leftover and not report.stopped_reason:
-                try:
-                    store.release(conn, leftover, owner, "released: the run stopped")
-                except Exception:  # noqa: BLE001 - lease expiry returns them anyway
-                    pass
+    SyncRun(conn, CacheObjects(s3, bucket, master_url), nas, settings, owner,
+            uuid.uuid4().hex[:8], report, probes or {}, on_file).run()
     return report
 
 
-def _sync_row(conn: psycopg.Connection, objects: CacheObjects, nas: NASFileSystem,
-              row: store.FileRow, settings: SyncSettings, owner: str, token: str,
-              report: SyncReport, probes: dict[str, Probe], keeper: LeaseKeeper) -> str:
-    try:
-        report.bytes_synced += copy_one(conn, objects, nas, row, settings, owner, token,
-                                        keeper)
-    except LeaseLost as exc:
-        report.leases_lost += 1
-        report.errors.append(str(exc))
-        return "lease_lost"
-    except (VerificationError, PermanentSyncError, UnsafePathError) as exc:
-        # A path the NAS refuses (e.g. characters SMB cannot store) will never work: fail now.
-        return _fail(conn, row, owner, settings, report, exc,
-                     permanent=not isinstance(exc, VerificationError))
-    except Exception as exc:  # noqa: BLE001 - a backend error or a bad file; find out which
-        if down := _backend_down(probes):
-            raise down from exc
-        return _fail(conn, row, owner, settings, report, exc, permanent=False)
-    report.synced += 1
-    report.synced_ids.append(row.id)
-    return "synced"
-
-
-def _fail(conn: psycopg.Connection, row: store.FileRow, owner: str, settings: SyncSettings,
-          report: SyncReport, exc: BaseException, permanent: bool) -> str:
+def fail(conn: psycopg.Connection, row: store.FileRow, owner: str, settings: SyncSettings,
+         report: SyncReport, exc: BaseException, permanent: bool) -> str:
     reason = describe(exc)
     status = store.record_failure(conn, row.id, owner, reason, settings.max_attempts, permanent)
     report.errors.append(f"{row.id}: {reason}")

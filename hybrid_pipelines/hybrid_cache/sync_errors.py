@@ -31,3 +31,13 @@ class LeaseLost(RuntimeError):
                          "run stopped without placing the file (its temporary copy removed). "
                          "If this repeats, raise lease_timeout_s above the longest pause "
                          "between two chunks of a copy")
+
+
+class RunStopped(RuntimeError):
+    """The run is stopping (a backend went down, or the run itself failed): a copy still in
+    flight ends at its next chunk, its temporary file is removed and its row handed back."""
+
+    def __init__(self, file_id: UUID):
+        self.file_id = file_id
+        super().__init__(f"sync of {file_id} stopped because the run is stopping; the row goes "
+                         "back to the queue without an attempt charged")

@@ -6,6 +6,7 @@ by renaming onto it: `rename` fails with FileExistsError when the target name is
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import errno
 import os
@@ -216,6 +217,23 @@ class SMBNAS:
         self.description = f"smb://{host}:{port}/{where}"
         self._kw: dict[str, Any] = dict(port=port, username=username, password=password,
                                         connection_timeout=timeout_s, connection_cache=cache)
+
+    def with_own_connection(self) -> tuple[SMBNAS, dict[str, Any]]:
+        """The same share and credentials over a TCP connection of its own, under a client
+        GUID of its own, and the connection cache holding it (for smbclient's
+        reset_connection_cache). smbprotocol cannot share one connection between threads,
+        and with smbclient's one process-wide GUID Samba treats every connection as the same
+        client (multichannel) and serves them all from one process."""
+        import uuid
+
+        from smbprotocol.connection import Connection
+
+        conn = Connection(uuid.uuid4(), self.host, self.port, require_signing=True)
+        conn.connect(timeout=self._kw["connection_timeout"])
+        cache: dict[str, Any] = {f"{self.host.lower()}:{self.port}": conn}
+        clone = copy.copy(self)
+        clone._kw = {**self._kw, "connection_cache": cache}
+        return clone, cache
 
     def _unc(self, path: str) -> str:
         rel = "/".join(p for p in (self.root_dir, smb_safe_relpath(path)) if p)

@@ -41,6 +41,7 @@ class CacheSettings:
     seaweed_timeout_ms: int = 5_000
     nas_timeout_ms: int = 10_000
     capacity_bytes: int = FALLBACK_CAPACITY_BYTES
+    sync_files_in_flight: int = 4
 
     @property
     def threshold(self) -> float:
@@ -98,7 +99,9 @@ def cache_settings(env: Mapping[str, str] | None = None) -> CacheSettings:
                                     minimum=1, unit=" of milliseconds"),
         nas_timeout_ms=read_int(e, "HP_NAS_TIMEOUT_MS", d.nas_timeout_ms, minimum=1,
                                 unit=" of milliseconds"),
-        capacity_bytes=capacity_from_env(e))
+        capacity_bytes=capacity_from_env(e),
+        sync_files_in_flight=read_int(e, "HP_SYNC_FILES_IN_FLIGHT", d.sync_files_in_flight,
+                                      minimum=1, maximum=32))
 
 
 def interval_cron(interval_ms: int) -> str:

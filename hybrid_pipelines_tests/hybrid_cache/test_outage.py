@@ -69,7 +69,10 @@ def test_seaweedfs_killed_mid_sync_then_recovers_and_recaches(
         if len(seen) == 3:
             private_seaweed.kill()  # SIGKILL, mid-batch
 
-    report = run_pending_sync(conn, s3, sw.bucket, nas_fs, SyncSettings(batch_size=5),
+    # One file at a time, so the kill lands between the third and the fourth file; with
+    # several in flight (the default) see test_sync_in_flight.py's outage test.
+    report = run_pending_sync(conn, s3, sw.bucket, nas_fs,
+                              SyncSettings(batch_size=5, files_in_flight=1),
                               probes=probes(sw, nas_resource),
                               on_file=kill_after_three)
 

@@ -223,7 +223,9 @@ def test_sync_run_killed_mid_copy_returns_rows_after_the_lease(
 
     after = _rows(pg)
     synced = {i for i, r in after.items() if r["nas_status"] == "synced"}
-    assert len(synced) == 1  # the first file; the second was cut mid-copy
+    # Killed mid-GET with several files in flight: at most the files already verified and
+    # renamed are synced (none or the first), the rest were cut mid-copy.
+    assert len(synced) < len(files)
     for file_id, r in after.items():
         final_path = nas_root / r["nas_path"]
         if file_id in synced:
@@ -231,7 +233,8 @@ def test_sync_run_killed_mid_copy_returns_rows_after_the_lease(
         else:  # still leased by the dead run: nobody else may take them yet
             assert r["nas_status"] == "syncing" and r["claimed_by"] is not None
             assert r["sync_attempts"] == 0 and not final_path.exists()
-    assert len([p for p in nas_root.rglob("*") if is_partial(p.name)]) <= 1  # the cut copy
+    cut = [p for p in nas_root.rglob("*") if is_partial(p.name)]  # one per file in flight
+    assert len(cut) <= SyncSettings().files_in_flight
 
     with pg.connect(autocommit=True) as conn:
         early = run_pending_sync(conn, s3, "media-cache", nas.fs(),
@@ -240,7 +243,8 @@ def test_sync_run_killed_mid_copy_returns_rows_after_the_lease(
         time.sleep(lease_s + 0.5)
         late = run_pending_sync(conn, s3, "media-cache", nas.fs(),
                                 SyncSettings(retry_delay_s=0, lease_timeout_s=lease_s))
-    assert late.leases_expired == 3 and late.synced == 3
+    left = len(files) - len(synced)
+    assert late.leases_expired == left and late.synced == left
     for file_id, r in _rows(pg).items():
         assert r["nas_status"] == "synced" and r["sync_attempts"] == 0
         assert sha((nas_root / r["nas_path"]).read_bytes()) == files[file_id].sha256

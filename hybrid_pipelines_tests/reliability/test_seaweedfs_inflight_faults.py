@@ -218,7 +218,8 @@ def test_seaweedfs_killed_mid_get(hc_pg: PostgresResource, private_seaweed: Seaw
                                   probes=probes(sw, nas))
     relay.hook = lambda *_a: None
     assert kill.at is not None, "SeaweedFS was not killed mid-GET"
-    assert report.synced == 1 and report.stopped_backend == "seaweedfs", report
+    # Several files in flight: the kill may land before any of them was placed.
+    assert report.synced < len(files) and report.stopped_backend == "seaweedfs", report
     assert report.failed_attempts == 0
     with hc_pg.connect(autocommit=True) as conn:
         rows = {r[0]: r[1:] for r in conn.execute(
@@ -237,7 +238,7 @@ def test_seaweedfs_killed_mid_get(hc_pg: PostgresResource, private_seaweed: Seaw
         again = run_pending_sync(conn, direct, "media-cache", nas_fs,
                                  SyncSettings(batch_size=5, retry_delay_s=0))
         final = conn.execute("SELECT id, nas_status, nas_path FROM file_metadata").fetchall()
-    assert again.synced == 2
+    assert again.synced == len(files) - report.synced
     for file_id, status, nas_path in final:
         assert status == "synced"
         assert sha((tmp_path / "nas" / nas_path).read_bytes()) == files[file_id].sha256

@@ -65,11 +65,16 @@ class SyncConfig(BreakerConfig):
                                           "('' = the whole share); a row outside fails at once.")
     retry_delay_s: float = Field(60.0, description="A failed file waits this long before its "
                                                    "next attempt.")
+    files_in_flight: int = Field(LOADED.sync_files_in_flight, description="Files copied and "
+                                 "verified at once per sync run (one NAS session each; runs "
+                                 "are capped by the nas_sync pool); default "
+                                 "HP_SYNC_FILES_IN_FLIGHT or 4.")
 
     def settings(self) -> SyncSettings:
         return SyncSettings(self.batch_size, self.max_batches, self.max_attempts,
                             self.lease_timeout_s, self.nas_prefix,
-                            retry_delay_s=self.retry_delay_s, nas_root=self.nas_root)
+                            retry_delay_s=self.retry_delay_s, nas_root=self.nas_root,
+                            files_in_flight=self.files_in_flight)
 
 
 class EvictionConfig(BreakerConfig):

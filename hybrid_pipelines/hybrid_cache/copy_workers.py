@@ -65,9 +65,6 @@ class Stalls:
         self._last: dict[Any, float] = {}
         self._lock = threading.Lock()
 
-    def started(self, key: Any) -> None:
-        self.touch(key)
-
     def touch(self, key: Any) -> None:
         with self._lock:
             self._last[key] = time.monotonic()

@@ -85,8 +85,8 @@ class SyncSettings:
     # How the file server's own nas_path values name the NAS root (NASResource.root()): UNC,
     # smb:// and absolute forms resolve through it; None takes relative paths only.
     location: NASRoot | None = None
-    # Files copied and verified at once by one run (one worker thread each, on the run's one
-    # SMB session and one database connection): file N+1 is copied while N is read back.
+    # Files copied and verified at once by one run (one worker thread and NAS session each,
+    # the run's one database connection): file N+1 is copied while N is read back.
     # Runs themselves are capped by the nas_sync run pool (defs/pools.py).
     files_in_flight: int = 4
     # A file in flight with no chunk copied or read back for this long is given up (its row

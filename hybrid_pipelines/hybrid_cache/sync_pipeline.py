@@ -146,7 +146,7 @@ class SyncRun:
                 self._outcome(row, outcome)
                 continue
             self._seq += 1
-            self._stalls.started(row.id)
+            self._stalls.touch(row.id)  # the stall clock starts at submission
             fut = workers.submit(copy_and_verify, self.objects, self._worker_nas, job,
                                  self.settings.chunk_size, self._progress(row.id),
                                  self._folders)

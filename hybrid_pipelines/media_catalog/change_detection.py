@@ -161,11 +161,6 @@ def list_pending_dirs(nas: NASAccess, dirs: Iterable[str]
     return out
 
 
-def known_paths(store: CatalogStore, dirs: Iterable[str]) -> dict[str, set[str]]:
-    """The paths the catalog holds in each directory, whatever their status (indexed)."""
-    return {d: set(store.files_in_dir(d)) for d in dirs}
-
-
 def catalog_rows(store: CatalogStore, dirs: Iterable[str]) -> dict[str, dict[str, Known]]:
     """The catalog's rows in each directory, whatever their status (indexed)."""
     return {d: store.files_in_dir(d) for d in dirs}

@@ -1,6 +1,7 @@
 """Pending-sync throughput: the hash-verified sync (stream + SHA-256, temporary name, full
 re-read and verify on the NAS, rename without replace, Postgres bookkeeping; several files in
-flight) against a raw copy of the same objects SeaweedFS -> NAS without any of that (one file
+flight, each placed by its own worker; a file of 16 MiB or more read back while it is
+written) against a raw copy of the same objects SeaweedFS -> NAS without any of that (one file
 after another, same client libraries, same I/O size), in the same run on the same servers.
 
 Per file size (64 KiB, 4 MiB, and 1 GiB without --quick) both on loopback and through a

@@ -9,7 +9,6 @@ our bytes (size and SHA-256 read back); anything else is a conflict, left untouc
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
 from uuid import UUID
 
 import psycopg
@@ -42,15 +41,13 @@ def reserve(conn: psycopg.Connection, row: store.FileRow, target: str) -> None:
 
 
 def place(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow, tmp: str,
-          target: str, sha256: str, owner: str, keeper: Progress, chunk_size: int,
-          db_lock: AbstractContextManager[object] | None = None) -> bool:
+          target: str, sha256: str, owner: str, keeper: Progress, chunk_size: int) -> bool:
     """Rename the verified `tmp` to `target` and mark the row synced, both while the row is
     locked with our lease still valid, so no other run can take the row over between the
     check and the rename. Returns False when `target` already held our bytes (adopted; `tmp`
-    removed). Raises LeaseLost (nothing renamed) or NASConflictError. `db_lock` guards the
-    connection when other threads of the run use it too (lease renewals)."""
-    lock = db_lock or nullcontext()
-    with lock, conn.transaction():
+    removed). Raises LeaseLost (nothing renamed) or NASConflictError. `conn` is the calling
+    thread's own (sync_pipeline: each copy worker places its files on its own connection)."""
+    with conn.transaction():
         if not store.lock_own_lease(conn, row.id, owner):
             raise LeaseLost(row.id)
         try:
@@ -63,14 +60,13 @@ def place(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow, tmp:
                 raise LeaseLost(row.id)  # unreachable while we hold the row lock
             return True
     remove_quietly(nas, tmp)
-    adopt_existing(conn, nas, row, target, sha256, owner, keeper, chunk_size, db_lock=db_lock)
+    adopt_existing(conn, nas, row, target, sha256, owner, keeper, chunk_size)
     return False
 
 
 def adopt_existing(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow,
                    target: str, sha256: str, owner: str, keeper: Progress, chunk_size: int,
-                   entry: NASEntry | None = None,
-                   db_lock: AbstractContextManager[object] | None = None) -> None:
+                   entry: NASEntry | None = None) -> None:
     """`target` exists. Exactly our bytes: a run placed them and stopped before marking the
     row (or the same bytes were put there by hand), so the row is synced. Anything else is
     not ours: fail the row for good and leave the file as it is."""
@@ -85,9 +81,7 @@ def adopt_existing(conn: psycopg.Connection, nas: NASFileSystem, row: store.File
         with nas.open_read(target) as fh:
             held = sha256_of_stream(fh, chunk_size, progress=keeper)
         if held.size == row.size and held.sha256 == sha256:
-            with db_lock or nullcontext():
-                marked = store.mark_synced(conn, row.id, owner, sha256, target)
-            if not marked:
+            if not store.mark_synced(conn, row.id, owner, sha256, target):
                 raise LeaseLost(row.id)
             log.info("file %s: NAS already held its verified bytes at %s", row.id, target)
             return

@@ -22,6 +22,7 @@ import logging
 import posixpath
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, Any
 from uuid import UUID
@@ -29,8 +30,10 @@ from uuid import UUID
 import psycopg
 
 from hybrid_pipelines.hybrid_cache import metadata_store as store
+from hybrid_pipelines.hybrid_cache.follow_read import WriteMark
 from hybrid_pipelines.hybrid_cache.hashing_copy import (
     CHUNK_SIZE,
+    CopyResult,
     Progress,
     copy_with_sha256,
     sha256_of_stream,
@@ -66,6 +69,10 @@ SYNC_CHUNK_SIZE = CHUNK_SIZE
 # that round trip: the rename never replaces, so a name found taken is checked just the same,
 # after a copy that costs less than the look-up saved on every other file.
 PRECHECK_MIN_BYTES = 8 << 20
+# A file of this many chunks or more (16 MiB at the default chunk) is read back while it is
+# written (follow_read.py), a chunk behind the copy: one 1 GiB file otherwise takes its copy
+# time twice. Smaller files overlap with the other files in flight instead.
+FOLLOW_MIN_CHUNKS = 16
 MAX_FILES_IN_FLIGHT = 32
 # file_metadata.nas_path is VARCHAR(500) on the platform's table: a longer path cannot be
 # recorded, so it is refused before anything is written.
@@ -225,22 +232,34 @@ def prepare(conn: psycopg.Connection, row: store.FileRow, settings: SyncSettings
     return Job(seq, row, target, temp_name(target, token), row.hash.lower() if row.hash else None)
 
 
+ReadBack = Callable[[str, WriteMark], "Future[CopyResult]"]
+"""Starts reading `path` back in another thread (its own NAS session) as `mark` advances."""
+
+
 def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_size: int,
-                    progress: Progress, folders: set[str]) -> Verified | AlreadyThere:
-    """The I/O half (a worker thread; no database): stream the object to `job.tmp` while
-    hashing it, then re-read the whole NAS copy and check its size and SHA-256. Any failure
-    removes the temporary file; on success it stays for the rename."""
+                    progress: Progress, folders: set[str],
+                    read_back: ReadBack | None = None) -> Verified | AlreadyThere:
+    """The I/O half (a worker thread): stream the object to `job.tmp` while hashing it, and
+    re-read the whole NAS copy and check its size and SHA-256: after the copy, or, for a file
+    of FOLLOW_MIN_CHUNKS or more with `read_back` given, during it. Any failure removes the
+    temporary file; on success it stays for the rename."""
     row, tmp = job.row, job.tmp
     if job.expected and row.size >= PRECHECK_MIN_BYTES and \
             (entry := nas.stat(job.target)) is not None:
-        return AlreadyThere(entry)  # no copy needed: the run's thread checks its bytes
+        return AlreadyThere(entry)  # no copy needed: its bytes are checked before adopting
     assert row.seaweed_fid is not None  # claim_pending takes only rows with one
     body = objects.open(row.seaweed_fid)
+    mark, follower = WriteMark(), None
     try:
         try:
             out = _open_new(nas, tmp, folders)
             with out:
-                copied = copy_with_sha256(body, out, chunk_size, progress=progress)
+                step = progress
+                if read_back is not None and row.size >= FOLLOW_MIN_CHUNKS * chunk_size:
+                    follower = read_back(tmp, mark)
+                    step = _following(progress, mark, follower)
+                copied = copy_with_sha256(body, out, chunk_size, progress=step)
+            mark.closed()
         finally:
             body.close()
         if copied.size != row.size:
@@ -251,16 +270,43 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
                                     f"recorded SHA-256 (got {copied.sha256[:12]}..., recorded "
                                     f"{job.expected[:12]}...)")
         expected = job.expected or copied.sha256
-        with nas.open_read(tmp) as fh:
-            held = sha256_of_stream(fh, chunk_size, progress=progress)
+        if follower is not None:
+            held = follower.result()
+        else:
+            with nas.open_read(tmp) as fh:
+                held = sha256_of_stream(fh, chunk_size, progress=progress)
         if held.size != row.size or held.sha256 != expected:
             raise VerificationError(f"NAS copy {tmp} is corrupt: {held.size} bytes with SHA-256 "
                                     f"{held.sha256[:12]}..., expected {row.size} bytes "
                                     f"{expected[:12]}...")
     except BaseException:
+        if follower is not None:
+            mark.failed()
+            _settle(follower)
         remove_quietly(nas, tmp)
         raise
     return Verified(expected)
+
+
+def _following(progress: Progress, mark: WriteMark, follower: Future[CopyResult]) -> Progress:
+    """The writer's progress: tell the reader how far it may read; stop if the reader failed
+    (a read error found mid-copy need not wait for the whole file to be written)."""
+
+    def step(nbytes: int) -> None:
+        progress(nbytes)
+        mark.advance(nbytes)
+        if follower.done() and (exc := follower.exception()) is not None:
+            raise exc
+
+    return step
+
+
+def _settle(follower: Future[CopyResult], timeout_s: float = 30.0) -> None:
+    """Let a failed copy's reader end (it was told) before its file is removed."""
+    try:
+        follower.result(timeout_s)
+    except BaseException:  # noqa: BLE001, S110 - the copy's own error is the one reported
+        pass
 
 
 def _open_new(nas: NASFileSystem, path: str, folders: set[str]) -> IO[bytes]:

@@ -2,15 +2,17 @@
 hashed, file N+1 is already streaming from SeaweedFS, so the read-back check costs little
 wall time instead of doubling it.
 
-Who does what: the run's own thread owns the database connection (claims, reservations, the
-locked rename + mark, failures) and places files one at a time; up to `files_in_flight` worker
-threads do the I/O of one file each (copy to a temporary name, full read-back, hash check) and
-touch the database only to renew the run's leases, under the run's `db_lock`. So every
-guarantee of the one-file-at-a-time sync holds per file: names reserved before the copy,
-rename without replace under a locked, still-valid lease, conflicts left alone, a lost lease
-stopping the copy at its next chunk. A file that fails verification is charged an attempt and
-re-queued whatever the files around it do; a backend outage stops the copies in flight at
-their next chunk, removes their temporary files and hands every held row back uncharged."""
+Who does what: the run's own thread owns the run's database connection (claims,
+reservations, failures); up to `files_in_flight` worker threads carry one file each from
+start to end: copy to a temporary name, full read-back and hash check, then the locked rename
++ mark on the worker's own database connection (worker_db.py), so renames of small files no
+longer queue behind one another. Workers touch the run's connection only to renew its leases,
+under the run's `db_lock`. So every guarantee of the one-file-at-a-time sync holds per file:
+names reserved before the copy, rename without replace under a locked, still-valid lease,
+conflicts left alone, a lost lease stopping the copy at its next chunk. A file that fails
+verification is charged an attempt and re-queued whatever the files around it do; a backend
+outage stops the copies in flight at their next chunk, removes their temporary files and
+hands every held row back uncharged (a file already placed stays synced)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import psycopg
 
 from hybrid_pipelines.hybrid_cache import metadata_store as store
 from hybrid_pipelines.hybrid_cache.copy_workers import CopyWorkers, Stalls
+from hybrid_pipelines.hybrid_cache.follow_read import WriteMark, read_back_following
+from hybrid_pipelines.hybrid_cache.hashing_copy import CopyResult
 from hybrid_pipelines.hybrid_cache.lease_keeper import LeaseKeeper
 from hybrid_pipelines.hybrid_cache.nas_sessions import PerThreadNAS
 from hybrid_pipelines.hybrid_cache.objects import CacheObjects
@@ -46,8 +50,10 @@ from hybrid_pipelines.hybrid_cache.sync_errors import (
     BackendDown,
     LeaseLost,
     PermanentSyncError,
+    RunStopped,
     VerificationError,
 )
+from hybrid_pipelines.hybrid_cache.worker_db import PerThreadDB
 from hybrid_pipelines.resources.nas_fs import NASFileSystem
 from hybrid_pipelines.shared.nas_paths import UnsafePathError
 
@@ -74,12 +80,14 @@ class SyncRun:
     on_file: Callable[[store.FileRow, str], None] | None = None
     keeper: LeaseKeeper = field(init=False)
     _waiting: deque[store.FileRow] = field(default_factory=deque)
-    _in_flight: dict[Future[Verified | AlreadyThere], Job] = field(default_factory=dict)
+    _in_flight: dict[Future[bool], Job] = field(default_factory=dict)
     _tried: list[UUID] = field(default_factory=list)  # one attempt per file per run
     _batches: int = 0
     _seq: int = 0
     _synced: list[tuple[int, UUID]] = field(default_factory=list)
     _worker_nas: PerThreadNAS = field(init=False)
+    _worker_db: PerThreadDB = field(init=False)
+    _readers: CopyWorkers = field(init=False)  # large files' read-backs (follow_read.py)
     _folders: set[str] = field(default_factory=set)  # NAS folders this run made sure exist
     _stalls: Stalls = field(default_factory=Stalls)
 
@@ -89,7 +97,11 @@ class SyncRun:
     # ---- the loop ----------------------------------------------------------------------
     def run(self) -> None:
         workers = CopyWorkers(self.settings.files_in_flight, f"{self.owner}-copy")
+        # Threads of their own: a copy worker waits for its file's reader, so the two must
+        # never queue behind one another.
+        self._readers = CopyWorkers(self.settings.files_in_flight, f"{self.owner}-read")
         self._worker_nas = PerThreadNAS(self.nas)
+        self._worker_db = PerThreadDB(self.conn)
         try:
             while self._fill(workers):
                 done, _ = wait(self._in_flight, timeout=STALL_CHECK_S,
@@ -111,12 +123,13 @@ class SyncRun:
                 pass
             raise
         finally:
-            stuck = workers.shutdown(STOP_GRACE_S)
+            stuck = workers.shutdown(STOP_GRACE_S) + self._readers.shutdown(STOP_GRACE_S)
             if stuck:  # daemon threads: they cannot hold the process; their rows went back
                 log.warning("copy threads %s still stuck in a NAS or SeaweedFS call; left "
                             "behind", ", ".join(stuck))
             else:
                 self._worker_nas.close()
+                self._worker_db.close()
             self._synced.sort()
             self.report.synced_ids.extend(i for _, i in self._synced)
 
@@ -147,9 +160,7 @@ class SyncRun:
                 continue
             self._seq += 1
             self._stalls.touch(row.id)  # the stall clock starts at submission
-            fut = workers.submit(copy_and_verify, self.objects, self._worker_nas, job,
-                                 self.settings.chunk_size, self._progress(row.id),
-                                 self._folders)
+            fut = workers.submit(self._carry, job, self._progress(row.id))
             self._in_flight[fut] = job
         return bool(self._in_flight)
 
@@ -174,7 +185,8 @@ class SyncRun:
         lease = self.keeper.progress_for(file_id)
 
         def progress(nbytes: int) -> None:
-            self._stalls.touch(file_id)
+            if nbytes:  # a reader waiting for its writer checks in with 0: not progress
+                self._stalls.touch(file_id)
             lease(nbytes)
 
         return progress
@@ -193,16 +205,38 @@ class SyncRun:
                 del self._in_flight[fut]
                 self._stalls.done(job.row.id)
                 workers.add_thread()
+                self._readers.add_thread()
                 exc = CopyStalled(f"no progress copying or verifying {job.row.nas_path!r} for "
                                   f"{self.settings.stall_timeout_s:.0f} s (a NAS or SeaweedFS "
                                   "call that does not return); retried by a later run")
                 self._outcome(job.row, self._fail(job, exc, permanent=False))
 
+    # ---- one file, in its worker thread ------------------------------------------------
+    def _carry(self, job: Job, progress: Callable[[int], None]) -> bool:
+        """Copy, verify and place one file; True if this copy was renamed into place, False
+        if the NAS already held its bytes there (adopted)."""
+        def read_back(path: str, mark: WriteMark) -> Future[CopyResult]:
+            return self._readers.submit(self._follow, path, mark, progress)
+
+        result = copy_and_verify(self.objects, self._worker_nas, job, self.settings.chunk_size,
+                                 progress, self._folders, read_back)
+        if self.keeper.stopped.is_set():  # the run is handing its rows back: place nothing
+            if isinstance(result, Verified):
+                remove_quietly(self._worker_nas, job.tmp)
+            raise RunStopped(job.row.id)
+        return self._place(job, result, self._worker_db.get())
+
+    def _follow(self, path: str, mark: WriteMark, progress: Callable[[int], None]
+                ) -> CopyResult:
+        """A reader thread: read `path` back on this thread's own NAS session as written."""
+        return read_back_following(self._worker_nas.open_read(path, while_written=True), mark,
+                                   self.settings.chunk_size, progress)
+
     # ---- one file's end ----------------------------------------------------------------
-    def _finish(self, job: Job, fut: Future[Verified | AlreadyThere]) -> None:
+    def _finish(self, job: Job, fut: Future[bool]) -> None:
         self._stalls.done(job.row.id)
         try:
-            outcome = self._place(job, fut.result())
+            outcome = self._count(job, fut.result())
         except LeaseLost as exc:
             self.report.leases_lost += 1
             self.report.errors.append(str(exc))
@@ -217,21 +251,24 @@ class SyncRun:
             outcome = self._fail(job, exc, permanent=False)
         self._outcome(job.row, outcome)
 
-    def _place(self, job: Job, result: Verified | AlreadyThere) -> str:
-        row, s = job.row, self.settings
+    def _place(self, job: Job, result: Verified | AlreadyThere,
+               conn: psycopg.Connection) -> bool:
+        row, s, nas = job.row, self.settings, self._worker_nas
         progress = self.keeper.progress_for(row.id)
         if isinstance(result, AlreadyThere):
             assert job.expected is not None
-            adopt_existing(self.conn, self.nas, row, job.target, job.expected, self.owner,
-                           progress, s.chunk_size, result.entry, db_lock=self.keeper.db_lock)
-            placed = False
-        else:
-            try:
-                placed = place(self.conn, self.nas, row, job.tmp, job.target, result.sha256,
-                               self.owner, progress, s.chunk_size, db_lock=self.keeper.db_lock)
-            except BaseException:
-                remove_quietly(self.nas, job.tmp)
-                raise
+            adopt_existing(conn, nas, row, job.target, job.expected, self.owner, progress,
+                           s.chunk_size, result.entry)
+            return False
+        try:
+            return place(conn, nas, row, job.tmp, job.target, result.sha256, self.owner,
+                         progress, s.chunk_size)
+        except BaseException:
+            remove_quietly(nas, job.tmp)
+            raise
+
+    def _count(self, job: Job, placed: bool) -> str:
+        row = job.row
         self.report.bytes_synced += row.size if placed else 0
         self.report.synced += 1
         self._synced.append((job.seq, row.id))
@@ -264,8 +301,8 @@ class SyncRun:
         deadline = time.monotonic() + STOP_GRACE_S
         for fut, job in list(self._in_flight.items()):
             try:
-                if isinstance(fut.result(max(0.0, deadline - time.monotonic())), Verified):
-                    remove_quietly(self.nas, job.tmp)  # verified but not placed: not ours now
+                # Placed before the stop reached it: synced for good, counted as such.
+                self._count(job, fut.result(max(0.0, deadline - time.monotonic())))
             except FutureTimeout:
                 # Stuck in a call that does not return: its row goes back below; if the call
                 # ever returns, the copy stops at its next chunk and removes its own file.

@@ -12,12 +12,14 @@ import errno
 import os
 import shutil
 import stat as pystat
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from hybrid_pipelines.resources.smb_io import ReadWhileWritten
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
 NAS_SENTINEL = ".hybrid-pipelines-nas"
@@ -73,7 +75,9 @@ class NASFileSystem(Protocol):
 
     def list_dir(self, path: str) -> list[NASEntry]: ...
     def stat(self, path: str) -> NASEntry | None: ...
-    def open_read(self, path: str) -> IO[bytes]: ...
+    # while_written: the file may be open for writing by another handle meanwhile (the
+    # sync reading back the copy it is writing); otherwise no one may write it while it is read.
+    def open_read(self, path: str, *, while_written: bool = False) -> IO[bytes]: ...
     def open_write(self, path: str) -> IO[bytes]: ...
     def rename(self, src: str, dst: str) -> None: ...
     def remove(self, path: str) -> None: ...
@@ -162,7 +166,7 @@ class LocalNAS:
             return None
         return self._entry(safe_relpath(path), st, full.is_dir())
 
-    def open_read(self, path: str) -> IO[bytes]:
+    def open_read(self, path: str, *, while_written: bool = False) -> IO[bytes]:
         full = self._abs(path)  # confined: a symlink out of the share is refused here
         self._require_regular(path, os.stat(full).st_mode)
         # O_NONBLOCK so that a regular file swapped for a FIFO after the check cannot block
@@ -185,7 +189,8 @@ class LocalNAS:
                 "of the catalogued folders")
 
     def open_write(self, path: str) -> IO[bytes]:
-        return open(self._abs(path), "wb")  # noqa: SIM115 - caller closes
+        # Unbuffered, as over SMB: a write that returned is in the file (follow_read.py).
+        return open(self._abs(path), "wb", buffering=0)  # noqa: SIM115 - caller closes
 
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` only if `dst` does not exist (FileExistsError otherwise)."""
@@ -218,17 +223,16 @@ class SMBNAS:
         self._kw: dict[str, Any] = dict(port=port, username=username, password=password,
                                         connection_timeout=timeout_s, connection_cache=cache)
 
-    def with_own_connection(self) -> tuple[SMBNAS, dict[str, Any]]:
-        """The same share and credentials over a TCP connection of its own, under a client
-        GUID of its own, and the connection cache holding it (for smbclient's
-        reset_connection_cache). smbprotocol cannot share one connection between threads,
-        and with smbclient's one process-wide GUID Samba treats every connection as the same
-        client (multichannel) and serves them all from one process."""
-        import uuid
-
+    def with_own_connection(self, client_guid: uuid.UUID) -> tuple[SMBNAS, dict[str, Any]]:
+        """The same share and credentials over a TCP connection of its own, under
+        `client_guid`, and the connection cache holding it (for smbclient's
+        reset_connection_cache). smbprotocol cannot share one connection between threads.
+        Connections that open one file at once must share their client GUID: Samba fails the
+        writer's close (STATUS_INVALID_PARAMETER) once a connection under another GUID
+        opened the file meanwhile (test_sync_follow_read.py)."""
         from smbprotocol.connection import Connection
 
-        conn = Connection(uuid.uuid4(), self.host, self.port, require_signing=True)
+        conn = Connection(client_guid, self.host, self.port, require_signing=True)
         conn.connect(timeout=self._kw["connection_timeout"])
         cache: dict[str, Any] = {f"{self.host.lower()}:{self.port}": conn}
         clone = copy.copy(self)
@@ -275,33 +279,48 @@ class SMBNAS:
         is_dir = pystat.S_ISDIR(st.st_mode)
         return NASEntry(safe_relpath(path), is_dir, 0 if is_dir else st.st_size, st.st_mtime)
 
-    def open_read(self, path: str) -> IO[bytes]:
+    def open_read(self, path: str, *, while_written: bool = False) -> IO[bytes]:
         import smbclient
 
-        return smbclient.open_file(self._unc(path), mode="rb", buffering=0, **self._kw)
+        if not while_written:
+            return smbclient.open_file(self._unc(path), mode="rb", buffering=0, **self._kw)
+        raw = smbclient.open_file(self._unc(path), mode="rb", buffering=0, share_access="rw",
+                                  **self._kw)
+        return ReadWhileWritten(raw)
 
     def open_write(self, path: str) -> IO[bytes]:
         import smbclient
 
-        return smbclient.open_file(self._unc(path), mode="wb", **self._kw)
+        # Unbuffered (a write that returned is on the server) and shared with readers only,
+        # so the sync can read a large file back while writing it and no other handle can
+        # change what was read (hybrid_cache/follow_read.py).
+        return smbclient.open_file(self._unc(path), mode="wb", buffering=0, share_access="r",
+                                   **self._kw)
 
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` only if no file has that name (compared as the server compares
-        names, e.g. case-insensitively): FileExistsError otherwise."""
-        import smbclient
-        from smbprotocol.exceptions import SMBOSError
+        names, e.g. case-insensitively): FileExistsError otherwise.
 
-        if self.stat(dst) is not None:
-            raise FileExistsError(errno.EEXIST, "NAS path already exists", dst)
+        One round trip: open `src` for delete, rename it with replace_if_exists off and
+        close it, as one related compound request, so the server refuses a taken name
+        atomically. (smbclient.rename takes four: it opens `dst` first to resolve DFS, and
+        Samba answers that open with ACCESS_DENIED on a file without execute permission.)"""
+        from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
+        from smbprotocol.exceptions import SMBOSError
+        from smbprotocol.file_info import FileRenameInformation
+        from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
+
+        raw = SMBRawIO(self._unc(src), mode="r", share_access="rwd",
+                       desired_access=FilePipePrinterAccessMask.DELETE,
+                       create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
+        info = FileRenameInformation()
+        info["replace_if_exists"] = False
+        info["file_name"] = self._unc(dst).split("\\", 4)[-1]  # the name within the share
         try:
-            # smbclient.rename sends replace_if_exists=False, so the server refuses atomically
-            # a name taken since the stat above. It opens an existing dst first, which Samba
-            # answers with ACCESS_DENIED on a file without execute permission: either way
-            # nothing is replaced, and a name found taken after the failure is reported so.
-            smbclient.rename(self._unc(src), self._unc(dst), **self._kw)
+            with SMBFileTransaction(raw) as transaction:
+                set_info(transaction, info)
         except SMBOSError as exc:
-            if exc.errno == errno.EEXIST or getattr(exc, "ntstatus", None) == _NAME_COLLISION \
-                    or self.stat(dst) is not None:
+            if exc.errno == errno.EEXIST or getattr(exc, "ntstatus", None) == _NAME_COLLISION:
                 raise FileExistsError(errno.EEXIST, "NAS path already exists", dst) from exc
             raise
 
@@ -325,6 +344,8 @@ class SMBNAS:
 
 
 _NAME_COLLISION = 0xC0000035  # STATUS_OBJECT_NAME_COLLISION
+
+
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 

@@ -228,32 +228,25 @@ def test_prefix_outside_the_root_is_a_settings_error() -> None:
 
 
 @pytest.mark.parametrize("name", ["keep.txt", "KEEP.TXT"])
-@pytest.mark.parametrize("missed", [False, True], ids=["seen", "appeared-after-the-check"])
-def test_smb_rename_never_replaces(nas_fs, prefix, name: str, missed: bool) -> None:
-    from hybrid_pipelines.resources.nas_fs import SMBNAS
-
+@pytest.mark.parametrize("rooted", [False, True], ids=["share-root", "root-folder"])
+def test_smb_rename_never_replaces(nas_resource, nas_fs, prefix, name: str,
+                                   rooted: bool) -> None:
+    """The rename is one compound request with replace_if_exists off: the server itself
+    refuses a taken name (as it compares names: KEEP.TXT is keep.txt), nothing checked before,
+    also on a NAS whose root is a folder of the share (the name sent is the share's)."""
     nas_fs.makedirs(prefix)
     with nas_fs.open_write(f"{prefix}/keep.txt") as out:
         out.write(b"original")
     with nas_fs.open_write(f"{prefix}/new.txt") as out:
         out.write(b"newcomer")
-    fs = nas_fs
-    if missed:
-        class LateStat(SMBNAS):
-            """The existence check before the rename misses the file once, as if it arrived
-            just after the check: the server itself must then refuse the rename."""
-            checks = 0
-
-            def stat(self, path: str):
-                LateStat.checks += 1
-                return None if LateStat.checks == 1 else super().stat(path)
-
-        fs = object.__new__(LateStat)
-        fs.__dict__.update(nas_fs.__dict__)
+    fs, where = nas_fs, f"{prefix}/"
+    if rooted:  # the same files through a NAS whose root is the test's folder
+        fs = nas_resource.model_copy(update={"root_dir": prefix}).fs()
+        where = ""
     with pytest.raises(FileExistsError):
-        fs.rename(f"{prefix}/new.txt", f"{prefix}/{name}")
-    assert nas_bytes(nas_fs, f"{prefix}/keep.txt") == b"original"
-    assert nas_bytes(nas_fs, f"{prefix}/new.txt") == b"newcomer"
-    fs.rename(f"{prefix}/new.txt", f"{prefix}/moved.txt")
-    assert nas_bytes(nas_fs, f"{prefix}/moved.txt") == b"newcomer"
+        fs.rename(f"{where}new.txt", f"{where}{name}")
+    assert nas_bytes(fs, f"{where}keep.txt") == b"original"
+    assert nas_bytes(fs, f"{where}new.txt") == b"newcomer"
+    fs.rename(f"{where}new.txt", f"{where}moved.txt")
+    assert nas_bytes(nas_fs, f"{prefix}/moved.txt") == b"newcomer"  # seen from the share root
     assert nas_fs.stat(f"{prefix}/new.txt") is None

@@ -1,0 +1,91 @@
+"""Read a large file back from the NAS while it is still being written, a chunk behind the
+writer, so its full read-back check costs little more wall time than the copy itself.
+
+Why it is as strong as reading back after the close: the writer's handle is unbuffered (each
+write returns once the server holds its bytes) and shares the file with readers only, so no
+other handle can change a range once it was read; after the writer closes, the reader reads
+on to the end of the file, so what it hashed is exactly the file the NAS holds, no byte
+missing, none extra. A reader never reads past what the writer reported written; the two
+directions of a network link carry the copy and the check at once.
+
+The reader runs in another thread on its own NAS session (smbprotocol cannot share one
+connection between threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import IO
+
+from hybrid_pipelines.hybrid_cache.hashing_copy import CopyResult, Progress
+
+
+class WriterGone(RuntimeError):
+    """The writer failed or stopped: the read-back ends without a result."""
+
+
+class WriteMark:
+    """How many bytes the writer has on the NAS so far, and whether it closed the file."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._written = 0
+        self._closed = False
+        self._failed = False
+
+    def advance(self, nbytes: int) -> None:
+        with self._cond:
+            self._written += nbytes
+            self._cond.notify_all()
+
+    def closed(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def failed(self) -> None:
+        with self._cond:
+            self._failed = True
+            self._cond.notify_all()
+
+    def readable_up_to(self, offset: int, timeout_s: float) -> int | None:
+        """Wait until bytes beyond `offset` are written; their end, or None once the writer
+        closed the file (read to its end). Raises WriterGone if the writer failed. Returns
+        `offset` itself after `timeout_s` without news, so the reader can report progress
+        checks (a lost lease, a stopping run) while a slow writer keeps it waiting."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._failed or self._closed or self._written > offset,
+                                timeout_s)
+            if self._failed:
+                raise WriterGone("the copy being read back failed")
+            if self._written > offset:
+                return self._written
+            return None if self._closed else offset
+
+
+def read_back_following(open_read: IO[bytes], mark: WriteMark, chunk_size: int,
+                        progress: Progress | None = None, wait_s: float = 5.0) -> CopyResult:
+    """Hash the file behind `open_read` (an unbuffered handle) as `mark` says it is written;
+    after the writer closed, to its end. `progress(n)` after every chunk, and `progress(0)`
+    every `wait_s` while waiting for the writer (it may raise to stop the read-back)."""
+    digest, size = hashlib.sha256(), 0
+    view = memoryview(bytearray(chunk_size))
+    with open_read as fh:
+        while True:
+            limit = mark.readable_up_to(size, wait_s)
+            if limit == size:  # nothing new yet
+                if progress:
+                    progress(0)
+                continue
+            want = chunk_size if limit is None else min(chunk_size, limit - size)
+            n = fh.readinto(view[:want])
+            if not n:
+                if limit is None:
+                    break  # the end of the closed file
+                raise OSError(f"the NAS returned no bytes at offset {size} of a file written "
+                              f"to {limit}: the copy is shorter than what was written")
+            digest.update(view[:n])
+            size += n
+            if progress:
+                progress(n)
+    return CopyResult(size, digest.hexdigest())

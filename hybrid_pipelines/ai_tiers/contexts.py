@@ -39,7 +39,7 @@ _MOVED = "user_id, conversation_id, messages, created_at, updated_at"
 # rows: restarting from the top would re-read the dead entries of every earlier batch.
 ARCHIVE_BATCH_SQL = f"""
 WITH batch AS (
-    SELECT id, updated_at FROM user_contexts
+    SELECT id, updated_at, ctid FROM user_contexts
     WHERE updated_at <= %(cutoff)s
       AND (updated_at, id) > (coalesce(%(after_ts)s::timestamp, '-infinity'),
                               coalesce(%(after_id)s::integer, 0))
@@ -47,9 +47,12 @@ WITH batch AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), moved AS (
-    -- = ANY(ARRAY(...)) makes it a primary-key lookup; a join here lets the planner pick a
-    -- full scan of the warm table for every batch.
-    DELETE FROM user_contexts c WHERE c.id = ANY(ARRAY(SELECT id FROM batch))
+    -- By ctid: the rows are locked above, so no one can update them (which would move
+    -- them) before this delete, and a TID scan reads each row's page directly instead of a
+    -- primary-key lookup per row (bench/archive.py: 0.81x -> 0.86-0.95x of the plain
+    -- statement's rows/s). = ANY(ARRAY(...)): a join here lets the planner pick a full scan
+    -- of the warm table for every batch.
+    DELETE FROM user_contexts c WHERE c.ctid = ANY(ARRAY(SELECT ctid FROM batch))
     RETURNING c.{_MOVED.replace(", ", ", c.")}
 ), ins AS (
     INSERT INTO user_contexts_archive ({_MOVED}, archived_at)

@@ -147,6 +147,10 @@ class Scanner:
         # is "done" any more (checking against the moving checkpoint would cost a path
         # comparison per file for nothing).
         self._resume_after = cp.last_path
+        # Nothing catalogued below the folder yet (a first scan): no directory can have
+        # known files but those this scan writes, after listing it, so the per-directory
+        # read of known files (one query per directory) is skipped.
+        self._none_known = not store.has_files_under(top)
         self._batch = _Batch()
         self._listed_before = cp.dirs_listed
         # The expected total (for the ETA) is counted when the first progress line is due:
@@ -244,7 +248,7 @@ class Scanner:
                 return is_ignored_dir_name(name, rules)
             return above or is_ignored(name, rules)
 
-        known_files = self.store.files_in_dir(d)
+        known_files = {} if self._none_known else self.store.files_in_dir(d)
         now = self.clock()
         diff = diff_listing(entries, known_files, self._children.get(d, ()), now,
                             self.settings.stability, ignored)

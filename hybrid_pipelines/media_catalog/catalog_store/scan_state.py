@@ -89,6 +89,15 @@ class ScanStore(StoreBase):
         return {r[0]: Known(r[0], r[1], r[2], r[3], r[4]) for r in self.conn.execute(
             "SELECT path, size, mtime, status, seen_at FROM files WHERE dir = ?", (dir_path,))}
 
+    def has_files_under(self, folder: str) -> bool:
+        """Any row at all (whatever its partition or status) below `folder` ('' = anywhere):
+        one probe of the primary key."""
+        if not folder:
+            return self.conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+        lo, hi = prefix_bounds(folder)
+        return self.conn.execute("SELECT 1 FROM files WHERE path >= ? AND path < ? LIMIT 1",
+                                 (lo, hi)).fetchone() is not None
+
     def count_files(self, partition_key: str, statuses: Sequence[str]) -> int:
         marks = ",".join("?" * len(statuses))
         return int(self.conn.execute(

@@ -280,3 +280,56 @@ def test_a_copy_that_never_returns_cannot_hold_the_run(conn, upload: Uploader, s
     again = sync(conn, s3_resource, nas_fs)
     assert again.synced == 1 and row(conn, files[0].id)["nas_status"] == "synced"
     assert sha(nas_bytes(nas_fs, files[0].nas_path)) == files[0].sha256
+
+
+@pytest.mark.fault("one file's rename into place never returns while its worker holds the row "
+                   "lock (its own PostgreSQL connection) -> the server ends that idle "
+                   "transaction, the run gives the file up (re-queued, one attempt charged) and "
+                   "ends while the rename is still stuck; released later, the late rename "
+                   "replaces nothing and the next run recognises the copy by its bytes",
+                   kind="patched exception")
+def test_a_rename_that_never_returns_cannot_hold_the_row_lock(conn, upload: Uploader,
+                                                              s3_resource, nas_fs, prefix,
+                                                              monkeypatch) -> None:
+    from hybrid_pipelines.hybrid_cache import sync_pipeline, worker_db
+
+    monkeypatch.setattr(worker_db, "PLACING_IDLE_TIMEOUT_MS", 1500)
+    monkeypatch.setattr(sync_pipeline, "STOP_GRACE_S", 2.0)  # the stuck thread is left behind
+    files = [upload(random.Random(70 + i).randbytes(2 * CHUNK), f"r{i}.bin") for i in range(3)]
+    stuck_target = files[0].nas_path
+    release, entered = threading.Event(), threading.Event()
+    base = type(nas_fs)
+
+    class HangingRename(base):  # type: ignore[misc, valid-type]
+        def rename(self, src: str, dst: str) -> None:
+            if dst == stuck_target:
+                # Fault injection: Samba answers every request; a rename that does not
+                # return (a NAS that stops answering) is made here, row lock held.
+                entered.set()
+                release.wait(120)
+            base.rename(self, src, dst)
+
+    nas = object.__new__(HangingRename)
+    nas.__dict__.update(nas_fs.__dict__)
+    try:
+        report = sync(conn, s3_resource, nas, files_in_flight=2, stall_timeout_s=3)
+        still_stuck = entered.is_set() and not release.is_set()
+    finally:
+        release.set()
+
+    assert still_stuck  # the run ended while the rename was still hanging
+    assert report.synced == 2 and report.failed_attempts == 1, report.errors
+    stuck = row(conn, files[0].id)
+    assert (stuck["nas_status"], stuck["sync_attempts"], stuck["claimed_by"]) == \
+        ("pending", 1, None)
+    for f in files[1:]:
+        assert row(conn, f.id)["nas_status"] == "synced"
+    # The late rename may have put the verified copy in place; the next run adopts it by its
+    # bytes (or places its own copy), never replacing anything.
+    deadline = time.monotonic() + 30
+    while partials(nas_fs, prefix) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    again = sync(conn, s3_resource, nas_fs)
+    assert again.synced == 1 and row(conn, files[0].id)["nas_status"] == "synced"
+    assert sha(nas_bytes(nas_fs, stuck_target)) == files[0].sha256
+    assert partials(nas_fs, prefix) == []

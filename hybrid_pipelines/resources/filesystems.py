@@ -13,6 +13,7 @@ import dagster as dg
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
 from hybrid_pipelines.shared.binaries import find_binary
+from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 
 JUICEFS_ENV = ("HP_JUICEFS_MOUNT_PATH", "HP_JUICEFS_META_URL", "HP_JUICEFS_REQUIRE_MOUNT")
@@ -68,7 +69,7 @@ class MountedPathResource(dg.ConfigurableResource):
             raise ValueError("no mount path configured")
         if not root.is_dir():
             raise FileNotFoundError(f"{root} does not exist")
-        if self.require_mount and not os.path.ismount(root):
+        if self.require_mount and not is_mount_point(root):
             raise RuntimeError(f"{root} is not mounted (the FUSE/NFS mount is gone)")
         probe = root / f".health-{uuid.uuid4().hex}"
         probe.write_bytes(b"ok")

@@ -56,7 +56,7 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
     """The permanent store. `protocol=smb` talks SMB3 to host:port/share; `protocol=local`
     uses `local_root`, a mounted share (NFS/SMB mount).
 
-    A local root must be a mount point (os.path.ismount) or hold the sentinel file
+    A local root must be a mount point (shared/mounts.py) or hold the sentinel file
     `.hybrid-pipelines-nas` (NAS_SENTINEL): an unmounted mount point is an empty directory,
     which would otherwise pass health ("0 entries"), read as a share whose files were all
     deleted, and fill up with files that belong on the NAS. Where the share is mounted below

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
+from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
 NAS_SENTINEL = ".hybrid-pipelines-nas"
@@ -35,13 +36,13 @@ def require_mounted(root: Path) -> None:
     """Refuse a local root that does not look like a mounted share (see NAS_SENTINEL)."""
     if not root.is_dir():
         raise FileNotFoundError(errno.ENOENT, "NAS mount path does not exist", str(root))
-    if (root / NAS_SENTINEL).is_file() or os.path.ismount(root):
+    if (root / NAS_SENTINEL).is_file() or is_mount_point(root):
         return
     raise NASNotMountedError(
         f"NAS root {root} is not a mount point and holds no {NAS_SENTINEL} file: the share is "
         "probably not mounted, and the bare directory is neither read nor written. Mount the "
         "share at HP_NAS_LOCAL_ROOT; if it is mounted but the root is not itself a mount point "
-        "(a subfolder or bind mount), create the sentinel once on the mounted share: "
+        "(a subfolder of the mounted share), create the sentinel once on the share: "
         f"touch {root}/{NAS_SENTINEL}")
 
 

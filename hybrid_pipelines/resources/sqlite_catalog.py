@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from hybrid_pipelines.resources.errors import Health, probe_health, require
+from hybrid_pipelines.shared.mounts import is_mount_point
 
 ENV_VARS = ("HP_SQLITE_CATALOG_PATH", "HP_SQLITE_CATALOG_REQUIRE_MOUNT")
 
@@ -24,9 +25,11 @@ _APPLIED_LOCK = threading.Lock()
 
 def require_catalog_mount(path: str | Path) -> None:
     """A deployed catalog lives on its own volume: a pod that lacks the mount must fail, not
-    start an empty catalog in the container's scratch space and report every file as new."""
+    start an empty catalog in the container's scratch space and report every file as new.
+    A volume on the root's own device counts too (shared/mounts.py: the kernel's mount table,
+    not only a device change)."""
     folder = Path(path).parent
-    if not os.path.ismount(folder):
+    if not is_mount_point(folder):
         raise RuntimeError(
             f"SQLite catalog folder {folder} is not a mount point (HP_SQLITE_CATALOG_REQUIRE_MOUNT"
             f"=true): this pod lacks the catalog volume; mount it at {folder} (deploy/k8s/"

@@ -23,6 +23,9 @@ from typing import Any
 from hybrid_pipelines.media_catalog.rules.notify_events import parent_dirs
 
 RETRY_AFTER_S = 30.0  # a lost watcher is rebuilt on a drain at most this often
+# smbprotocol waits for the session setup and tree connect answers without a timeout: a setup
+# not armed after this many connect timeouts is given up (its connection closed) by a drain.
+SETUP_LIMIT_TIMEOUTS = 3
 CONSUMED_WITHIN_S = 30.0  # drained less recently: nobody acts on it (pending sensor stopped)
 _FILTER = 0x1 | 0x2 | 0x8 | 0x10  # file name, dir name, size, last write
 
@@ -61,6 +64,7 @@ class ShareWatcher:
         self._since = 0.0
         self._error: str | None = None
         self._started_at = 0.0
+        self._given_up = 0.0  # the start time of the attempt whose hung setup was given up
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._stop = threading.Event()
@@ -113,6 +117,11 @@ class ShareWatcher:
 
     def _ensure_running(self) -> None:
         if self._thread is not None and self._thread.is_alive():
+            limit = SETUP_LIMIT_TIMEOUTS * self.timeout_s
+            if not self._complete and self._given_up != self._started_at and \
+                    time.time() - self._started_at > limit:
+                self._given_up = self._started_at  # once per attempt
+                self._give_up_setup(limit)
             return
         if self._started_at and time.time() - self._started_at < RETRY_AFTER_S:
             return
@@ -120,6 +129,18 @@ class ShareWatcher:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="hp-smb-notify", daemon=True)
         self._thread.start()
+
+    def _give_up_setup(self, limit: float) -> None:
+        """The setup hangs (a server that accepted the connection, then stopped answering):
+        close its connection, which ends the wait; the next try is after RETRY_AFTER_S."""
+        self._lose(f"watching {self._where()}: no answer to the SMB session setup in "
+                   f"{limit:.0f} s; the poll covers it, retried in {RETRY_AFTER_S:.0f} s")
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.disconnect(close=True)
+            except Exception:  # noqa: BLE001 - closing a connection that never answered
+                pass
 
     # ------------------------------------------------------------------ watcher thread
 
@@ -129,10 +150,12 @@ class ShareWatcher:
             self._error = why
 
     def _run(self) -> None:
+        attempt = self._started_at
         try:
             handle = self._open()
         except Exception as exc:  # noqa: BLE001 - any failure: the poll covers it
-            self._lose(f"cannot watch {self._where()}: {type(exc).__name__}: {exc}")
+            if self._given_up != attempt:  # else the closed connection is ours: said why
+                self._lose(f"cannot watch {self._where()}: {type(exc).__name__}: {exc}")
             return
         from smbprotocol.change_notify import ChangeNotifyFlags, FileSystemWatcher
 

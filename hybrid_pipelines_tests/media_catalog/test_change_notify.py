@@ -4,6 +4,7 @@ an idle watcher sends nothing, and a watcher that cannot connect says so (the po
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -130,3 +131,41 @@ def test_a_nas_nobody_answers_leaves_the_poll_in_charge() -> None:
 
 def test_a_local_share_has_no_watcher(local_nas_resource: NASResource) -> None:
     assert watcher_of(local_nas_resource, "") is None
+
+
+@pytest.mark.fault("the NAS accepts the watcher's connection and negotiates, then never "
+                   "answers its session setup (a relay stops carrying the client's bytes) -> "
+                   "a drain gives the setup up after SETUP_LIMIT_TIMEOUTS connect timeouts, "
+                   "closes its connection (the waiting thread ends) and says why; the poll "
+                   "stays in charge", kind="server stopped")
+def test_a_session_setup_that_never_answers_is_given_up(samba_server: SambaServer,
+                                                         nas_resource: NASResource) -> None:
+    from hybrid_pipelines_tests.reliability.wire import TcpRelay
+
+    pieces, frozen = [0], threading.Event()
+
+    def hold_after_negotiate(_total: int) -> None:
+        pieces[0] += 1
+        if pieces[0] >= 2:  # the session setup request: never forwarded while the test runs
+            frozen.wait(60)
+
+    with TcpRelay(samba_server.port) as relay:
+        relay.on_upstream = hold_after_negotiate
+        w = ShareWatcher(WatchTarget("127.0.0.1", relay.port, nas_resource.share,
+                                     nas_resource.username, ""), nas_resource.password,
+                         timeout_s=1.0)
+        try:
+            deadline = time.monotonic() + 20
+            while w.error is None and time.monotonic() < deadline:
+                assert not w.drain().complete
+                time.sleep(0.1)
+            assert w.error is not None and "no answer to the SMB session setup" in w.error
+            assert pieces[0] >= 2  # it was the session setup that hung, not the connect
+            thread = w._thread
+            assert thread is not None
+            thread.join(10)
+            assert not thread.is_alive()  # closing the connection ended the wait
+            assert not w.armed and not w.drain().complete
+        finally:
+            frozen.set()
+            w.close()

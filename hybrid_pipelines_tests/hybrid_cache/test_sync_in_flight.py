@@ -241,7 +241,11 @@ def test_a_run_that_fails_mid_flight_hands_back_what_it_holds(conn, upload: Uplo
                    "attempt charged), syncs the others and ends; released later, the stuck copy "
                    "finds its lease gone and removes its temporary file", kind="patched exception")
 def test_a_copy_that_never_returns_cannot_hold_the_run(conn, upload: Uploader, s3_resource,
-                                                       nas_fs, prefix) -> None:
+                                                       nas_fs, prefix, monkeypatch) -> None:
+    from hybrid_pipelines.hybrid_cache import sync_pipeline
+
+    monkeypatch.setattr(sync_pipeline, "STOP_GRACE_S", 2.0)  # the stuck thread is left behind
+    monkeypatch.setattr(sync_pipeline, "STALL_CHECK_S", 0.5)
     files = [upload(random.Random(30 + i).randbytes(4 * CHUNK), f"n{i}.bin") for i in range(3)]
     stuck_name = posixpath.basename(files[0].nas_path)
     release = threading.Event()
@@ -295,6 +299,7 @@ def test_a_rename_that_never_returns_cannot_hold_the_row_lock(conn, upload: Uplo
 
     monkeypatch.setattr(worker_db, "PLACING_IDLE_TIMEOUT_MS", 1500)
     monkeypatch.setattr(sync_pipeline, "STOP_GRACE_S", 2.0)  # the stuck thread is left behind
+    monkeypatch.setattr(sync_pipeline, "STALL_CHECK_S", 0.5)
     files = [upload(random.Random(70 + i).randbytes(2 * CHUNK), f"r{i}.bin") for i in range(3)]
     stuck_target = files[0].nas_path
     release, entered = threading.Event(), threading.Event()

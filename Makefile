@@ -10,7 +10,7 @@ FIRESTORE_PACKAGE := google-cloud-cli-firestore-emulator
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: dev test reliability bench bench-quick reliability lint check-defs setup system-packages venv clean
+.PHONY: dev test reliability bench bench-quick bench-live reliability lint check-defs setup system-packages venv clean
 
 dev: setup  ## start the local stack and `dagster dev` on 127.0.0.1:3000 (Ctrl-C stops all)
 	$(BIN)/hybrid-pipelines dev
@@ -29,6 +29,9 @@ bench: setup  ## every benchmark, one table (writes bench/results.json)
 
 bench-quick: setup
 	$(BIN)/python bench/run_all.py --quick
+
+bench-live: setup  ## the daemon benches (idle, latency, priority sync): a dev stack each
+	$(BIN)/python bench/run_all.py --live --timeout 2400
 
 check-defs: setup  ## dg's own check that every definition under hybrid_pipelines/defs loads
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs

@@ -1,7 +1,12 @@
-"""`make bench`: run every benchmark script in bench/ and print one table of claims.
+"""`make bench`: run the benchmark scripts in bench/ and print one table of claims.
 
 Each script measures the project's figure and its baseline in the same run and prints a line
-`BENCH_JSON {...}`; this collects those lines into one table and bench/results.json."""
+`BENCH_JSON {...}`; this collects those lines into one table and bench/results.json.
+
+The live benches (LIVE: a whole `hybrid-pipelines dev` stack with its daemon, measured over
+minutes of wall time by design: a 10-minute idle window, uploads waiting out the stability
+rule) run only with --live (`make bench-live`), so `make bench` and `make bench-quick` keep
+their time budgets."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+LIVE = ("idle", "latency", "priority_sync")
 
 
 def run_script(script: Path, quick: bool, timeout: float) -> tuple[list[dict], str]:
@@ -41,11 +47,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes in all")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per script (default 90 with --quick, else 600)")
-    ap.add_argument("--only", nargs="*", help="script names to run (default: all)")
+    ap.add_argument("--only", nargs="*", help="script names to run (default: all but the live "
+                                              "ones)")
+    ap.add_argument("--live", action="store_true",
+                    help=f"the live benches only ({', '.join(LIVE)}): a dev stack each, minutes")
     args = ap.parse_args()
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py"
                      and not p.name.startswith("_")
-                     and (not args.only or p.stem in args.only))
+                     and (p.stem in args.only if args.only else
+                          (p.stem in LIVE) == args.live))
     # A fixed cap per script: each --quick script is meant to take well under a minute, and
     # the whole --quick run under two; a stuck script must not hold up the rest.
     timeout = args.timeout or (90.0 if args.quick else 600.0)

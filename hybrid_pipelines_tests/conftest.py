@@ -13,7 +13,9 @@ import atexit
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ from hybrid_pipelines.resources import (
 )
 
 _started: list[LocalServer] = []
+_started_lock = threading.Lock()
 
 
 def require_all_backends() -> bool:
@@ -71,8 +74,9 @@ def _start(server: LocalServer) -> LocalServer:
 
 def _stop(server: LocalServer) -> None:
     server.stop()
-    if server in _started:
-        _started.remove(server)
+    with _started_lock:  # server_factory stops its servers from several threads
+        if server in _started:
+            _started.remove(server)
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +140,13 @@ def server_factory(stack_dir: Path) -> Iterator[ServerFactory]:
         return server
 
     yield make
-    for server in reversed(mine):
-        _stop(server)
+    # All at once: the stops do not depend on each other (the JuiceFS mount, which needs
+    # PostgreSQL and SeaweedFS, was unmounted by its own fixture before), and each may wait
+    # out its server's grace period; one after the other they cost the session half a minute.
+    with ThreadPoolExecutor(max(1, len(mine))) as pool:
+        stops = [pool.submit(_stop, server) for server in reversed(mine)]
+    for stop in stops:
+        stop.result()  # the first failure, once every server was asked to stop
 
 
 @pytest.fixture(scope="session")

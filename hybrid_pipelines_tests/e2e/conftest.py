@@ -3,7 +3,11 @@
 The tests take the instance over as an operator would before a demo: every schedule and
 sensor is stopped and the runs they already queued or started are canceled, so the
 project's own automation does not compete with (or race) what the tests launch. The media
-catalog backfill is launched from the browser, as an operator does (test_ui_browser)."""
+catalog backfill is launched from the browser, as an operator does (test_ui_browser).
+
+The modules that do not use that instance (a `hybrid-pipelines dev` or stack of their own,
+or none) run while its backfill runs: between the backfill's launch and the test that follows
+it to the end, which otherwise waits a minute for the daemon's 30 s iterations."""
 
 from __future__ import annotations
 
@@ -31,6 +35,33 @@ class E2E:
         self.backfill_partitions: list[str] = []
         self.nas_sensor_started_at: float | None = None
         self.ui_run_id: str | None = None
+
+
+BACKFILL_FOLLOWED = "test_media_catalog_backfill_completes"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move this package's modules that never ask for `e2e` to just before the backfill's
+    follow-up test (only the order changes: every test still runs, each module's tests in
+    their own order). Called with the whole session's items; touches only this package's."""
+    here = Path(__file__).resolve().parent
+
+    def module(item: pytest.Item) -> Path:
+        return Path(str(item.path)).resolve()
+
+    ours = [i for i in items if module(i).parent == here]
+    anchor = next((i for i in ours if getattr(i, "originalname", i.name) == BACKFILL_FOLLOWED),
+                  None)
+    if anchor is None:
+        return
+    uses_e2e = {module(i) for i in ours if "e2e" in getattr(i, "fixturenames", ())}
+    moved = [i for i in ours if module(i) not in uses_e2e]
+    if not moved:
+        return
+    moved_ids = {id(i) for i in moved}
+    rest = [i for i in items if id(i) not in moved_ids]
+    at = rest.index(anchor)
+    items[:] = rest[:at] + moved + rest[at:]
 
 
 @pytest.fixture(scope="package")

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from hybrid_pipelines.cli import build_parser
 
 from . import ai_tier_jobs, project
+from .cli_driver import CLIDriver
 from .dev_instance import REPO, ensure_partition, schedule_status, sensor_state
 
 pytestmark = pytest.mark.slow
@@ -183,16 +185,18 @@ def config_scenarios(stores) -> dict[str, tuple[Any, dict[str, Any]]]:
 def cli_runs(e2e, config_scenarios, tmp_path_factory: pytest.TempPathFactory
              ) -> dict[str, tuple[str, Any]]:
     """Every `dagster asset materialize` / `dagster job execute` / `dagster schedule|sensor`
-    call of this module, three at a time against the stack's instance (each is its own
-    process, as the operator runs it). Jobs on the default executor get `in_process` run
-    config: one process per run instead of one per step, which keeps this module fast.
-    The jobs that need run config get a file of their own: their scenario's plus that."""
+    call of this module against the stack's instance. `asset materialize --select
+    backend_health` runs the real `dagster` console script in a process of its own, as the
+    operator runs it (test_dagster_errors_name_the_bad_selection_and_config runs two more);
+    the rest go through Dagster's same click CLI in two driver processes (cli_driver.py: one
+    Dagster import each instead of one a command, which cost minutes). Jobs on the default
+    executor get `in_process` run config: one process per run instead of one per step. The
+    jobs that need run config get a file of their own: their scenario's plus that."""
     configs = tmp_path_factory.mktemp("cli")
     in_process = write_run_config(configs / "in_process.yaml", {}, in_process=True)
     env = e2e.dev.env()
-    commands: dict[str, list[str]] = {
-        "asset:backend_health": ["asset", "materialize", "--select", "backend_health", *MODULE],
-    }
+    binary = ["asset", "materialize", "--select", "backend_health", *MODULE]
+    commands: dict[str, list[str]] = {"asset:backend_health": binary}
     if e2e.chain.present:
         # The cheapest folder. The browser tests' backfill comes after this module's runs.
         key = project.nas_folders(e2e.dev.state_dir)[0].name
@@ -210,14 +214,35 @@ def cli_runs(e2e, config_scenarios, tmp_path_factory: pytest.TempPathFactory
         else:
             config = ["-c", str(in_process)] if default_executor else []
         commands[f"job:{name}"] = ["job", "execute", "-j", name, *MODULE, *config]
-    with ThreadPoolExecutor(3) as pool:
-        # The schedule/sensor switching is sequential but independent of the runs: it goes
-        # first so that it overlaps with them.
-        switching = pool.submit(switch_from_cli, e2e, env)
-        futures = {k: pool.submit(dagster, *argv, env=env) for k, argv in commands.items()}
-    results: dict[str, tuple[str, Any]] = {
-        k: ("dagster " + " ".join(commands[k]), f.result()) for k, f in futures.items()}
-    results["automation"] = ("dagster schedule|sensor start|stop", switching.result())
+    on_drivers = [k for k in commands if k != "asset:backend_health"]
+    driver_env = {**os.environ, **QUIET, **env}
+    drivers = [CLIDriver(driver_env, configs / f"driver{i}") for i in range(2)]
+    targets = automation_targets(e2e)
+
+    def on_driver(i: int) -> dict[str, Any]:
+        # Switching a schedule or sensor is sequential but independent of the runs: it goes
+        # first (one target a driver) so that it overlaps with the runs.
+        done: dict[str, Any] = {"automation": switch_from_cli(
+            e2e, lambda *argv: drivers[i].run("dagster", *argv), targets[i::2])}
+        for k in on_drivers[i::2]:
+            done[k] = drivers[i].run("dagster", *commands[k])
+        return done
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            real = pool.submit(dagster, *binary, env=env)
+            halves = [pool.submit(on_driver, i) for i in range(2)]
+            done = [h.result() for h in halves]
+            results: dict[str, tuple[str, Any]] = {
+                "asset:backend_health": ("dagster " + " ".join(binary), real.result())}
+    finally:
+        for driver in drivers:
+            driver.close()
+    for k in on_drivers:
+        res = next(d[k] for d in done if k in d)
+        results[k] = ("dagster " + " ".join(commands[k]) + " (in a CLI driver)", res)
+    results["automation"] = ("dagster schedule|sensor start|stop",
+                             [step for d in done for step in d["automation"]])
     return results
 
 
@@ -265,18 +290,21 @@ def automation_targets(e2e) -> list[tuple[str, str]]:
     return targets
 
 
-def switch_from_cli(e2e, env: dict[str, str]) -> list[tuple[str, str, str, Any, str]]:
-    """`dagster schedule|sensor start`, then `stop`; the state the webserver sees after each."""
+def switch_from_cli(e2e, dagster_cli: Callable[..., subprocess.CompletedProcess[str]],
+                    targets: list[tuple[str, str]]) -> list[tuple[str, str, str, Any, str]]:
+    """`dagster schedule|sensor start`, then `stop`; the state the webserver sees after each.
+    With `-w workspace.yaml`, as the operator types it: the state lands on the code location
+    that `dagster dev` serves (each such call starts a code server of its own)."""
 
     def status(kind: str, name: str) -> str:
         return schedule_status(e2e.dev, name) if kind == "schedule" \
             else sensor_state(e2e.dev, name)["status"]
 
-    steps = [(kind, name, "before", None, status(kind, name))
-             for kind, name in automation_targets(e2e)]
-    for action in ("start", "stop"):
-        for kind, name in automation_targets(e2e):
-            res = dagster(kind, action, name, *WORKSPACE, env=env)
+    steps = []
+    for kind, name in targets:
+        steps.append((kind, name, "before", None, status(kind, name)))
+        for action in ("start", "stop"):
+            res = dagster_cli(kind, action, name, *WORKSPACE)
             steps.append((kind, name, action, res, status(kind, name)))
     return steps
 

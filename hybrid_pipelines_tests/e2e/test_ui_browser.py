@@ -159,6 +159,21 @@ def test_launch_a_materialization_from_the_ui(page, e2e) -> None:
                          if r["runId"].startswith(short))
 
 
+def settled_graph(tab: Any, timeout_ms: int = 20_000) -> tuple[list[dict], list[list[float]]]:
+    """The graph's nodes and edges once two reads half a second apart agree (the layout
+    animates after "Expand all groups", and a busy machine draws the edges late); a fixed
+    wait read it half-drawn under load. After `timeout_ms`, what is there."""
+    previous: tuple[Any, Any] | None = None
+    waited = 0
+    while True:
+        tab.wait_for_timeout(500)
+        waited += 500
+        current = (tab.evaluate(NODES_JS), tab.evaluate(EDGES_JS))
+        if (current == previous and current[1]) or waited >= timeout_ms:
+            return current
+        previous = current
+
+
 @pytest.fixture(scope="module")
 def lineage(browser, e2e, artifacts) -> dict[str, Any]:
     """The global lineage with every group expanded, in a window tall enough for the graph
@@ -179,8 +194,7 @@ def lineage(browser, e2e, artifacts) -> dict[str, Any]:
             tab.get_by_role("button", name="settings", exact=True).click()
             tab.get_by_role("menuitem", name="Expand all groups").click()
             tab.keyboard.press("Escape")
-            tab.wait_for_timeout(1500)
-            nodes, edges = tab.evaluate(NODES_JS), tab.evaluate(EDGES_JS)
+            nodes, edges = settled_graph(tab)
             tab.screenshot(path=str(artifacts / "lineage.png"))
         finally:
             context.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,16 +23,25 @@ HERE = Path(__file__).resolve().parent
 LIVE = ("idle", "latency", "priority_sync")
 
 
+STOP_GRACE_S = 120.0  # a script interrupted at its timeout stops its servers and dev stack
+
+
 def run_script(script: Path, quick: bool, timeout: float) -> tuple[list[dict], str]:
     argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
     t0 = time.monotonic()
+    # A session of its own, so a script past its timeout is interrupted as Ctrl-C would:
+    # its cleanup then stops what it started (killed outright, a live bench left its whole
+    # `hybrid-pipelines dev` stack running, in a session of its own, eating the CPU of
+    # every bench after it).
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=HERE.parent, start_new_session=True)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              cwd=HERE.parent)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [], f"timed out after {timeout:.0f}s"
+        _interrupt(proc)
+        return [], f"timed out after {timeout:.0f}s (interrupted, its servers stopped)"
     claims: list[dict] = []
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             payload = json.loads(line[len("BENCH_JSON "):])
             for claim in payload.get("claims", []):
@@ -38,8 +49,22 @@ def run_script(script: Path, quick: bool, timeout: float) -> tuple[list[dict], s
         else:
             print(f"  [{script.stem}] {line}")
     status = f"ok in {time.monotonic() - t0:.0f}s" if proc.returncode == 0 else \
-        f"FAILED (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
+        f"FAILED (exit {proc.returncode}): {stderr.strip()[-400:]}"
     return claims, status
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> None:
+    """SIGINT to the script's process group, then SIGKILL if it has not ended in time."""
+    for sig, wait_s in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def main() -> int:

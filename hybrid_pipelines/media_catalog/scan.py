@@ -353,12 +353,11 @@ class Scanner:
             self.log(f"{len(pairs)} renamed or moved file(s) keep their probe results")
 
     def _finish_report(self, r: ScanReport, cp: Checkpoint) -> None:
-        counts = self.store.status_counts(cp.partition_key)
+        counts, r.bytes = self.store.partition_summary(cp.partition_key)
         r.new, r.changed, r.deleted = cp.new_files, cp.changed_files, cp.deleted_files
         r.processed_files = cp.processed_files
         r.dirs_listed = cp.dirs_listed
         r.found = sum(v for k, v in counts.items() if k != DELETED)
         r.pending = counts.get(PENDING, 0)
         r.to_probe = counts.get(STABLE, 0)
-        r.bytes = self.store.partition_bytes(cp.partition_key, r.found)
         r.reconnects = self.nas.reconnects

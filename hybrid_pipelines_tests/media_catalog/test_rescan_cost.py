@@ -74,3 +74,37 @@ def test_rescan_lists_only_inner_and_changed_directories(
     full, listed_full = _scan(nas_resource, catalog, folder, full=True)
     assert full.changed == 1
     assert listed_full == 1 + ALL_DIRS
+
+
+def test_an_unchanged_rescan_reads_no_file_rows_for_its_report(
+        tree: tuple[str, Path], nas_resource: NASResource, tmp_path: Path) -> None:
+    """The report's counts and bytes are kept with the partition's newest change number
+    (scan_state.partition_summary): a rescan that changed nothing reuses them; a scan
+    change or a probe verdict moves the change number, so the figures follow."""
+    folder, share = tree
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    first, _ = _scan(nas_resource, catalog, folder)
+    statements: list[str] = []
+    with catalog.connect() as conn:
+        conn.set_trace_callback(statements.append)
+        again = Scanner(CatalogStore(conn), NASAccess(nas_resource, (0.05,)),
+                        CatalogSettings()).scan(folder, folder)
+    assert (again.found, again.bytes, again.to_probe) == \
+        (first.found, first.bytes, first.to_probe) == (LEAVES * FILES, 7272, LEAVES * FILES)
+    sums = [s for s in statements if "GROUP BY status" in s or "SUM(size)" in s]
+    assert statements and not sums
+
+    put(share, f"{folder}/S0/E00/part 7.mp4", b"x" * 1000)
+    (share / folder / "S1" / "E01" / "part 2.mp4").unlink()
+    changed, _ = _scan(nas_resource, catalog, folder)
+    assert (changed.found, changed.bytes, changed.new, changed.deleted) == \
+        (LEAVES * FILES, 7272 + 1000 - 102, 1, 1)
+    with catalog.connect() as conn:
+        store = CatalogStore(conn)
+        path, size, mtime = conn.execute(
+            "SELECT path, size, mtime FROM files WHERE status = 'stable' LIMIT 1").fetchone()
+        assert store.write_probe_results([(path, size, mtime, {"ok": True})]) == 1
+        counts, total = store.partition_summary(folder)
+        assert counts == store.status_counts(folder) and counts["valid"] == 1
+        assert total == store.live_bytes(folder)

@@ -140,7 +140,7 @@ def media_probes(context: dg.AssetExecutionContext, config: ProbeConfig, nas: NA
                                                     settings.probe_memory_limit_bytes),
                                  retry=RetryPolicy(settings.probe_retry_backoff_s,
                                                    settings.probe_max_attempts))
-        counts = store.status_counts(context.partition_key)
+        counts, _ = store.partition_summary(context.partition_key)
     meta: dict[str, int | float] = report.metadata()
     meta.update({f"files_{k}": v for k, v in sorted(counts.items())})
     return dg.MaterializeResult(metadata=meta)

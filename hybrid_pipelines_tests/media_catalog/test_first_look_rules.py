@@ -104,8 +104,14 @@ def test_the_scan_accepts_a_vouched_file_only_unchanged_and_old_enough() -> None
     # Changed since the sensor looked: the scan's own decision stands.
     assert apply_vouch(new, Look(9, T - 5, T - 31), T, RULE) is new
     assert apply_vouch(new, Look(10, T - 4, T - 31), T, RULE) is new
-    # Not min_stable_s since the first look: two looks too close together.
-    assert apply_vouch(new, Look(10, T - 5, T - 29), T, RULE) is new
+    # Not min_stable_s since the first look: two looks too close together. Still pending,
+    # but from the first look, which saw this very state: due at T - 29 + 30, not T + 30.
+    early = apply_vouch(new, Look(10, T - 5, T - 29), T, RULE)
+    assert (early.kind, early.status, early.seen_at) == (NEW, PENDING, T - 29)
+    # ... never later than the scan's own clock, nor for a file the scan did not write.
+    assert apply_vouch(new, Look(10, T - 5, T + 1), T, RULE) is new
+    same = decide_file(Known(o.path, 10, T - 5, PENDING, T - 10), o, T, RULE)
+    assert apply_vouch(same, Look(10, T - 5, T - 20), T, RULE) is same
     # Pending in the catalog since a later scan: confirmed by the earlier first look.
     k = Known(o.path, 10, T - 5, PENDING, T - 10)
     got = apply_vouch(decide_file(k, o, T, RULE), look, T, RULE)

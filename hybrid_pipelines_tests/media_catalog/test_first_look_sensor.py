@@ -172,3 +172,44 @@ def test_the_nas_sensor_leaves_notified_uploads_to_the_pending_sensor(
     nas_reqs, _c = tick(s["instance"], None, s["resources"])
     assert [r.partition_key for r in nas_reqs] == ["Show"]
     assert s["watcher"].recent_dirs(600) is None
+
+
+def test_an_upload_behind_another_keeps_the_sensors_clock(
+        setup: dict, media: dict[str, Path], smb_upload,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads in a row into one folder: the run for the first also lists the second, not
+    due yet. It is recorded pending from the sensor's first look (handed along), not from
+    that scan; its run is then requested ahead of its second look (the lead) and its scan
+    takes that look when due: valid one stability window after the sensor saw it."""
+    from hybrid_pipelines.defs.media_catalog import sensors
+
+    s = setup
+    monkeypatch.setenv("HP_CATALOG_MIN_STABLE_S", "4")
+    monkeypatch.setattr(sensors, "RUN_LEAD_S", 1.0)
+    second = "Show/S1/second.mp4"
+    smb_upload(f"{s['root']}/{UPLOAD}", media["mp4"].read_bytes())
+    cursor, deadline = None, time.monotonic() + 15
+    while f"{s['root']}/{UPLOAD}" not in (cursor or ""):  # the first look at the upload
+        assert time.monotonic() < deadline, "the sensor never looked at the upload"
+        _reqs, cursor, _skip = _pending_tick(s, cursor)
+        time.sleep(0.2)
+    time.sleep(1.0)
+    smb_upload(f"{s['root']}/{second}", media["mp4"].read_bytes())
+    req, cursor = _ticks_until_request(s, cursor)
+    scan = req.run_config["ops"]["nas_media_files"]["config"]
+    assert list(scan["vouched"]) == [f"{s['root']}/{UPLOAD}"]
+    assert list(scan["first_looks"]) == [f"{s['root']}/{second}"]
+    looked_at = scan["first_looks"][f"{s['root']}/{second}"][2]
+    _run(s, req)
+    assert _status(s, UPLOAD) == "valid" and _status(s, second) == "pending"
+    with sqlite3.connect(s["catalog"].path) as conn:
+        seen_at = conn.execute("SELECT seen_at FROM files WHERE path = ?",
+                               (f"{s['root']}/{second}",)).fetchone()[0]
+    assert seen_at == looked_at  # the sensor's look, before this scan
+    req2, _cursor = _ticks_until_request(s, cursor)
+    assert time.time() < looked_at + 4  # requested ahead of the second look ...
+    ahead = req2.run_config["ops"]["nas_media_files"]["config"]["vouched"]
+    assert ahead[f"{s['root']}/{second}"][2] == looked_at  # ... which the run waits for
+    _run(s, req2)
+    assert time.time() >= looked_at + 4
+    assert _status(s, second) == "valid"

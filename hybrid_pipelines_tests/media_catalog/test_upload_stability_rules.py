@@ -93,3 +93,21 @@ def test_a_new_file_in_a_listed_directory_is_reported_but_not_an_ignored_one() -
     assert got.partitions() == ["Show"] and "file 'Show/S1/b.mp4' new" in got.reasons("Show")
     # Without the catalog's paths nothing counts as new (the caller did not ask).
     assert not judge([due], listed, {}, T0 + 31, RULE).new
+
+
+def test_an_unchanged_file_is_confirmed_ahead_within_the_lead() -> None:
+    """With a lead, the run is requested before the second look is due (its launch overlaps
+    the wait) and the scan takes that look when due; a file that moved is not confirmed."""
+    a, moved = _f("Show/S1/a.mp4", seen_at=T0), _f("Show/S1/b.mp4", seen_at=T0)
+    assert split_due([a], T0 + 19, RULE, lead_s=10) == ([], T0 + 20)
+    due, _ = split_due([a, moved], T0 + 20, RULE, lead_s=10)
+    assert due == [a, moved]
+    listed = {"Show/S1": {"Show/S1/a.mp4": Observed("Show/S1/a.mp4", 10, T0 - 5),
+                          "Show/S1/b.mp4": Observed("Show/S1/b.mp4", 11, T0 + 15)}}
+    v = judge(due, listed, {}, T0 + 20, RULE, lead_s=10)
+    assert v.confirmed == {"Show": ["Show/S1/a.mp4"]}
+    assert v.ahead == {"Show": {"Show/S1/a.mp4": (10, T0 - 5, T0)}}
+    assert v.moving == ["Show/S1/b.mp4"]
+    # Without the lead the same look is too early: looked at again later.
+    v = judge(due, listed, {}, T0 + 20, RULE)
+    assert not v.confirmed and v.still == ["Show/S1/a.mp4"]

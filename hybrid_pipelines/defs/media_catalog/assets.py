@@ -45,6 +45,8 @@ class ScanConfig(dg.Config):
     # takes the second look (waiting until it is due, at most MAX_VOUCH_WAIT_S) and a file
     # still in that state is stable at once (rules/first_look.py).
     vouched: dict[str, list[float]] | None = None
+    # First looks not due yet, handed along: recorded pending from the sensor's look.
+    first_looks: dict[str, list[float]] | None = None
 
 
 MAX_VOUCH_WAIT_S = 20.0  # the sensor requests the run 10 s early (sensors.RUN_LEAD_S)
@@ -95,7 +97,8 @@ def nas_media_files(context: dg.AssetExecutionContext, config: ScanConfig, nas: 
         store = CatalogStore(conn)
         access = NASAccess(nas, settings.retry_delays_s, log=context.log.warning)
         report = Scanner(store, access, settings, log=context.log.info).scan(
-            pk, folder_for(pk), full=config.full_reconcile, vouched=vouched)
+            pk, folder_for(pk), full=config.full_reconcile,
+            vouched={**parse_looks(config.first_looks), **vouched})
     if vouched:
         context.log.info(f"{report.vouched_stable} of {len(vouched)} file(s) first seen by "
                          "the pending sensor unchanged since: stable")

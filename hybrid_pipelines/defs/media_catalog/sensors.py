@@ -35,6 +35,7 @@ from hybrid_pipelines.media_catalog.rules.catalog_paths import (
     partition_key_for,
 )
 from hybrid_pipelines.media_catalog.rules.first_look import (
+    Look,
     dir_of,
     dump_looks,
     forget_old,
@@ -191,7 +192,7 @@ def media_catalog_pending_sensor(context: dg.SensorEvaluationContext, nas: NASRe
     # A queued or running run takes its second look itself; a scan in progress may rewrite
     # the rows under us. Files the sensor tracks itself are due by their first look.
     due, next_at = split_due((f for f in pending if f.partition_key not in active
-                              and f.path not in first), now, rule)
+                              and f.path not in first), now, rule, RUN_LEAD_S)
     looks_due, next_look = split_due_looks(
         {p: v for p, v in first.items() if _partition_of(p, settings) not in active},
         now, rule, RUN_LEAD_S)
@@ -218,7 +219,7 @@ def media_catalog_pending_sensor(context: dg.SensorEvaluationContext, nas: NASRe
                                     and _partition_of(p, settings) not in active},
                                    now, rule, RUN_LEAD_S)
     last_seen = parse_seen(state.get("seen"))
-    verdicts = judge(due, listed, last_seen, now, rule)
+    verdicts = judge(due, listed, last_seen, now, rule, lead_s=RUN_LEAD_S)
     requests = []
     by_pk: dict[str, dict] = {}
     for path, look in looks_due.items():
@@ -230,14 +231,21 @@ def media_catalog_pending_sensor(context: dg.SensorEvaluationContext, nas: NASRe
                                           for p, v in sorted(by_pk.get(pk, {}).items())]
         context.log.info(f"{pk}: {'; '.join(reasons[:3])}"
                          + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""))
-        looks = by_pk.get(pk, {})
+        # The run waits for the due looks (first looks, and pending rows confirmed ahead);
+        # the partition's other first looks go along so its scan, which lists their
+        # directories anyway, records them pending from the sensor's look, not its own.
+        looks = {**by_pk.get(pk, {}), **{p: Look(*v) for p, v in verdicts.ahead.get(pk,
+                                                                                   {}).items()}}
+        early = {p: v for p, v in first.items()
+                 if p not in looks and _partition_of(p, settings) == pk}
         requests.append(dg.RunRequest(
             partition_key=pk,
             run_key=f"{pk}:pending:{verdicts.fingerprint(pk)}:{look_fingerprint(looks)}",
             run_config=dg.RunConfig(ops={"nas_media_files": ScanConfig(
-                vouched=dump_looks(looks))}) if looks else None,
+                vouched=dump_looks(looks), first_looks=dump_looks(early))})
+            if looks or early else None,
             tags={**CATALOG_TAGS, TRIGGER_TAG: "pending_sensor"}))
-        for p, v in looks.items():
+        for p, v in {**looks, **early}.items():
             vouched[p] = v
             first.pop(p, None)
     cursor = _cursor(verdicts.seen, first, vouched)

@@ -127,12 +127,16 @@ def wait_before_scan(looks: Iterable[Look], now: float, rule: StabilityRule,
 def apply_vouch(decision: FileDecision, look: Look | None, now: float,
                 rule: StabilityRule) -> FileDecision:
     """The scan's decision for a file the sensor handed over: stable when this look (the
-    scan's, at `now`) shows the first look's size and mtime at least `min_stable_s` later.
-    Anything else keeps the scan's own decision (pending, growing...)."""
+    scan's, at `now`) shows the first look's size and mtime at least `min_stable_s` later;
+    pending from the first look's time when sooner (that look saw this very state: its
+    second look falls due then, not `min_stable_s` after this scan). Anything else keeps
+    the scan's own decision (pending, growing...)."""
     if look is None or decision.status != PENDING or not look.same(decision.obs):
         return decision
     if now - look.at < rule.min_stable_s:
-        return decision
+        if decision.kind == UNCHANGED or look.at >= decision.seen_at:
+            return decision
+        return FileDecision(decision.obs, decision.kind, PENDING, look.at)
     kind = CONFIRMED if decision.kind == UNCHANGED else decision.kind
     return FileDecision(decision.obs, kind, STABLE, min(look.at, decision.seen_at))
 

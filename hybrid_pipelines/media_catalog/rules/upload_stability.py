@@ -57,13 +57,14 @@ def due_at(f: PendingFile, rule: StabilityRule) -> float:
     return f.seen_at + rule.min_stable_s
 
 
-def split_due(files: Iterable[PendingFile], now: float, rule: StabilityRule
-              ) -> tuple[list[PendingFile], float | None]:
-    """Files whose second look is due now, and when the next of the others falls due."""
+def split_due(files: Iterable[PendingFile], now: float, rule: StabilityRule,
+              lead_s: float = 0.0) -> tuple[list[PendingFile], float | None]:
+    """Files whose second look is due now (or within `lead_s`: the run is requested that
+    much early and waits, see judge), and when the next of the others falls due."""
     due: list[PendingFile] = []
     later: float | None = None
     for f in files:
-        at = due_at(f, rule)
+        at = due_at(f, rule) - lead_s
         if at <= now:
             due.append(f)
         else:
@@ -85,6 +86,10 @@ class Verdicts:
     new: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     moving: list[str] = field(default_factory=list)  # moved since last look: wait
     still: list[str] = field(default_factory=list)  # unchanged but not yet stable (clock)
+    # Confirmed ahead of their second look (judge's lead_s): partition -> path -> (size,
+    # mtime, seen_at); the run's scan waits until the look is due, then takes it itself.
+    ahead: dict[str, dict[str, tuple[int, float, float]]] = field(
+        default_factory=lambda: defaultdict(dict))
     seen: dict[str, Seen] = field(default_factory=dict)  # cursor: moved files' observations
     # What each run request is for, state included: a file written again later under the
     # same path (even with the same size) is a new state and must get a new run key.
@@ -109,9 +114,12 @@ class Verdicts:
 def judge(due: Iterable[PendingFile], listed: Mapping[str, Mapping[str, Observed] | None],
           last_seen: Mapping[str, Seen], now: float, rule: StabilityRule,
           known: Mapping[str, set[str]] | None = None,
-          ignored: Callable[[str], bool] = lambda p: False) -> Verdicts:
+          ignored: Callable[[str], bool] = lambda p: False, lead_s: float = 0.0) -> Verdicts:
     """`listed`: directory -> its files as just listed (None: the directory is gone).
     `last_seen`: the moved files' observations from the previous look (the cursor).
+    `lead_s`: a file unchanged since the scan recorded it, its second look due within
+    `lead_s`, is confirmed ahead (`ahead`): its run is launched while the clock runs out,
+    and its scan takes the second look when due (the rule itself is the scan's to apply).
     `known`: directory -> the paths the catalog holds there (any status), to spot new files;
     `ignored`: paths the catalog never records (partial downloads, system files)."""
     out = Verdicts()
@@ -135,6 +143,12 @@ def judge(due: Iterable[PendingFile], listed: Mapping[str, Mapping[str, Observed
                                                    f"{f.seen_at!r}|stable")
                 continue
             if obs.size == f.size and obs.mtime == f.mtime:
+                if now >= due_at(f, rule) - lead_s:
+                    out.confirmed[f.partition_key].append(f.path)
+                    out.ahead[f.partition_key][f.path] = (f.size, f.mtime, f.seen_at)
+                    out.states[f.partition_key].append(f"{f.path}|{f.size}|{f.mtime!r}|"
+                                                       f"{f.seen_at!r}|stable")
+                    continue
                 out.still.append(f.path)  # not due after all (clock skew): look again later
                 continue
         now_seen: Seen = None if obs is None else (obs.size, obs.mtime)

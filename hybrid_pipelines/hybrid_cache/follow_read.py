@@ -13,11 +13,10 @@ connection between threads)."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import IO
 
-from hybrid_pipelines.hybrid_cache.hashing_copy import CopyResult, Progress
+from hybrid_pipelines.hybrid_cache.hashing_copy import CopyResult, Progress, sha256_of_stream
 
 
 class WriterGone(RuntimeError):
@@ -63,29 +62,37 @@ class WriteMark:
             return None if self._closed else offset
 
 
+class _Following:
+    """The NAS handle as the mark allows it to be read: `readinto` waits for written bytes,
+    never reads past them, and returns 0 only at the end of the closed file."""
+
+    def __init__(self, fh: IO[bytes], mark: WriteMark, progress: Progress | None,
+                 wait_s: float) -> None:
+        self._fh, self._mark, self._progress, self._wait_s = fh, mark, progress, wait_s
+        self._offset = 0
+
+    def readinto(self, view: memoryview) -> int:
+        while (limit := self._mark.readable_up_to(self._offset, self._wait_s)) == self._offset:
+            if self._progress:
+                self._progress(0)  # nothing new yet: may raise to stop the read-back
+        want = len(view) if limit is None else min(len(view), limit - self._offset)
+        n = self._fh.readinto(view[:want]) or 0
+        if not n and limit is not None:
+            raise OSError(f"the NAS returned no bytes at offset {self._offset} of a file "
+                          f"written to {limit}: the copy is shorter than what was written")
+        self._offset += n
+        return n
+
+    def read(self, size: int = -1, /) -> bytes:  # Readable; sha256_of_stream uses readinto
+        buf = bytearray(size if size > 0 else 1 << 20)
+        return bytes(buf[:self.readinto(memoryview(buf))])
+
+
 def read_back_following(open_read: IO[bytes], mark: WriteMark, chunk_size: int,
                         progress: Progress | None = None, wait_s: float = 5.0) -> CopyResult:
     """Hash the file behind `open_read` (an unbuffered handle) as `mark` says it is written;
     after the writer closed, to its end. `progress(n)` after every chunk, and `progress(0)`
     every `wait_s` while waiting for the writer (it may raise to stop the read-back)."""
-    digest, size = hashlib.sha256(), 0
-    view = memoryview(bytearray(chunk_size))
     with open_read as fh:
-        while True:
-            limit = mark.readable_up_to(size, wait_s)
-            if limit == size:  # nothing new yet
-                if progress:
-                    progress(0)
-                continue
-            want = chunk_size if limit is None else min(chunk_size, limit - size)
-            n = fh.readinto(view[:want])
-            if not n:
-                if limit is None:
-                    break  # the end of the closed file
-                raise OSError(f"the NAS returned no bytes at offset {size} of a file written "
-                              f"to {limit}: the copy is shorter than what was written")
-            digest.update(view[:n])
-            size += n
-            if progress:
-                progress(n)
-    return CopyResult(size, digest.hexdigest())
+        return sha256_of_stream(_Following(fh, mark, progress, wait_s), chunk_size,
+                                progress=progress)

@@ -10,11 +10,11 @@ client GUID per run (a writer and the reader of its file must share it: nas_fs.p
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import IO, Any
 
 from hybrid_pipelines.resources.nas_fs import SMBNAS, NASEntry, NASFileSystem
+from hybrid_pipelines.shared.per_thread import PerThread
 
 
 class PerThreadNAS:
@@ -23,31 +23,19 @@ class PerThreadNAS:
     def __init__(self, nas: NASFileSystem):
         self._nas = nas
         self.description = nas.description
-        self._local = threading.local()
-        self._caches: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._client_guid = uuid.uuid4()
+        client_guid = uuid.uuid4()
+        self._sessions: PerThread[tuple[NASFileSystem, dict[str, Any]]] | None = None
+        if isinstance(nas, SMBNAS):
+            self._sessions = PerThread(lambda: nas.with_own_connection(client_guid),
+                                       _log_off)
 
     def _fs(self) -> NASFileSystem:
-        if not isinstance(self._nas, SMBNAS):
-            return self._nas
-        fs = getattr(self._local, "fs", None)
-        if fs is None:
-            fs, cache = self._nas.with_own_connection(self._client_guid)
-            with self._lock:
-                self._caches.append(cache)
-            self._local.fs = fs
-        return fs
+        return self._nas if self._sessions is None else self._sessions.get()[0]
 
     def close(self) -> None:
         """Log off and disconnect every session the workers opened."""
-        with self._lock:
-            caches, self._caches = self._caches, []
-        if caches:
-            import smbclient
-
-            for cache in caches:
-                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+        if self._sessions is not None:
+            self._sessions.close()
 
     def list_dir(self, path: str) -> list[NASEntry]:
         return self._fs().list_dir(path)
@@ -69,3 +57,9 @@ class PerThreadNAS:
 
     def makedirs(self, path: str) -> None:
         self._fs().makedirs(path)
+
+
+def _log_off(session: tuple[NASFileSystem, dict[str, Any]]) -> None:
+    import smbclient
+
+    smbclient.reset_connection_cache(fail_on_error=False, connection_cache=session[1])

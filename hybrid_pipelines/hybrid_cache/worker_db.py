@@ -9,10 +9,10 @@ the files it copied on a connection of its own, opened with the run connection's
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 from psycopg.conninfo import make_conninfo
+
+from hybrid_pipelines.shared.per_thread import PerThread
 
 # A NAS rename that never returns must not hold its row lock for ever (the run's lease
 # renewals would wait on it): the server ends a session idle inside a transaction this long,
@@ -28,26 +28,17 @@ class PerThreadDB:
         info = conn.info
         self._conninfo = make_conninfo(info.dsn, **({"password": info.password}
                                                      if info.password else {}))
-        self._local = threading.local()
-        self._conns: list[psycopg.Connection] = []
-        self._lock = threading.Lock()
+        self._conns = PerThread(self._open, psycopg.Connection.close,
+                                usable=lambda c: not c.closed)
 
-    def get(self) -> psycopg.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
-            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                         (str(PLACING_IDLE_TIMEOUT_MS),))
-            with self._lock:
-                self._conns.append(conn)
-            self._local.conn = conn
+    def _open(self) -> psycopg.Connection:
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                     (str(PLACING_IDLE_TIMEOUT_MS),))
         return conn
 
+    def get(self) -> psycopg.Connection:
+        return self._conns.get()
+
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001, S110 - closing a connection the server dropped
-                pass
+        self._conns.close()

@@ -115,14 +115,20 @@ def test_an_idle_watcher_sends_nothing(watched: dict, smb_upload) -> None:
     assert w.requests == sent
 
 
+def _drain_until_error(w: ShareWatcher, timeout_s: float) -> None:
+    """Drain as the pending sensor does until the watcher gives up (its error set); no
+    drain meanwhile may claim a complete picture."""
+    deadline = time.monotonic() + timeout_s
+    while w.error is None and time.monotonic() < deadline:
+        assert not w.drain().complete
+        time.sleep(0.05)
+
+
 def test_a_nas_nobody_answers_leaves_the_poll_in_charge() -> None:
     w = ShareWatcher(WatchTarget("127.0.0.1", free_port(), "none", "nobody", ""), "x",
                      timeout_s=1.0)
     try:
-        deadline = time.monotonic() + 10
-        while w.error is None and time.monotonic() < deadline:
-            assert not w.drain().complete
-            time.sleep(0.05)
+        _drain_until_error(w, 10)
         assert w.error is not None and "cannot watch smb://127.0.0.1" in w.error
         assert not w.drain().complete  # and no retry loop: the next try after RETRY_AFTER_S
     finally:
@@ -155,10 +161,7 @@ def test_a_session_setup_that_never_answers_is_given_up(samba_server: SambaServe
                                      nas_resource.username, ""), nas_resource.password,
                          timeout_s=1.0)
         try:
-            deadline = time.monotonic() + 20
-            while w.error is None and time.monotonic() < deadline:
-                assert not w.drain().complete
-                time.sleep(0.1)
+            _drain_until_error(w, 20)
             assert w.error is not None and "no answer to the SMB session setup" in w.error
             assert pieces[0] >= 2  # it was the session setup that hung, not the connect
             thread = w._thread

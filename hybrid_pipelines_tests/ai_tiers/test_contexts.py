@@ -97,7 +97,8 @@ def test_overlapping_archive_runs_lose_and_double_nothing(ai_pg: PostgresResourc
     with ai_pg.connect() as run_a, ai_pg.connect(autocommit=True) as run_b:
         # Run A has moved a batch but not committed: its rows are locked, mid-move.
         a_moved = run_a.execute(ARCHIVE_BATCH_SQL, params).fetchone()[0]
-        # Run B overlaps: it skips A's locked rows and moves everything else.
+        # Run B overlaps: its first batch waits for A's rows past BATCH_LOCK_WAIT, is redone
+        # skipping them (SKIP LOCKED), and B moves everything else.
         b = archive_contexts(run_b, cutoff(NOW, 30), NOW, batch_size=64)
         run_a.commit()
         # Run A goes on: nothing is left for it.

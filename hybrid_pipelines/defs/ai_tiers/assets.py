@@ -181,6 +181,7 @@ def user_contexts_archive(context: dg.AssetExecutionContext, config: ArchiveConf
     return dg.MaterializeResult(metadata={
         "contexts_moved": report.moved, "bytes_moved": report.bytes_moved,
         "merged_into_archived_twin": report.merged_into_twins, "batches": report.batches,
+        "batches_skipping_held_rows": report.skip_locked_batches,
         **sizes})
 
 

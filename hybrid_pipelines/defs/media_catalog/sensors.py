@@ -60,7 +60,10 @@ from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
 from hybrid_pipelines.shared.sensor_cursor import load_cursor
 
 SENSOR_INTERVAL_S = 60
-PENDING_INTERVAL_S = 5
+# Dagster's sensor daemon wakes every 5 s (MIN_INTERVAL_LOOP_TIME) and skips a sensor whose
+# minimum interval has not quite passed: at exactly 5 s, a wake a few milliseconds early
+# skips the tick and the sensor ticks every 10 s. Just under it, it ticks on every wake.
+PENDING_INTERVAL_S = 4
 # The run for an upload is requested this long before its second look is due, so the run's
 # queue and launch overlap the wait; its scan takes the second look (assets.ScanConfig).
 RUN_LEAD_S = 10.0

@@ -25,6 +25,7 @@ from hybrid_pipelines.defs.hybrid_cache.jobs import (
 )
 from hybrid_pipelines.defs.hybrid_cache.schedules import WAITING, settings_run_request
 from hybrid_pipelines.defs.run_keys import work_key
+from hybrid_pipelines.defs.sensor_cadence import EVERY_WAKE_S
 from hybrid_pipelines.hybrid_cache.health_gate import NAS, SEAWEEDFS, load_state
 from hybrid_pipelines.hybrid_cache.queue_probe import (
     Probe,
@@ -43,7 +44,7 @@ from hybrid_pipelines.resources import NASResource, PostgresResource, SeaweedFSR
 from hybrid_pipelines.shared.cache_settings import CacheSettings, cache_settings
 
 DEFAULT_THRESHOLD = LOADED.threshold
-PRIORITY_INTERVAL_S = 5
+PRIORITY_INTERVAL_S = EVERY_WAKE_S  # every 5 s, on each wake of the daemon
 RETRY_DELAY_S = 60.0  # SyncConfig.retry_delay_s: a failed row is not due before this
 ACTIVE = [*WAITING, dg.DagsterRunStatus.STARTED]
 

@@ -18,6 +18,7 @@ from hybrid_pipelines.defs.media_catalog.assets import (
     media_catalog_job,
 )
 from hybrid_pipelines.defs.pools import CATALOG_TAGS, TRIGGER_TAG
+from hybrid_pipelines.defs.sensor_cadence import EVERY_WAKE_S
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, apply_schema, has_schema
 from hybrid_pipelines.media_catalog.change_detection import (
     catalog_rows,
@@ -60,10 +61,7 @@ from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
 from hybrid_pipelines.shared.sensor_cursor import load_cursor
 
 SENSOR_INTERVAL_S = 60
-# Dagster's sensor daemon wakes every 5 s (MIN_INTERVAL_LOOP_TIME) and skips a sensor whose
-# minimum interval has not quite passed: at exactly 5 s, a wake a few milliseconds early
-# skips the tick and the sensor ticks every 10 s. Just under it, it ticks on every wake.
-PENDING_INTERVAL_S = 4
+PENDING_INTERVAL_S = EVERY_WAKE_S  # every 5 s, on each wake of the daemon
 # The run for an upload is requested this long before its second look is due, so the run's
 # queue and launch overlap the wait; its scan takes the second look (assets.ScanConfig).
 RUN_LEAD_S = 10.0

@@ -43,8 +43,8 @@ _MOVED = "user_id, conversation_id, messages, created_at, updated_at"
 # the (updated_at, id) index from where the previous one stopped, so each reads only its own
 # rows: restarting from the top would re-read the dead entries of every earlier batch.
 # {pick}: the rows are not locked when picked (locking each one first is a WAL record and a
-# page write per row: bench/archive.py, 1M rows, 0.87x -> 0.94-1.01x of the plain
-# statement's rows/s); the skip-locked variant below locks them, skipping held ones.
+# page write per row: bench/archive.py, 1M rows, 0.90x -> 0.94x of the plain statement's
+# rows/s); the skip-locked variant below locks them, skipping held ones.
 _BATCH_SQL = f"""
 WITH batch AS (
     SELECT id, updated_at, ctid FROM user_contexts

@@ -48,6 +48,15 @@ class _Run(threading.Thread):
                                            batch_size=self.batch_size)
 
 
+def _started_waiting(pg: PostgresResource, batch_size: int) -> _Run:
+    """A run started while the test holds rows it picks: still waiting half a second on."""
+    run = _Run(pg, batch_size)
+    run.start()
+    time.sleep(0.5)
+    assert run.is_alive()
+    return run
+
+
 @pytest.mark.fault("ai_tiers: a second archive run meets rows the first run's open batch "
                    "holds -> it waits for that commit and skips them; nothing lost or doubled",
                    kind="concurrency")
@@ -58,10 +67,7 @@ def test_a_run_overlapping_an_open_batch_waits_then_skips_its_rows(
               "after_id": None}
     with ai_pg.connect() as run_a:
         a_moved = run_a.execute(ARCHIVE_BATCH_SQL, params).fetchone()[0]  # not committed
-        run_b = _Run(ai_pg, batch_size=64)
-        run_b.start()
-        time.sleep(0.5)
-        assert run_b.is_alive()  # waiting on the rows run A deleted
+        run_b = _started_waiting(ai_pg, batch_size=64)  # on the rows run A deleted
         run_a.commit()
         run_b.join(30)
     assert run_b.report is not None
@@ -80,10 +86,7 @@ def test_a_conversation_the_platform_touches_mid_batch_stays_warm(
     with ai_pg.connect() as platform:
         platform.execute("UPDATE user_contexts SET messages = %s, updated_at = %s "
                          "WHERE conversation_id = 'old5'", (Jsonb(touched), naive(NOW)))
-        run = _Run(ai_pg, batch_size=8)
-        run.start()
-        time.sleep(0.5)
-        assert run.is_alive()  # its first batch picked old5 and waits for the platform
+        run = _started_waiting(ai_pg, batch_size=8)  # its first batch picked old5
         platform.commit()
         run.join(30)
     assert run.report is not None

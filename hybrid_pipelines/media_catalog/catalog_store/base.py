@@ -4,6 +4,7 @@ columns, and the connection with its transactions and change numbers."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources as pkg_resources
@@ -56,6 +57,19 @@ class StoreBase:
             upgrade(conn)
 
     # ------------------------------------------------------------------ plumbing
+
+    def get_state(self, stream: str) -> tuple[int, str | None]:
+        """A sync_state row (a change-feed cursor, a cached figure): (cursor, detail)."""
+        row = self.conn.execute("SELECT cursor, detail FROM sync_state WHERE stream = ?",
+                                (stream,)).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def set_state(self, stream: str, cursor: int, detail: str | None = None) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO sync_state (stream, cursor, detail, updated_at) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT(stream) DO UPDATE SET "
+                      "cursor = excluded.cursor, detail = excluded.detail, "
+                      "updated_at = excluded.updated_at", (stream, cursor, detail, time.time()))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

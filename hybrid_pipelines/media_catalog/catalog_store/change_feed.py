@@ -4,7 +4,6 @@ has read."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,20 +19,6 @@ class ChangeRow:
 
 
 class ChangeFeedStore(StoreBase):
-    # ------------------------------------------------------------------ sync state
-
-    def get_state(self, stream: str) -> tuple[int, str | None]:
-        row = self.conn.execute("SELECT cursor, detail FROM sync_state WHERE stream = ?",
-                                (stream,)).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
-
-    def set_state(self, stream: str, cursor: int, detail: str | None = None) -> None:
-        with self.transaction() as c:
-            c.execute("INSERT INTO sync_state (stream, cursor, detail, updated_at) "
-                      "VALUES (?, ?, ?, ?) ON CONFLICT(stream) DO UPDATE SET "
-                      "cursor = excluded.cursor, detail = excluded.detail, "
-                      "updated_at = excluded.updated_at", (stream, cursor, detail, time.time()))
-
     # ------------------------------------------------------------------ Firestore feed
 
     def partition_max_seq(self, partition_key: str) -> int:

@@ -123,22 +123,16 @@ class ScanStore(StoreBase):
         partition for its report (both sums read every row: most of an unchanged rescan's
         own time at 50,000 files)."""
         stream = f"scan-summary:{partition_key}"
-        top = self.conn.execute("SELECT MAX(seq) FROM files WHERE partition_key = ?",
-                                (partition_key,)).fetchone()[0]
-        stamp = str(top or 0)
-        row = self.conn.execute("SELECT detail FROM sync_state WHERE stream = ?",
-                                (stream,)).fetchone()
-        if row is not None and row[0] and row[0].startswith(stamp + " "):
-            cached = json.loads(row[0][len(stamp) + 1:])
+        top = int(self.conn.execute("SELECT MAX(seq) FROM files WHERE partition_key = ?",
+                                    (partition_key,)).fetchone()[0] or 0)
+        stamp, detail = self.get_state(stream)
+        if detail is not None and stamp == top:
+            cached = json.loads(detail)
             return dict(cached["counts"]), int(cached["bytes"])
         counts = self.status_counts(partition_key)
         total = self.live_bytes(partition_key)
-        detail = f"{stamp} {json.dumps({'counts': counts, 'bytes': total}, sort_keys=True)}"
-        with self.transaction() as c:
-            c.execute("INSERT INTO sync_state (stream, cursor, detail, updated_at) "
-                      "VALUES (?, 0, ?, ?) ON CONFLICT(stream) DO UPDATE SET "
-                      "detail = excluded.detail, updated_at = excluded.updated_at",
-                      (stream, detail, time.time()))
+        self.set_state(stream, top, json.dumps({"counts": counts, "bytes": total},
+                                               sort_keys=True))
         return counts, total
 
     def live_paths_below(self, dir_path: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from pathlib import Path
 
 from hybrid_pipelines.dev.stack.privilege import decide
 from hybrid_pipelines.dev.stack.samba import SambaServer, share_owner
@@ -68,3 +69,14 @@ def test_what_root_puts_in_the_share_directly_stays_usable_over_smb(server_facto
     (local / "b.bin").write_bytes(b"root rewrote it")  # and root still writes what smbd made
     with fs.open_read("seeded-locally/inner/b.bin") as fh:
         assert fh.read() == b"root rewrote it"
+
+
+def test_smbd_holds_no_copy_of_a_fuse_mount_made_before_it(juicefs_mount, server_factory) -> None:
+    """A root smbd runs in a mount namespace of its own (the share's private bind), which
+    starts as a copy of every mount. A copy of the JuiceFS hot tier there kept the FUSE file
+    system alive after `juicefs umount`, so its daemon never exited and was killed after its
+    10 s grace at every stop (found as 11 s of each test session's teardown)."""
+    server = server_factory("samba")  # started after the JuiceFS mount, as in that session
+    mounts = (Path("/proc") / str(server.pid) / "mountinfo").read_text()
+    assert str(juicefs_mount.mount_path) not in mounts
+    assert " fuse" not in mounts, [line for line in mounts.splitlines() if " fuse" in line]

@@ -249,7 +249,13 @@ class SambaServer(LocalServer):
                 + ". Fix: put the stack's state folder under a folder others may traverse "
                 "(chmod o+x), or install util-linux.")
         # --mount: private propagation by default, so the bind never reaches the host.
-        script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        # The new namespace starts with a copy of every mount, FUSE ones too: a FUSE file
+        # system lives until its last copy goes, so a JuiceFS mounted before smbd started
+        # could not finish unmounting (its daemon hung until killed) while smbd ran. smbd
+        # needs none of them: they are detached here, in its namespace only.
+        script = ('mount --bind "$1" "$2" && shift 2 && '
+                  'while read -r _ mnt fstype _; do case "$fstype" in fuse*) '
+                  'umount -l "$mnt" 2>/dev/null;; esac; done < /proc/self/mounts; exec "$@"')
         return target, [unshare, "--mount", "--", "sh", "-c", script, "sh",
                         str(self.share_dir), target]
 

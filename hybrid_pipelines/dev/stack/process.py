@@ -88,10 +88,34 @@ def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        p = psutil.Process(pid)
+        return running(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def running(p: psutil.Process) -> bool:
+    """Alive and not a zombie; is_running() also guards against a reused PID."""
+    try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of `procs` still running after `timeout`. An exited process counts as gone
+    while still a zombie (psutil.wait_procs waits until it is reaped): a server whose parent
+    exited, as every server `stack up` started, is reaped by PID 1, which on some machines
+    does so only every second or two, and that wait was ~2 s of every stop. A child of
+    ours is left to whoever holds its Popen, which reads its exit status when reaping it."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        procs = [p for p in procs if running(p)]
+        left = deadline - time.monotonic()
+        if not procs or left <= 0:
+            return procs
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.05)
 
 
 def server_processes(pid: int) -> list[psutil.Process]:
@@ -127,10 +151,10 @@ def stop_pid(pid: int | None, grace: float = 10.0, sig: int = signal.SIGTERM) ->
             p.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = wait_gone(procs, grace)
     for p in alive:
         try:
             p.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    psutil.wait_procs(alive, timeout=5)
+    wait_gone(alive, 5)

@@ -21,7 +21,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,8 +32,10 @@ from hybrid_pipelines.dev.stack.privilege import Privilege, current, find_tool, 
 from hybrid_pipelines.dev.stack.process import (
     LOOPBACK,
     port_open,
+    running,
     server_processes,
     spawn,
+    wait_gone,
     wait_until,
 )
 
@@ -102,28 +103,10 @@ def _smbd_binary() -> str:
     return find_tool("smbd") or "/usr/sbin/smbd"
 
 
-def _running(p: psutil.Process) -> bool:
-    """Alive and not a zombie; is_running() also guards against a reused PID."""
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
-    """Poll rather than psutil.wait_procs: an unreaped zombie counts as gone here."""
-    deadline = time.monotonic() + timeout
-    while any(_running(p) for p in procs):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _server_processes(pid: int) -> list[psutil.Process]:
     """The sudo that spawn() made a session leader, smbd under it and its orphaned workers,
     those still running (an unreaped zombie is gone)."""
-    return [p for p in server_processes(pid) if _running(p)]
+    return [p for p in server_processes(pid) if running(p)]
 
 
 def _signal_as_root(priv: Privilege, procs: list[psutil.Process], sig: signal.Signals) -> bool:
@@ -345,10 +328,10 @@ class SambaServer(LocalServer):
                         launcher.send_signal(signal.SIGTERM)  # relayed; SIGKILL could not be
                 except psutil.Error:
                     pass
-            if not _wait_gone(procs, grace):
-                left = [p for p in procs if _running(p)]
+            left = wait_gone(procs, grace)
+            if left:
                 _signal_as_root(priv, left, signal.SIGKILL)
-                _wait_gone(left, 5.0)
+                wait_gone(left, 5.0)
         if not priv.missing:
             self._give_back(priv)
 

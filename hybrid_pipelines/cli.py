@@ -119,6 +119,7 @@ def _stop_dagster(proc: subprocess.Popen[bytes]) -> None:
     from hybrid_pipelines.dev.stack.process import stop_pid
 
     stop_pid(proc.pid, grace=15)
+    proc.poll()  # reaped: stop_pid counts an exited child as gone but leaves it to its Popen
     for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -154,11 +155,22 @@ def _dagster(args: argparse.Namespace) -> int:
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Until no process of the group runs. Not `killpg(pgid, 0)`: that also answers for the
+    group's exited processes that PID 1 has not reaped yet (up to ~2 s on some machines)."""
+    import psutil
+
+    from hybrid_pipelines.dev.stack.process import running
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        members = []
+        for p in psutil.process_iter():
+            try:
+                if os.getpgid(p.pid) == pgid:
+                    members.append(p)
+            except (OSError, psutil.Error):
+                continue
+        if not any(running(p) for p in members):
             return
         time.sleep(0.1)
 

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, Checkpoint, parent_of
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.rules.catalog_paths import (
-    is_ignored,
     is_ignored_dir_name,
+    is_ignored_name,
     name_problem,
 )
 from hybrid_pipelines.media_catalog.rules.first_look import Look, apply_vouch, dir_of
@@ -246,7 +246,7 @@ class Scanner:
             name = e.path.rsplit("/", 1)[-1]
             if e.is_dir:
                 return is_ignored_dir_name(name, rules)
-            return above or is_ignored(name, rules)
+            return above or is_ignored_name(name, rules)
 
         known_files = {} if self._none_known else self.store.files_in_dir(d)
         now = self.clock()

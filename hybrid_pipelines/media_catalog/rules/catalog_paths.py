@@ -237,11 +237,15 @@ def split_rel(rel: str) -> list[str]:
 def is_ignored(rel: str, rules: CatalogRules) -> bool:
     """True for files (or folders on the way to them) that are not catalogued."""
     parts = split_rel(rel)
-    for part in parts:
-        if part in rules.ignore_names or part.startswith(rules.ignore_prefixes):
-            return True
-    name = parts[-1] if parts else ""
-    if name.endswith(rules.ignore_suffixes):
+    if any(is_ignored_dir_name(part, rules) for part in parts[:-1]):
+        return True
+    return is_ignored_name(parts[-1] if parts else "", rules)
+
+
+def is_ignored_name(name: str, rules: CatalogRules) -> bool:
+    """is_ignored of a file's own name, the folders on the way already checked: what a scan
+    asks once per listed file."""
+    if is_ignored_dir_name(name, rules) or name.endswith(rules.ignore_suffixes):
         return True
     if rules.media_extensions:
         return os.path.splitext(name)[1].lower() not in rules.media_extensions

@@ -56,7 +56,8 @@ def open_catalog(path: str | Path, timeout_s: float = 30.0,
     # (bench/scan.py: ~10% of its time). The WAL file grows to ~32 MiB between them.
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     # 8 MiB of page cache rather than 2: a scan's rows land at random places of the file_id
-    # index, which outgrows 2 MiB at ~40,000 files (bench/scan.py: first scan ~9% faster).
+    # index, whose pages kept falling out of 2 MiB (bench/scan.py, 50,400 files: first scan
+    # ~9% faster).
     # A ceiling, not an allocation: the scan's peak RSS stays flat from 10,000 to 500,000
     # files (bench/scan_growth.py).
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")

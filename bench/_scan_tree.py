@@ -168,11 +168,7 @@ class ScanRun:
     listings: int
     new: int
     peak_rss_mib: float
-    start_rss_mib: float  # the process's RSS as the scan began: its peak minus this is its own
-
-    @property
-    def own_rss_mib(self) -> float:
-        return self.peak_rss_mib - self.start_rss_mib
+    start_rss_mib: float  # the process's RSS as the scan began (printed beside the peak)
 
 
 def our_scan(nas: NASResource, db: Path) -> ScanRun:

@@ -1,11 +1,12 @@
 """Read a large file back from the NAS while it is still being written, a chunk behind the
 writer, so its full read-back check costs little more wall time than the copy itself.
 
-Why it is as strong as reading back after the close: the writer's handle is unbuffered (each
+Why it is as strong as reading back after the copy: the writer's handle is unbuffered (each
 write returns once the server holds its bytes) and shares the file with readers only, so no
-other handle can change a range once it was read; after the writer closes, the reader reads
-on to the end of the file, so what it hashed is exactly the file the NAS holds, no byte
-missing, none extra. A reader never reads past what the writer reported written; the two
+other handle can change a range once it was read; after the writer's last write (its handle
+stays open, writing nothing more, until the rename into place), the reader reads on to the
+end of the file, so what it hashed is exactly the file the NAS holds, no byte missing, none
+extra. A reader never reads past what the writer reported written; the two
 directions of a network link carry the copy and the check at once.
 
 The reader runs in another thread on its own NAS session (smbprotocol cannot share one
@@ -24,12 +25,12 @@ class WriterGone(RuntimeError):
 
 
 class WriteMark:
-    """How many bytes the writer has on the NAS so far, and whether it closed the file."""
+    """How many bytes the writer has on the NAS so far, and whether it wrote its last."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._written = 0
-        self._closed = False
+        self._finished = False
         self._failed = False
 
     def advance(self, nbytes: int) -> None:
@@ -37,9 +38,9 @@ class WriteMark:
             self._written += nbytes
             self._cond.notify_all()
 
-    def closed(self) -> None:
+    def finished(self) -> None:
         with self._cond:
-            self._closed = True
+            self._finished = True
             self._cond.notify_all()
 
     def failed(self) -> None:
@@ -49,22 +50,22 @@ class WriteMark:
 
     def readable_up_to(self, offset: int, timeout_s: float) -> int | None:
         """Wait until bytes beyond `offset` are written; their end, or None once the writer
-        closed the file (read to its end). Raises WriterGone if the writer failed. Returns
+        finished (read to its end). Raises WriterGone if the writer failed. Returns
         `offset` itself after `timeout_s` without news, so the reader can report progress
         checks (a lost lease, a stopping run) while a slow writer keeps it waiting."""
         with self._cond:
-            self._cond.wait_for(lambda: self._failed or self._closed or self._written > offset,
+            self._cond.wait_for(lambda: self._failed or self._finished or self._written > offset,
                                 timeout_s)
             if self._failed:
                 raise WriterGone("the copy being read back failed")
             if self._written > offset:
                 return self._written
-            return None if self._closed else offset
+            return None if self._finished else offset
 
 
 class _Following:
     """The NAS handle as the mark allows it to be read: `readinto` waits for written bytes,
-    never reads past them, and returns 0 only at the end of the closed file."""
+    never reads past them, and returns 0 only at the end of the finished file."""
 
     def __init__(self, fh: IO[bytes], mark: WriteMark, progress: Progress | None,
                  wait_s: float) -> None:
@@ -91,7 +92,7 @@ class _Following:
 def read_back_following(open_read: IO[bytes], mark: WriteMark, chunk_size: int,
                         progress: Progress | None = None, wait_s: float = 5.0) -> CopyResult:
     """Hash the file behind `open_read` (an unbuffered handle) as `mark` says it is written;
-    after the writer closed, to its end. `progress(n)` after every chunk, and `progress(0)`
+    after the writer finished, to its end. `progress(n)` after every chunk, and `progress(0)`
     every `wait_s` while waiting for the writer (it may raise to stop the read-back)."""
     with open_read as fh:
         return sha256_of_stream(_Following(fh, mark, progress, wait_s), chunk_size,

@@ -14,6 +14,7 @@ import uuid
 from typing import IO, Any
 
 from hybrid_pipelines.resources.nas_fs import SMBNAS, NASEntry, NASFileSystem
+from hybrid_pipelines.resources.nas_new_file import NewFile
 from hybrid_pipelines.shared.per_thread import PerThread
 
 
@@ -48,6 +49,12 @@ class PerThreadNAS:
 
     def open_write(self, path: str) -> IO[bytes]:
         return self._fs().open_write(path)
+
+    def create_new(self, path: str) -> NewFile:
+        return self._fs().create_new(path)
+
+    def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
+        return self._fs().put_new(path, data)
 
     def rename(self, src: str, dst: str) -> None:
         self._fs().rename(src, dst)

@@ -22,6 +22,7 @@ from hybrid_pipelines.hybrid_cache.sync_errors import (
     PermanentSyncError,
 )
 from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
+from hybrid_pipelines.resources.nas_new_file import NewFile
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,19 @@ def reserve(conn: psycopg.Connection, row: store.FileRow, target: str) -> None:
                                  f"file {row.id} its own nas_path, then retry it")
 
 
-def place(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow, tmp: str,
+def place(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow, new: NewFile,
           target: str, sha256: str, owner: str, keeper: Progress, chunk_size: int) -> bool:
-    """Rename the verified `tmp` to `target` and mark the row synced, both while the row is
-    locked with our lease still valid, so no other run can take the row over between the
-    check and the rename. Returns False when `target` already held our bytes (adopted; `tmp`
-    removed). Raises LeaseLost (nothing renamed) or NASConflictError. `conn` is the calling
-    thread's own (sync_pipeline: each copy worker places its files on its own connection)."""
+    """Rename the verified `new` file to `target` (through its own handle, which this
+    closes) and mark the row synced, both while the row is locked with our lease still
+    valid, so no other run can take the row over between the check and the rename. Returns
+    False when `target` already held our bytes (adopted; `new` removed). Raises LeaseLost
+    (nothing renamed) or NASConflictError. `conn` is the calling thread's own (sync_pipeline:
+    each copy worker places its files on its own connection)."""
     with conn.transaction():
         if not store.lock_own_lease(conn, row.id, owner):
             raise LeaseLost(row.id)
         try:
-            nas.rename(tmp, target)
+            new.rename_and_close(target)
             taken = False
         except FileExistsError:
             taken = True
@@ -59,7 +61,7 @@ def place(conn: psycopg.Connection, nas: NASFileSystem, row: store.FileRow, tmp:
             if not store.mark_synced(conn, row.id, owner, sha256, target):
                 raise LeaseLost(row.id)  # unreachable while we hold the row lock
             return True
-    remove_quietly(nas, tmp)
+    remove_quietly(nas, new.path)
     adopt_existing(conn, nas, row, target, sha256, owner, keeper, chunk_size)
     return False
 

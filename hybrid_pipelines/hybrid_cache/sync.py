@@ -2,9 +2,9 @@
 files in flight (sync_pipeline.SyncRun: file N+1 streams while file N is read back).
 
 Per file: reserve its NAS name (two rows can never be placed at one name, as the NAS compares
-names), stream the object from SeaweedFS to a temporary name on the NAS while hashing it,
-re-read what the NAS holds and compare its SHA-256 with the recorded hash, rename into place
-without replacing anything, and mark the row synced in the same locked transaction, only if
+names), stream the object from SeaweedFS to a new temporary name on the NAS while hashing it,
+re-read what the NAS holds on the same handle and compare its SHA-256 with the recorded hash,
+rename into place through that handle without replacing anything, and mark the row synced in the same locked transaction, only if
 this run still holds the row's lease (renewed all along the copy). A run that dies at any point
 leaves either a 'syncing' row (its lease expires and it returns to the queue; a copy already
 renamed into place is recognised by its bytes) or a stray temporary file (the reconcile job
@@ -18,13 +18,14 @@ reason. Rows without a nas_path go under `nas_prefix` (which must lie within `na
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import posixpath
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -51,6 +52,7 @@ from hybrid_pipelines.hybrid_cache.sync_errors import (
 )
 from hybrid_pipelines.resources.errors import Health
 from hybrid_pipelines.resources.nas_fs import NASEntry, NASFileSystem
+from hybrid_pipelines.resources.nas_new_file import NewFile
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath
 from hybrid_pipelines.shared.nas_root import NASRoot
 
@@ -58,6 +60,7 @@ __all__ = ["BackendDown", "LeaseLost", "NASConflictError", "PermanentSyncError",
            "SyncReport", "SyncSettings", "VerificationError", "run_pending_sync"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARTIAL_MARK = ".partial-"
 # 1 MiB per read and write. Measured (bench/sync.py): 4 MiB requests were slower with
@@ -211,8 +214,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Verified:
-    """`tmp` on the NAS was read back whole: exactly the row's size and this SHA-256."""
+    """`tmp` on the NAS was read back whole: exactly the row's size and this SHA-256. `file`
+    is still open on it, for the rename into place (NewFile.rename_and_close)."""
     sha256: str
+    file: NewFile
 
 
 @dataclass(frozen=True)
@@ -239,42 +244,40 @@ ReadBack = Callable[[str, WriteMark], "Future[CopyResult]"]
 def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_size: int,
                     progress: Progress, folders: set[str],
                     read_back: ReadBack | None = None) -> Verified | AlreadyThere:
-    """The I/O half (a worker thread): stream the object to `job.tmp` while hashing it, and
-    re-read the whole NAS copy and check its size and SHA-256: after the copy, or, for a file
-    of FOLLOW_MIN_CHUNKS or more with `read_back` given, during it. Any failure removes the
-    temporary file; on success it stays for the rename."""
+    """The I/O half (a worker thread): put the object at `job.tmp` and re-read the whole NAS
+    copy through the same handle, checking its size and SHA-256. A file of one chunk or less
+    is read from SeaweedFS whole, checked, then written and read back in one exchange
+    (NASFileSystem.put_new); a larger one is streamed while hashed and read back after the
+    copy or, from FOLLOW_MIN_CHUNKS chunks with `read_back` given, during it. Any failure
+    closes and removes the temporary file; on success it stays open for the rename."""
     row, tmp = job.row, job.tmp
     if job.expected and row.size >= PRECHECK_MIN_BYTES and \
             (entry := nas.stat(job.target)) is not None:
         return AlreadyThere(entry)  # no copy needed: its bytes are checked before adopting
     assert row.seaweed_fid is not None  # claim_pending takes only rows with one
     body = objects.open(row.seaweed_fid)
-    mark, follower = WriteMark(), None
+    mark, follower, out = WriteMark(), None, None
     try:
         try:
-            out = _open_new(nas, tmp, folders)
-            with out:
+            if row.size <= chunk_size:
+                data = _read_whole(body, row.size)
+                expected = _check_cached(job, CopyResult(len(data), _sha256(data)))
+                out, back = _in_folder(nas, tmp, folders, lambda: nas.put_new(tmp, data))
+                progress(len(data))
+                held = CopyResult(len(back), _sha256(back))
+            else:
+                out = _in_folder(nas, tmp, folders, lambda: nas.create_new(tmp))
                 step = progress
                 if read_back is not None and row.size >= FOLLOW_MIN_CHUNKS * chunk_size:
                     follower = read_back(tmp, mark)
                     step = _following(progress, mark, follower)
                 copied = copy_with_sha256(body, out, chunk_size, progress=step)
-            mark.closed()
+                mark.finished()
+                expected = _check_cached(job, copied)
+                held = follower.result() if follower is not None else \
+                    sha256_of_stream(out.reader(), chunk_size, progress=progress)
         finally:
             body.close()
-        if copied.size != row.size:
-            raise VerificationError(f"SeaweedFS object {row.seaweed_fid} is {copied.size} bytes, "
-                                    f"the upload was recorded as {row.size}")
-        if job.expected and copied.sha256 != job.expected:
-            raise VerificationError(f"SeaweedFS object {row.seaweed_fid} does not match the "
-                                    f"recorded SHA-256 (got {copied.sha256[:12]}..., recorded "
-                                    f"{job.expected[:12]}...)")
-        expected = job.expected or copied.sha256
-        if follower is not None:
-            held = follower.result()
-        else:
-            with nas.open_read(tmp) as fh:
-                held = sha256_of_stream(fh, chunk_size, progress=progress)
         if held.size != row.size or held.sha256 != expected:
             raise VerificationError(f"NAS copy {tmp} is corrupt: {held.size} bytes with SHA-256 "
                                     f"{held.sha256[:12]}..., expected {row.size} bytes "
@@ -283,9 +286,39 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
         if follower is not None:
             mark.failed()
             _settle(follower)
-        remove_quietly(nas, tmp)
+        if out is not None:
+            out.close()
+            remove_quietly(nas, tmp)
         raise
-    return Verified(expected)
+    return Verified(expected, out)
+
+
+def _read_whole(body: Any, size: int) -> bytes:
+    """A small object whole, and one byte more if it holds more than `size`."""
+    parts, got = [], 0
+    while got <= size and (part := body.read(size + 1 - got)):
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_cached(job: Job, copied: CopyResult) -> str:
+    """What SeaweedFS gave is the upload as recorded; the SHA-256 the NAS copy must have."""
+    row = job.row
+    if copied.size != row.size:
+        # A small object is read one byte past its recorded size, no further.
+        got = f"more than {row.size}" if copied.size > row.size else str(copied.size)
+        raise VerificationError(f"SeaweedFS object {row.seaweed_fid} is {got} bytes, the "
+                                f"upload was recorded as {row.size}")
+    if job.expected and copied.sha256 != job.expected:
+        raise VerificationError(f"SeaweedFS object {row.seaweed_fid} does not match the "
+                                f"recorded SHA-256 (got {copied.sha256[:12]}..., recorded "
+                                f"{job.expected[:12]}...)")
+    return job.expected or copied.sha256
 
 
 def _following(progress: Progress, mark: WriteMark, follower: Future[CopyResult]) -> Progress:
@@ -309,20 +342,20 @@ def _settle(follower: Future[CopyResult], timeout_s: float = 30.0) -> None:
         pass
 
 
-def _open_new(nas: NASFileSystem, path: str, folders: set[str]) -> IO[bytes]:
-    """Open `path` for writing, its folder created first unless this run already made sure
+def _in_folder(nas: NASFileSystem, path: str, folders: set[str], create: Callable[[], T]) -> T:
+    """`create()` a file at `path`, its folder made first unless this run already made sure
     of it (`folders`, shared by the run's workers: one round trip saved per file)."""
     parent = posixpath.dirname(path)
     if parent and parent not in folders:
         nas.makedirs(parent)
         folders.add(parent)
     try:
-        return nas.open_write(path)
+        return create()
     except OSError as exc:
         if exc.errno != errno.ENOENT or not parent:
             raise
     nas.makedirs(parent)  # the folder was removed during the run: made again, once
-    return nas.open_write(path)
+    return create()
 
 
 def run_pending_sync(conn: psycopg.Connection, s3: Any, bucket: str, nas: NASFileSystem,

@@ -222,6 +222,7 @@ class SyncRun:
                                  progress, self._folders, read_back)
         if self.keeper.stopped.is_set():  # the run is handing its rows back: place nothing
             if isinstance(result, Verified):
+                result.file.close()
                 remove_quietly(self._worker_nas, job.tmp)
             raise RunStopped(job.row.id)
         return self._place(job, result, self._worker_db.get())
@@ -261,9 +262,10 @@ class SyncRun:
                            s.chunk_size, result.entry)
             return False
         try:
-            return place(conn, nas, row, job.tmp, job.target, result.sha256, self.owner,
+            return place(conn, nas, row, result.file, job.target, result.sha256, self.owner,
                          progress, s.chunk_size)
         except BaseException:
+            result.file.close()
             remove_quietly(nas, job.tmp)
             raise
 

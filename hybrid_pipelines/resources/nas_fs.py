@@ -7,7 +7,6 @@ by renaming onto it: `rename` fails with FileExistsError when the target name is
 from __future__ import annotations
 
 import copy
-import ctypes
 import errno
 import os
 import shutil
@@ -19,6 +18,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from hybrid_pipelines.resources.local_rename import rename_noreplace
+from hybrid_pipelines.resources.nas_new_file import (
+    LocalNewFile,
+    NewFile,
+    SMBNewFile,
+    name_taken_is_file_exists,
+    put_in_turn,
+    put_smb,
+)
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
 from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
@@ -80,6 +88,11 @@ class NASFileSystem(Protocol):
     # sync reading back the copy it is writing); otherwise no one may write it while it is read.
     def open_read(self, path: str, *, while_written: bool = False) -> IO[bytes]: ...
     def open_write(self, path: str) -> IO[bytes]: ...
+    # A file made for the sync (never over an existing name), open until renamed into place.
+    def create_new(self, path: str) -> NewFile: ...
+    # create_new with `data` written and read back (in one exchange where the protocol
+    # allows): the open file and the bytes the NAS returned for it.
+    def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]: ...
     def rename(self, src: str, dst: str) -> None: ...
     def remove(self, path: str) -> None: ...
     def makedirs(self, path: str) -> None: ...
@@ -193,6 +206,12 @@ class LocalNAS:
         # Unbuffered, as over SMB: a write that returned is in the file (follow_read.py).
         return open(self._abs(path), "wb", buffering=0)  # noqa: SIM115 - caller closes
 
+    def create_new(self, path: str) -> NewFile:
+        return LocalNewFile(self._abs(path), safe_relpath(path), self._abs)
+
+    def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
+        return put_in_turn(self.create_new(path), data)
+
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` only if `dst` does not exist (FileExistsError otherwise)."""
         rename_noreplace(self._abs(src), self._abs(dst))
@@ -285,7 +304,7 @@ class SMBNAS:
 
         if not while_written:
             return smbclient.open_file(self._unc(path), mode="rb", buffering=0, **self._kw)
-        raw = smbclient.open_file(self._unc(path), mode="rb", buffering=0, share_access="rw",
+        raw = smbclient.open_file(self._unc(path), mode="rb", buffering=0, share_access="rwd",
                                   **self._kw)
         return ReadWhileWritten(raw)
 
@@ -298,6 +317,33 @@ class SMBNAS:
         return smbclient.open_file(self._unc(path), mode="wb", buffering=0, share_access="r",
                                    **self._kw)
 
+    def _new_raw(self, path: str) -> Any:
+        from smbclient._io import SMBRawIO
+        from smbprotocol.open import FilePipePrinterAccessMask as Access
+
+        # Created exclusively; read and delete access for the read-back and the rename on
+        # this handle; shared with readers only (hybrid_cache/follow_read.py).
+        return SMBRawIO(self._unc(path), mode="x", share_access="r",
+                        desired_access=Access.FILE_READ_DATA | Access.FILE_WRITE_DATA
+                        | Access.FILE_READ_ATTRIBUTES | Access.DELETE, **self._kw)
+
+    def _share_name(self, path: str) -> str:
+        return self._unc(path).split("\\", 4)[-1]
+
+    def create_new(self, path: str) -> NewFile:
+        raw = self._new_raw(path)
+        with name_taken_is_file_exists(path):
+            raw.open()
+        return SMBNewFile(raw, safe_relpath(path), self._share_name)
+
+    def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
+        raw = self._new_raw(path)
+        if (done := put_smb(raw, safe_relpath(path), self._share_name, data)) is not None:
+            return done
+        with name_taken_is_file_exists(path):
+            raw.open()
+        return put_in_turn(SMBNewFile(raw, safe_relpath(path), self._share_name), data)
+
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` only if no file has that name (compared as the server compares
         names, e.g. case-insensitively): FileExistsError otherwise.
@@ -307,7 +353,6 @@ class SMBNAS:
         atomically. (smbclient.rename takes four: it opens `dst` first to resolve DFS, and
         Samba answers that open with ACCESS_DENIED on a file without execute permission.)"""
         from smbclient._io import SMBFileTransaction, SMBRawIO, set_info
-        from smbprotocol.exceptions import SMBOSError
         from smbprotocol.file_info import FileRenameInformation
         from smbprotocol.open import CreateOptions, FilePipePrinterAccessMask
 
@@ -316,14 +361,9 @@ class SMBNAS:
                        create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
         info = FileRenameInformation()
         info["replace_if_exists"] = False
-        info["file_name"] = self._unc(dst).split("\\", 4)[-1]  # the name within the share
-        try:
-            with SMBFileTransaction(raw) as transaction:
-                set_info(transaction, info)
-        except SMBOSError as exc:
-            if exc.errno == errno.EEXIST or getattr(exc, "ntstatus", None) == _NAME_COLLISION:
-                raise FileExistsError(errno.EEXIST, "NAS path already exists", dst) from exc
-            raise
+        info["file_name"] = self._share_name(dst)
+        with name_taken_is_file_exists(dst), SMBFileTransaction(raw) as transaction:
+            set_info(transaction, info)
 
     def remove(self, path: str) -> None:
         import smbclient
@@ -343,48 +383,6 @@ class SMBNAS:
 
         smbclient.makedirs(self._unc(path), exist_ok=True, **self._kw)
 
-
-_NAME_COLLISION = 0xC0000035  # STATUS_OBJECT_NAME_COLLISION
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-
-
-def _renameat2() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # not glibc >= 2.28
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return fn
-
-
-_RENAMEAT2 = _renameat2()
-
-
-def rename_noreplace(src: Path, dst: Path) -> None:
-    """Atomic rename that never replaces: renameat2(RENAME_NOREPLACE), or where the file
-    system lacks it (NFS, older kernels) a hard link (which fails if `dst` exists) and an
-    unlink of `src`. os.replace / os.rename would silently replace an existing file."""
-    if _RENAMEAT2 is not None:
-        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
-                      _RENAME_NOREPLACE) == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            raise FileExistsError(err, "NAS path already exists", str(dst))
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), str(src))
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError as exc:
-        if isinstance(exc, FileExistsError):
-            raise
-        raise OSError(exc.errno, f"cannot rename without replacing on this file system "
-                      f"(no RENAME_NOREPLACE, no hard links): {exc.strerror}; mount the NAS "
-                      "with a file system that supports either", str(dst)) from exc
-    os.unlink(src)
 
 
 def _filetime(value: Any) -> float:

@@ -9,10 +9,11 @@ from typing import Any
 class ReadWhileWritten(io.RawIOBase):
     """An SMB file read while another handle still writes it. smbclient's reader returns
     nothing past the size the file had when it was opened; this one asks the server every
-    time, and the server's end of file (STATUS_END_OF_FILE) is the end."""
+    time, and the server's end of file (STATUS_END_OF_FILE) is the end. With `owned` off,
+    closing the reader leaves `raw` open (a file read back on the handle that wrote it)."""
 
-    def __init__(self, raw: Any):
-        self._raw = raw
+    def __init__(self, raw: Any, owned: bool = True):
+        self._raw, self._owned = raw, owned
         raw.fd.end_of_file = 1 << 62  # smbclient's cached size, consulted before each read
 
     def readable(self) -> bool:
@@ -27,6 +28,6 @@ class ReadWhileWritten(io.RawIOBase):
             return 0
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._owned:
             self._raw.close()
         super().close()

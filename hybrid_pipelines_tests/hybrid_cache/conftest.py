@@ -167,3 +167,35 @@ def observations(result: Any) -> dict[str, dict[str, Any]]:
         obs = event.event_specific_data.asset_observation
         out[obs.asset_key.to_user_string()] = {k: v.value for k, v in obs.metadata.items()}
     return out
+
+
+class HookedRename:
+    """A real NewFile whose rename into place goes through `hook(dst, rename)`."""
+
+    def __init__(self, new: Any, hook: Any):
+        self._new, self._hook, self.path = new, hook, new.path
+
+    def rename_and_close(self, dst: str) -> None:
+        self._hook(dst, lambda: self._new.rename_and_close(dst))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._new, name)
+
+
+def rename_hooked(nas_fs: Any, hook: Any) -> Any:
+    """The real NAS file system (same share, same session settings; the sync gives each
+    worker its own copy) with every sync rename into place passed through `hook`, which
+    must call the rename it is given: only the timing around it is arranged."""
+    base = type(nas_fs)
+
+    class RenameHooked(base):  # type: ignore[misc, valid-type]
+        def create_new(self, path: str) -> Any:
+            return HookedRename(base.create_new(self, path), hook)
+
+        def put_new(self, path: str, data: bytes) -> Any:
+            new, back = base.put_new(self, path, data)
+            return HookedRename(new, hook), back
+
+    nas = object.__new__(RenameHooked)
+    nas.__dict__.update(nas_fs.__dict__)
+    return nas

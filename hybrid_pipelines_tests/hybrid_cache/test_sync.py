@@ -67,10 +67,11 @@ def test_queue_order_is_priority_then_fifo(conn, upload: Uploader, s3_resource,
 
 
 @pytest.mark.fault("hybrid cache: NAS copy corrupted during sync", kind="patched exception")
+@pytest.mark.parametrize("path", ["streamed", "one exchange"])
 def test_corrupted_nas_copy_is_caught_by_the_hash(conn, upload: Uploader, s3_resource, nas_fs,
-                                                  prefix, monkeypatch) -> None:
+                                                  prefix, monkeypatch, path: str) -> None:
     f = upload(random.Random(1).randbytes(300_000), "clip.mp4")
-    real_copy = sync_mod.copy_with_sha256
+    real_copy, real_put = sync_mod.copy_with_sha256, type(nas_fs).put_new
 
     def copy_then_corrupt(src, dst, chunk_size, **kw):
         # Fault injection: a real Samba never corrupts a write on demand, so we damage the
@@ -79,8 +80,16 @@ def test_corrupted_nas_copy_is_caught_by_the_hash(conn, upload: Uploader, s3_res
         dst.write(b"\x00garbage")
         return result
 
+    def put_corrupt(self, tmp: str, data: bytes):
+        # Fault injection, as above: the NAS is handed other bytes than the object's, in the
+        # one request that also reads them back.
+        return real_put(self, tmp, data[:1000] + b"\x00garbage" + data[1009:])
+
+    # The streamed copy is taken by a file of more than one chunk.
+    kw = {"chunk_size": 64 << 10} if path == "streamed" else {}
     monkeypatch.setattr(sync_mod, "copy_with_sha256", copy_then_corrupt)
-    report = _sync(conn, s3_resource, nas_fs)
+    monkeypatch.setattr(type(nas_fs), "put_new", put_corrupt)
+    report = _sync(conn, s3_resource, nas_fs, **kw)
     r = row(conn, f.id)
     assert report.synced == 0 and report.failed_attempts == 1
     assert r["nas_status"] == "pending" and r["sync_attempts"] == 1
@@ -147,13 +156,18 @@ def test_two_concurrent_runs_copy_each_file_once(conn, upload: Uploader, s3_reso
     files = [upload(random.Random(i).randbytes(2000 + i), f"c{i}.bin") for i in range(40)]
     copies: list[str] = []
     lock = threading.Lock()
-    real_open_write = type(nas_fs).open_write
+    base = type(nas_fs)
 
-    class CountingNAS(type(nas_fs)):  # type: ignore[misc]
-        def open_write(self, path: str):
+    class CountingNAS(base):  # type: ignore[misc, valid-type]
+        def put_new(self, path: str, data: bytes):
             with lock:
                 copies.append(path)
-            return real_open_write(self, path)
+            return base.put_new(self, path, data)
+
+        def create_new(self, path: str):
+            with lock:
+                copies.append(path)
+            return base.create_new(self, path)
 
     counting = object.__new__(CountingNAS)
     counting.__dict__.update(nas_fs.__dict__)

@@ -1,7 +1,7 @@
 """Issue #15, sync: several files in flight per run (file N+1 copied while N is read back and
 verified), against the real SeaweedFS, Samba and PostgreSQL. The NAS is the real share seen
-through a subclass that only records when each file's write and read-back handles are open,
-and holds one read-back until another file's copy is complete, so the overlap is certain."""
+through a subclass that only records when each file is written and read back, and holds one
+read-back until another file's copy is complete, so the overlap is certain."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from hybrid_pipelines.hybrid_cache import sync as sync_mod
 from hybrid_pipelines.hybrid_cache.sync import SyncReport, SyncSettings, run_pending_sync
 from hybrid_pipelines.resources import SeaweedFSResource
 
-from .conftest import Uploader, nas_bytes, partials, row, sha
+from .conftest import Uploader, nas_bytes, partials, rename_hooked, row, sha
 
 CHUNK = 16 * 1024
 
 
 class Handle:
-    """A real NAS file handle that reports its close."""
+    """A real NAS read handle that reports its close."""
 
     def __init__(self, fh: Any, on_close: Any):
         self._fh, self._on_close = fh, on_close
@@ -43,8 +43,55 @@ class Handle:
         return getattr(self._fh, name)
 
 
+class ReadBack:
+    """A real read-back on a NewFile's own handle that reports reaching the end."""
+
+    def __init__(self, reader: Any, at_end: Any):
+        self._reader, self._at_end = reader, at_end
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._reader.readinto(buffer)
+        if not n:
+            self._at_end()
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)
+        if not data:
+            self._at_end()
+        return data
+
+
+class RecordedFile:
+    """A real NewFile whose copy span runs from its creation to its last write."""
+
+    def __init__(self, new: Any, timeline: Timeline, name: str):
+        self._new, self._timeline, self._name = new, timeline, name
+        self.path = new.path
+        self._span = timeline.span(name, "copy")
+
+    def write(self, data: Any) -> Any:
+        n = self._new.write(data)
+        self._span[3] = time.monotonic()
+        return n
+
+    def reader(self) -> Any:
+        self._timeline.event(self._name).set()  # fully copied
+        span = self._timeline.verify_span(self._name)
+        return ReadBack(self._new.reader(), lambda: span.__setitem__(3, time.monotonic()))
+
+    def rename_and_close(self, dst: str) -> None:
+        self._timeline.event(self._name).set()
+        self._new.rename_and_close(dst)
+
+    def close(self) -> None:
+        self._timeline.event(self._name).set()
+        self._new.close()
+
+
 class Timeline:
-    """(file name, 'copy' | 'verify', opened, closed) for every handle the sync opened."""
+    """(file name, 'copy' | 'verify', start, end) for every temporary file the sync wrote and
+    every read-back of one, on its own handle or (a large file's) on another."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -56,26 +103,21 @@ class Timeline:
         with self.lock:
             return self.copied.setdefault(name, threading.Event())
 
-    def open(self, nas_cls: type, fs: Any, path: str, kind: str, **kw: Any) -> Handle:
-        name = posixpath.basename(path).split(".partial-")[0].lstrip(".")
-        if kind == "verify" and (other := self.hold_verify.get(name)):
-            # Fault timing: this file's read-back starts only once `other` is fully copied.
-            assert self.event(other).wait(30), f"{other} was never copied"
-        opener = nas_cls.open_write if kind == "copy" else nas_cls.open_read
-        fh = opener(fs, path, **kw)
-        span = [name, kind, time.monotonic(), None]
+    def span(self, name: str, kind: str) -> list[Any]:
+        now = time.monotonic()
+        span = [name, kind, now, now]
         with self.lock:
             self.spans.append(span)
+        return span
 
-        def closed() -> None:
-            span[3] = time.monotonic()
-            if kind == "copy":
-                self.event(name).set()
-
-        return Handle(fh, closed)
+    def verify_span(self, name: str) -> list[Any]:
+        if other := self.hold_verify.get(name):
+            # Fault timing: this file's read-back starts only once `other` is fully copied.
+            assert self.event(other).wait(30), f"{other} was never copied"
+        return self.span(name, "verify")
 
     def max_overlap(self) -> int:
-        """Most handles of different files open at one moment."""
+        """Most spans of different files open at one moment."""
         points = sorted([(s[2], 1) for s in self.spans] + [(s[3], -1) for s in self.spans])
         best = now = 0
         for _, step in points:
@@ -91,19 +133,24 @@ class Timeline:
                    for c in copies for v in verifies)
 
 
+def _name(path: str) -> str:
+    return posixpath.basename(path).split(".partial-")[0].lstrip(".")
+
+
 def recording_nas(nas_fs: Any, timeline: Timeline) -> Any:
+    """Files of more than one chunk: the one-exchange put of small files is not recorded."""
     base = type(nas_fs)
 
     class RecordingNAS(base):  # type: ignore[misc, valid-type]
-        def open_write(self, path: str) -> Any:
-            if ".partial-" not in path:
-                return base.open_write(self, path)
-            return timeline.open(base, self, path, "copy")
+        def create_new(self, path: str) -> Any:
+            return RecordedFile(base.create_new(self, path), timeline, _name(path))
 
         def open_read(self, path: str, **kw: Any) -> Any:
             if ".partial-" not in path:
                 return base.open_read(self, path, **kw)
-            return timeline.open(base, self, path, "verify", **kw)
+            span = timeline.verify_span(_name(path))
+            return Handle(base.open_read(self, path, **kw),
+                          lambda: span.__setitem__(3, time.monotonic()))
 
     # The same real share and session settings; the sync gives each worker its own copy.
     nas = object.__new__(RecordingNAS)
@@ -252,12 +299,12 @@ def test_a_copy_that_never_returns_cannot_hold_the_run(conn, upload: Uploader, s
     base = type(nas_fs)
 
     class HangingNAS(base):  # type: ignore[misc, valid-type]
-        def open_write(self, path: str) -> Any:
+        def create_new(self, path: str) -> Any:
             if stuck_name in path and ".partial-" in path:
                 # Fault injection: Samba answers every request, so a call that does not return
                 # (smbprotocol waits for some answers without a timeout) is made here.
                 release.wait(120)
-            return base.open_write(self, path)
+            return base.create_new(self, path)
 
     nas = object.__new__(HangingNAS)
     nas.__dict__.update(nas_fs.__dict__)
@@ -303,19 +350,17 @@ def test_a_rename_that_never_returns_cannot_hold_the_row_lock(conn, upload: Uplo
     files = [upload(random.Random(70 + i).randbytes(2 * CHUNK), f"r{i}.bin") for i in range(3)]
     stuck_target = files[0].nas_path
     release, entered = threading.Event(), threading.Event()
-    base = type(nas_fs)
 
-    class HangingRename(base):  # type: ignore[misc, valid-type]
-        def rename(self, src: str, dst: str) -> None:
-            if dst == stuck_target:
-                # Fault injection: Samba answers every request; a rename that does not
-                # return (a NAS that stops answering) is made here, row lock held.
-                entered.set()
-                release.wait(120)
-            base.rename(self, src, dst)
 
-    nas = object.__new__(HangingRename)
-    nas.__dict__.update(nas_fs.__dict__)
+    def hang(dst: str, rename: Any) -> None:
+        if dst == stuck_target:
+            # Fault injection: Samba answers every request; a rename that does not return
+            # (a NAS that stops answering) is made here, row lock held.
+            entered.set()
+            release.wait(120)
+        rename()
+
+    nas = rename_hooked(nas_fs, hang)
     try:
         report = sync(conn, s3_resource, nas, files_in_flight=2, stall_timeout_s=3)
         still_stuck = entered.is_set() and not release.is_set()

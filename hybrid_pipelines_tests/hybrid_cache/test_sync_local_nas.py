@@ -113,7 +113,7 @@ def test_local_rename_without_renameat2_uses_a_hard_link(bare_mount_point: Path,
                                                          monkeypatch) -> None:
     # NFS and older kernels lack RENAME_NOREPLACE; this file system has it, so its absence is
     # simulated by hiding the libc function: the hard-link fallback must not replace either.
-    from hybrid_pipelines.resources import nas_fs
+    from hybrid_pipelines.resources import local_rename
 
-    monkeypatch.setattr(nas_fs, "_RENAMEAT2", None)
+    monkeypatch.setattr(local_rename, "_RENAMEAT2", None)
     test_local_rename_never_replaces(bare_mount_point)

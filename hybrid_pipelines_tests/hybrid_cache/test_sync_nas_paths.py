@@ -14,7 +14,7 @@ from hybrid_pipelines.hybrid_cache.metadata_store import claim_pending
 from hybrid_pipelines.hybrid_cache.sync import SyncReport, SyncSettings, run_pending_sync
 from hybrid_pipelines.resources import PostgresResource, SeaweedFSResource
 
-from .conftest import Uploader, nas_bytes, partials, row, sha
+from .conftest import Uploader, nas_bytes, partials, rename_hooked, row, sha
 
 
 class Rendezvous:
@@ -44,18 +44,14 @@ def gated(nas_fs: Any, rendezvous: Rendezvous) -> Any:
     check before either renames; the renames themselves then go one after the other (two
     overlapping SMB renames onto one name can fail with a sharing violation, which would hide
     the race instead of showing it)."""
-    real_rename = type(nas_fs).rename
     one_at_a_time = threading.Lock()
 
-    class GatedNAS(type(nas_fs)):  # type: ignore[misc]
-        def rename(self, src: str, dst: str) -> None:
-            rendezvous.arrive_and_wait()
-            with one_at_a_time:
-                real_rename(self, src, dst)
+    def gate(dst: str, rename: Any) -> None:
+        rendezvous.arrive_and_wait()
+        with one_at_a_time:
+            rename()
 
-    nas = object.__new__(GatedNAS)
-    nas.__dict__.update(nas_fs.__dict__)
-    return nas
+    return rename_hooked(nas_fs, gate)
 
 
 def race(hc_postgres: PostgresResource, s3_resource: SeaweedFSResource, nas: Any,
@@ -152,18 +148,15 @@ def test_untracked_file_at_the_target_is_left_untouched(conn, upload: Uploader, 
 def test_a_file_written_at_the_target_just_before_the_rename_survives(
         conn, upload: Uploader, s3_resource, nas_fs, prefix) -> None:
     target = f"{prefix}/late/clip.mp4"
-    real_rename = type(nas_fs).rename
 
-    class EditorFirst(type(nas_fs)):  # type: ignore[misc]
-        def rename(self, src: str, dst: str) -> None:
-            # State edited at the worst moment: an editor saves a file under the same name
-            # (through the real share) right before our rename.
-            with nas_fs.open_write(dst) as out:
-                out.write(b"saved by an editor meanwhile")
-            real_rename(self, src, dst)
+    def editor_first(dst: str, rename: Any) -> None:
+        # State edited at the worst moment: an editor saves a file under the same name
+        # (through the real share) right before our rename.
+        with nas_fs.open_write(dst) as out:
+            out.write(b"saved by an editor meanwhile")
+        rename()
 
-    nas = object.__new__(EditorFirst)
-    nas.__dict__.update(nas_fs.__dict__)
+    nas = rename_hooked(nas_fs, editor_first)
     f = upload(b"uploaded clip" * 100, "clip.mp4")
     conn.execute("UPDATE file_metadata SET nas_path = %s WHERE id = %s", (target, f.id))
 

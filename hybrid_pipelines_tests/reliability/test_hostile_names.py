@@ -62,6 +62,10 @@ def _exercise(nas: NASResource, share_dir: Path) -> None:
         with pytest.raises(UnsafePathError):
             fs.open_write(name)
         with pytest.raises(UnsafePathError):
+            fs.create_new(name)
+        with pytest.raises(UnsafePathError):
+            fs.put_new(name, b"x")
+        with pytest.raises(UnsafePathError):
             fs.stat(name)
     for name in [*STORED.values(), *([] if smb else SMB_REFUSED.values())]:
         clean = safe_relpath(name)

@@ -1,0 +1,83 @@
+"""The sync's temporary files (resources/nas_new_file.py): created without ever taking an
+existing name, written and read back on their own handle, renamed into place without ever
+replacing a file, against the real Samba share and a local folder standing in for a mount."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from hybrid_pipelines.resources import NASResource
+
+from .conftest import nas_bytes
+
+
+@pytest.fixture(params=["smb", "local"])
+def fs(request: pytest.FixtureRequest) -> Any:
+    nas: NASResource = request.getfixturevalue(
+        "nas_resource" if request.param == "smb" else "local_nas_resource")
+    fs = nas.fs()
+    fs.makedirs(folder := f"new-file-{secrets.token_hex(4)}")
+    fs.folder = folder
+    yield fs
+    fs.remove(folder)
+
+
+@pytest.mark.parametrize("size", [1, 65536, 1 << 20, 9 << 20])
+def test_put_new_reads_back_what_the_nas_holds_and_renames_into_place(fs: Any,
+                                                                       size: int) -> None:
+    # 9 MiB: over Samba's 8 MiB per request, so written and read back request by request.
+    data = secrets.token_bytes(size)
+    tmp, dst = f"{fs.folder}/.clip.partial-x", f"{fs.folder}/clip.bin"
+
+    new, back = fs.put_new(tmp, data)
+    assert back == data
+    new.rename_and_close(dst)
+
+    assert nas_bytes(fs, dst) == data and fs.stat(tmp) is None
+
+
+def test_an_empty_file_is_put_and_read_back(fs: Any) -> None:
+    new, back = fs.put_new(f"{fs.folder}/.empty.partial-x", b"")
+    assert back == b""
+    new.rename_and_close(f"{fs.folder}/empty.bin")
+    assert nas_bytes(fs, f"{fs.folder}/empty.bin") == b""
+
+
+def test_a_streamed_file_is_read_back_whole_on_its_own_handle(fs: Any) -> None:
+    parts = [secrets.token_bytes(70_000) for _ in range(5)]
+    with fs.create_new(f"{fs.folder}/.big.partial-x") as new:
+        for part in parts:
+            assert new.write(part) == len(part)
+        reader = new.reader()
+        got = b"".join(iter(lambda: reader.read(100_000), b""))
+    assert got == b"".join(parts)
+
+
+def test_a_taken_name_is_never_created_over(fs: Any) -> None:
+    taken = f"{fs.folder}/taken.bin"
+    with fs.open_write(taken) as out:
+        out.write(b"an editor's file")
+
+    with pytest.raises(FileExistsError):
+        fs.put_new(taken, b"ours")
+    with pytest.raises(FileExistsError):
+        fs.create_new(taken)
+    assert nas_bytes(fs, taken) == b"an editor's file"
+
+
+def test_the_rename_never_replaces_and_still_closes_the_file(fs: Any) -> None:
+    taken, tmp = f"{fs.folder}/clip.bin", f"{fs.folder}/.clip.partial-x"
+    with fs.open_write(taken) as out:
+        out.write(b"an editor's file")
+    new, _ = fs.put_new(tmp, b"our verified copy")
+
+    with pytest.raises(FileExistsError):
+        new.rename_and_close(taken)
+
+    assert nas_bytes(fs, taken) == b"an editor's file"
+    assert nas_bytes(fs, tmp) == b"our verified copy"
+    fs.remove(tmp)  # closed: over SMB an open handle would refuse the delete
+    assert fs.stat(tmp) is None

@@ -4,8 +4,9 @@ files in flight (sync_pipeline.SyncRun: file N+1 streams while file N is read ba
 Per file: reserve its NAS name (two rows can never be placed at one name, as the NAS compares
 names), stream the object from SeaweedFS to a new temporary name on the NAS while hashing it,
 re-read what the NAS holds on the same handle and compare its SHA-256 with the recorded hash,
-rename into place through that handle without replacing anything, and mark the row synced in the same locked transaction, only if
-this run still holds the row's lease (renewed all along the copy). A run that dies at any point
+rename into place through that handle without replacing anything, and mark the row synced in
+the same locked transaction, only if this run still holds the row's lease (renewed all along
+the copy). A run that dies at any point
 leaves either a 'syncing' row (its lease expires and it returns to the queue; a copy already
 renamed into place is recognised by its bytes) or a stray temporary file (the reconcile job
 removes stale ones), never a row marked synced without a verified copy, never a file replaced.

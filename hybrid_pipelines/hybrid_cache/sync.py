@@ -41,7 +41,7 @@ from hybrid_pipelines.hybrid_cache.hashing_copy import (
     sha256_of_stream,
 )
 from hybrid_pipelines.hybrid_cache.objects import CacheObjects
-from hybrid_pipelines.hybrid_cache.placement import remove_quietly, reserve
+from hybrid_pipelines.hybrid_cache.placement import reserve
 from hybrid_pipelines.hybrid_cache.rules.nas_keys import canonical_key, is_within
 from hybrid_pipelines.hybrid_cache.rules.nas_location import root_relative
 from hybrid_pipelines.hybrid_cache.sync_errors import (
@@ -250,7 +250,7 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
     is read from SeaweedFS whole, checked, then written and read back in one exchange
     (NASFileSystem.put_new); a larger one is streamed while hashed and read back after the
     copy or, from FOLLOW_MIN_CHUNKS chunks with `read_back` given, during it. Any failure
-    closes and removes the temporary file; on success it stays open for the rename."""
+    removes the temporary file (NewFile.discard); on success it stays open for the rename."""
     row, tmp = job.row, job.tmp
     if job.expected and row.size >= PRECHECK_MIN_BYTES and \
             (entry := nas.stat(job.target)) is not None:
@@ -288,8 +288,7 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
             mark.failed()
             _settle(follower)
         if out is not None:
-            out.close()
-            remove_quietly(nas, tmp)
+            out.discard()
         raise
     return Verified(expected, out)
 

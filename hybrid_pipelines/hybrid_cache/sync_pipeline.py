@@ -222,8 +222,7 @@ class SyncRun:
                                  progress, self._folders, read_back)
         if self.keeper.stopped.is_set():  # the run is handing its rows back: place nothing
             if isinstance(result, Verified):
-                result.file.close()
-                remove_quietly(self._worker_nas, job.tmp)
+                result.file.discard()
             raise RunStopped(job.row.id)
         return self._place(job, result, self._worker_db.get())
 
@@ -265,7 +264,7 @@ class SyncRun:
             return place(conn, nas, row, result.file, job.target, result.sha256, self.owner,
                          progress, s.chunk_size)
         except BaseException:
-            result.file.close()
+            result.file.discard()  # nothing once renamed: the handle closed with the rename
             remove_quietly(nas, job.tmp)
             raise
 

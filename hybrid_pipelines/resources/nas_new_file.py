@@ -12,6 +12,7 @@ rename never replaces one either."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 
 from hybrid_pipelines.resources.local_rename import rename_noreplace
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
+
+log = logging.getLogger(__name__)
 
 
 class Reader(Protocol):
@@ -36,6 +39,9 @@ class NewFile(Protocol):
     def rename_and_close(self, dst: str) -> None:
         """Rename to `dst` unless that name is taken (FileExistsError), then close; the
         handle is closed whatever the outcome."""
+    def discard(self) -> None:
+        """Remove the file this handle created, and close it; nothing once it is closed (a
+        renamed file is never touched). Best effort: a stray temporary is reconciled later."""
     def close(self) -> None: ...
 
 
@@ -67,6 +73,24 @@ class SMBNewFile:
                 self._raw.close(transaction=transaction)
         finally:
             self.close()  # a failed rename fails the related close with it
+
+    def discard(self) -> None:
+        """Delete-on-close through this handle, then the close, as one compound."""
+        from smbclient._io import SMBFileTransaction, set_info
+        from smbprotocol.file_info import FileDispositionInformation
+
+        if self._raw.closed:
+            return
+        info = FileDispositionInformation()
+        info["delete_pending"] = True
+        try:
+            with SMBFileTransaction(self._raw) as transaction:
+                set_info(transaction, info)
+                self._raw.close(transaction=transaction)
+        except Exception as exc:  # noqa: BLE001 - the reconcile job removes stale temporaries
+            log.warning("could not remove temporary NAS file %s: %s", self.path, exc)
+        finally:
+            self.close()
 
     def close(self) -> None:
         if not self._raw.closed:
@@ -118,12 +142,12 @@ def put_smb(raw: Any, path: str, share_name: Callable[[str], str],
         with name_taken_is_file_exists(path):
             transaction.commit()
     except BaseException:
-        new.close()  # the create may have succeeded and the write failed
+        new.discard()  # the create may have succeeded and the write failed
         raise
     _, written, back = transaction.results  # type: ignore[misc]
     raw.seek(written)
     if written != len(data):
-        new.close()
+        new.discard()
         raise OSError(errno.EIO, f"the NAS took {written} of {len(data)} bytes in one write",
                       path)
     return new, bytes(back)
@@ -143,7 +167,7 @@ def put_in_turn(new: NewFile, data: bytes) -> tuple[NewFile, bytes]:
             parts.append(part)
         return new, b"".join(parts)
     except BaseException:
-        new.close()
+        new.discard()
         raise
 
 
@@ -166,6 +190,16 @@ class LocalNewFile:
     def rename_and_close(self, dst: str) -> None:
         try:
             rename_noreplace(self._full, self._resolve(dst))
+        finally:
+            self.close()
+
+    def discard(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self._full)  # created exclusively by this handle, not renamed yet
+        except OSError as exc:
+            log.warning("could not remove temporary NAS file %s: %s", self.path, exc)
         finally:
             self.close()
 

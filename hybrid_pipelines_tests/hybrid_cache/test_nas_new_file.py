@@ -4,6 +4,7 @@ replacing a file, against the real Samba share and a local folder standing in fo
 
 from __future__ import annotations
 
+import errno
 import secrets
 from typing import Any
 
@@ -81,3 +82,35 @@ def test_the_rename_never_replaces_and_still_closes_the_file(fs: Any) -> None:
     assert nas_bytes(fs, tmp) == b"our verified copy"
     fs.remove(tmp)  # closed: over SMB an open handle would refuse the delete
     assert fs.stat(tmp) is None
+
+
+@pytest.mark.fault("the NAS refuses the write of a file it has just created -> the error is "
+                   "raised and the file is removed, nothing left under its name",
+                   kind="patched exception")
+def test_a_failed_write_leaves_no_file_behind(fs: Any, monkeypatch) -> None:
+    tmp = f"{fs.folder}/.clip.partial-x"
+    if fs.description.startswith("smb://"):
+        from smbprotocol.open import Open
+
+        real_write = Open.write
+
+        def past_any_file_size(self: Any, data: bytes, offset: int = 0, **kw: Any) -> Any:
+            # Fault injection: the request is real and Samba itself refuses it (a write at
+            # an offset past any file size), after the create in the same compound succeeded.
+            return real_write(self, data, (1 << 63) - 1, **kw)
+
+        monkeypatch.setattr(Open, "write", past_any_file_size)
+    else:
+        from hybrid_pipelines.resources.nas_new_file import LocalNewFile
+
+        def disk_full(self: Any, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+
+        monkeypatch.setattr(LocalNewFile, "write", disk_full)
+
+    with pytest.raises(OSError):
+        fs.put_new(tmp, b"x" * 70_000)
+
+    monkeypatch.undo()
+    assert fs.stat(tmp) is None
+    assert [e.path for e in fs.list_dir(fs.folder)] == []

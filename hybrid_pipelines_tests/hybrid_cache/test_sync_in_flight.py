@@ -88,6 +88,10 @@ class RecordedFile:
         self._timeline.event(self._name).set()
         self._new.close()
 
+    def discard(self) -> None:
+        self._timeline.event(self._name).set()
+        self._new.discard()
+
 
 class Timeline:
     """(file name, 'copy' | 'verify', start, end) for every temporary file the sync wrote and

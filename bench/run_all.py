@@ -115,7 +115,7 @@ def _interrupt(proc: multiprocessing.process.BaseProcess) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes (10 scripts: 117 s on a quiet machine)")
+                    help="small sizes (10 scripts: 127-134 s on a quiet machine)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per script (default 90 with --quick, else 600)")
     ap.add_argument("--only", nargs="*", help="script names to run (default: all but the live "

@@ -6,10 +6,10 @@ names), stream the object from SeaweedFS to a new temporary name on the NAS whil
 re-read what the NAS holds on the same handle and compare its SHA-256 with the recorded hash,
 rename into place through that handle without replacing anything, and mark the row synced in
 the same locked transaction, only if this run still holds the row's lease (renewed all along
-the copy). A run that dies at any point
-leaves either a 'syncing' row (its lease expires and it returns to the queue; a copy already
-renamed into place is recognised by its bytes) or a stray temporary file (the reconcile job
-removes stale ones), never a row marked synced without a verified copy, never a file replaced.
+the copy). A run that dies at any point leaves either a 'syncing' row (its lease expires and it
+returns to the queue; a copy already renamed into place is recognised by its bytes) or a stray
+temporary file (the reconcile job removes stale ones), never a row marked synced without a
+verified copy, never a file replaced.
 
 Where files may go: a row's nas_path as the file server recorded it, anywhere in the share by
 default (it is the platform's column; `safe_relpath` keeps it inside the share); with
@@ -290,6 +290,7 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
         if out is not None:
             out.discard()
         raise
+    assert out is not None  # both ways of copying opened it
     return Verified(expected, out)
 
 

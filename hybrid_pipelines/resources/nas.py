@@ -18,6 +18,7 @@ from hybrid_pipelines.resources.nas_fs import (
 )
 from hybrid_pipelines.resources.owned import Owned, OwnsHandles
 from hybrid_pipelines.shared.nas_root import NASRoot
+from hybrid_pipelines.shared.per_thread import PerThread
 
 __all__ = ["ENV_VARS", "NAS_SENTINEL", "NASResource", "explain_nas_error"]
 
@@ -88,6 +89,7 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
     timeout_s: float = 10.0
 
     _connections: Owned[dict[str, Any]] = PrivateAttr(default_factory=Owned)
+    _readers: Owned[PerThread[dict[str, Any]]] = PrivateAttr(default_factory=Owned)
 
     @property
     def address(self) -> str:
@@ -111,7 +113,9 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
         """The prefixes that each mean "the root" (UNC, //host, smb://host[:port], mount)."""
         return self.root().forms()
 
-    def fs(self) -> NASFileSystem:
+    def fs(self, connection_cache: dict[str, Any] | None = None) -> NASFileSystem:
+        """The NAS as a file system; over SMB on the resource's connection cache, or on
+        `connection_cache` (one of the resource's, e.g. reader_connection_cache())."""
         if self.protocol not in ("smb", "local"):
             raise ValueError(f"NAS protocol {self.protocol!r} is not 'smb' or 'local' "
                              "(HP_NAS_PROTOCOL)")
@@ -119,13 +123,22 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
             if not self.local_root:
                 raise ValueError("NAS protocol is 'local' but HP_NAS_LOCAL_ROOT is empty")
             return LocalNAS(self.local_root, self.root_dir)
+        cache = self.connection_cache() if connection_cache is None else connection_cache
         return SMBNAS(self.host, self.port, self.share, self.username, self.password,
-                      self.timeout_s, self.connection_cache(), root_dir=self.root_dir)
+                      self.timeout_s, cache, root_dir=self.root_dir)
 
     def connection_cache(self) -> dict[str, Any]:
         """The smbclient `connection_cache` this resource owns; pass it to every smbclient
         call made for this resource (SMBNAS and the scans' lean listing do)."""
         return self._connections.get(dict)
+
+    def reader_connection_cache(self) -> dict[str, Any]:
+        """The calling thread's own smbclient connection cache (its own SMB connection),
+        for reading files. smbprotocol cannot share one connection between threads reading
+        at once: each read sizes itself by the credits it sees, and when other threads spend
+        them in between, a read can come back empty before the end of the file, which a
+        probe takes for a file that shrank (test_probe_readers.py)."""
+        return self._readers.get(lambda: PerThread(dict, _log_off)).get()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._connections.set({})
@@ -133,14 +146,15 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         cache = self._connections.take()
         if cache:
-            import smbclient
-
             # Logs off and disconnects every session this run opened; a server already gone
             # is not an error at teardown.
-            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+            _log_off(cache)
+        readers = self._readers.take()
+        if readers is not None:
+            readers.close()
 
     def open_reader(self, path: str) -> CountingReader:
-        fs = self.fs()
+        fs = self.fs(self.reader_connection_cache() if self.protocol == "smb" else None)
         entry = fs.stat(path)
         if entry is None or entry.is_dir:
             raise FileNotFoundError(f"NAS file {path!r} not found on {self.address}")
@@ -158,3 +172,9 @@ class NASResource(OwnsHandles, dg.ConfigurableResource):
 
     def require_healthy(self) -> None:
         require(self.health(), ENV_VARS)
+
+
+def _log_off(cache: dict[str, Any]) -> None:
+    import smbclient
+
+    smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)

@@ -303,7 +303,10 @@ class SMBNAS:
         import smbclient
 
         if not while_written:
-            return smbclient.open_file(self._unc(path), mode="rb", buffering=0, **self._kw)
+            # Shared with other readers (smbclient's default shares nothing: a probe would
+            # lock the platform's own downloads of the file out), never with writers.
+            return smbclient.open_file(self._unc(path), mode="rb", buffering=0,
+                                       share_access="r", **self._kw)
         raw = smbclient.open_file(self._unc(path), mode="rb", buffering=0, share_access="rwd",
                                   **self._kw)
         return ReadWhileWritten(raw)

@@ -19,9 +19,8 @@ index to other files, and allocate whatever a hostile header asks for. So every 
 from __future__ import annotations
 
 import functools
-import resource
+import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from hybrid_pipelines.media_catalog.probe.context import ProbeFailure
@@ -97,11 +96,16 @@ def ffprobe_version(ffprobe_path: str, timeout_s: float = 30.0) -> str:
     return parse_ffprobe_version(out)
 
 
-def _limit_memory(limit: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec: no locks, no imports
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
+def _limited(cmd: list[str], limit: int | None) -> list[str]:
+    """`cmd` under an address-space limit set by a shell's `ulimit -v` just before it execs
+    ffprobe. Not a preexec_fn: with one, subprocess forks (instead of vfork) and every fork
+    handler in this process runs in the child first. gRPC's (the Firestore client) then
+    aborted ffprobe before its exec when a Firestore client was alive, and valid media was
+    recorded invalid as "ffprobe died of signal 6" (test_ffprobe_fork.py)."""
+    if not limit:
+        return cmd
+    return ["/bin/sh", "-c", 'ulimit -v "$1" && shift && exec "$@"', "sh",
+            str(max(1, limit // 1024)), *cmd]
 
 
 def command(target: str, *, ffprobe_path: str, container: str | None,
@@ -141,17 +145,19 @@ def run_ffprobe(target: str, *, ffprobe_path: str, timeout_s: float, stdin_data:
                 container: str | None = None,
                 memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
                 probesize: int | None = None) -> FfprobeRun:
-    cmd = command(target, ffprobe_path=ffprobe_path, container=container, probesize=probesize)
+    found = shutil.which(ffprobe_path)
+    if found is None:  # the shell below would report it as a failed run, not a missing tool
+        raise FfprobeNotFoundError(f"ffprobe not found: {ffprobe_path}")
+    cmd = command(target, ffprobe_path=found, container=container, probesize=probesize)
     try:
         # run() kills the child on timeout before re-raising, so nothing is left behind.
         proc = subprocess.run(
-            cmd,
+            _limited(cmd, memory_limit_bytes),
             input=stdin_data,
             stdin=None if stdin_data is not None else subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
             check=False,
-            preexec_fn=_limit_memory(memory_limit_bytes) if memory_limit_bytes else None,
         )
     except FileNotFoundError as exc:
         raise FfprobeNotFoundError(f"ffprobe not found: {ffprobe_path}") from exc

@@ -14,6 +14,7 @@ connection between threads)."""
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import IO
 
@@ -63,12 +64,14 @@ class WriteMark:
             return None if self._finished else offset
 
 
-class _Following:
+class _Following(io.RawIOBase):
     """The NAS handle as the mark allows it to be read: `readinto` waits for written bytes,
-    never reads past them, and returns 0 only at the end of the finished file."""
+    never reads past them, and returns 0 only at the end of the finished file
+    (io.RawIOBase supplies read())."""
 
     def __init__(self, fh: IO[bytes], mark: WriteMark, progress: Progress | None,
                  wait_s: float) -> None:
+        super().__init__()
         self._fh, self._mark, self._progress, self._wait_s = fh, mark, progress, wait_s
         self._offset = 0
 
@@ -84,9 +87,8 @@ class _Following:
         self._offset += n
         return n
 
-    def read(self, size: int = -1, /) -> bytes:  # Readable; sha256_of_stream uses readinto
-        buf = bytearray(size if size > 0 else 1 << 20)
-        return bytes(buf[:self.readinto(memoryview(buf))])
+    def readable(self) -> bool:
+        return True
 
 
 def read_back_following(open_read: IO[bytes], mark: WriteMark, chunk_size: int,

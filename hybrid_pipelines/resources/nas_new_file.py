@@ -12,6 +12,7 @@ rename never replaces one either."""
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -61,22 +62,19 @@ class SMBNewFile:
     def rename_and_close(self, dst: str) -> None:
         """One round trip: the rename (replace_if_exists off, so the server refuses a taken
         name atomically) and the close as one related compound request."""
-        from smbclient._io import SMBFileTransaction, set_info
         from smbprotocol.file_info import FileRenameInformation
 
         info = FileRenameInformation()
         info["replace_if_exists"] = False
         info["file_name"] = self._share_name(dst)
         try:
-            with name_taken_is_file_exists(dst), SMBFileTransaction(self._raw) as transaction:
-                set_info(transaction, info)
-                self._raw.close(transaction=transaction)
+            with name_taken_is_file_exists(dst):
+                self._set_info_and_close(info)
         finally:
             self.close()  # a failed rename fails the related close with it
 
     def discard(self) -> None:
         """Delete-on-close through this handle, then the close, as one compound."""
-        from smbclient._io import SMBFileTransaction, set_info
         from smbprotocol.file_info import FileDispositionInformation
 
         if self._raw.closed:
@@ -84,13 +82,19 @@ class SMBNewFile:
         info = FileDispositionInformation()
         info["delete_pending"] = True
         try:
-            with SMBFileTransaction(self._raw) as transaction:
-                set_info(transaction, info)
-                self._raw.close(transaction=transaction)
+            self._set_info_and_close(info)
         except Exception as exc:  # noqa: BLE001 - the reconcile job removes stale temporaries
             log.warning("could not remove temporary NAS file %s: %s", self.path, exc)
         finally:
             self.close()
+
+    def _set_info_and_close(self, info: Any) -> None:
+        """`info` set on this handle and the handle closed, as one related compound."""
+        from smbclient._io import SMBFileTransaction, set_info
+
+        with SMBFileTransaction(self._raw) as transaction:
+            set_info(transaction, info)
+            self._raw.close(transaction=transaction)
 
     def close(self) -> None:
         if not self._raw.closed:
@@ -215,15 +219,17 @@ class LocalNewFile:
         self.close()
 
 
-class _PRead:
+class _PRead(io.RawIOBase):
+    """Positional reads of `fd` from its first byte (io.RawIOBase supplies read())."""
+
     def __init__(self, fd: int):
+        super().__init__()
         self._fd, self._offset = fd, 0
+
+    def readable(self) -> bool:
+        return True
 
     def readinto(self, buffer: Any, /) -> int:
         n = os.preadv(self._fd, [buffer], self._offset)
         self._offset += n
         return n
-
-    def read(self, size: int = -1, /) -> bytes:
-        buf = bytearray(size if size > 0 else 1 << 20)
-        return bytes(buf[:self.readinto(memoryview(buf))])

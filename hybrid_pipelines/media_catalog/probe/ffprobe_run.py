@@ -159,8 +159,9 @@ def run_ffprobe(target: str, *, ffprobe_path: str, timeout_s: float, stdin_data:
             timeout=timeout_s,
             check=False,
         )
-    except FileNotFoundError as exc:
-        raise FfprobeNotFoundError(f"ffprobe not found: {ffprobe_path}") from exc
+    except FileNotFoundError as exc:  # the shell of the memory limit, or ffprobe removed since
+        raise FfprobeNotFoundError(f"cannot run {found}: {exc.filename or found} not found"
+                                   ) from exc
     except subprocess.TimeoutExpired as exc:
         raise ProbeFailure(f"ffprobe timed out after {timeout_s:g}s") from exc
     return FfprobeRun(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))

@@ -11,7 +11,8 @@ Every 100 files (`batch_size`; later batches grow to a tenth of the work done, a
 times that) the rows, the directory records and the checkpoint commit in one
 transaction, so a scan killed mid-way resumes after `last_path` with no duplicates: the
 subtrees before it are skipped, and a directory's record only moves once all its files
-are committed (otherwise a crash could make the next scan skip files it never saw).
+are committed (otherwise a crash could make the next scan skip files it never saw). The
+batches commit in walk order on a thread of their own, one behind the walk (scan_writer.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from hybrid_pipelines.media_catalog.catalog_store import CatalogStore, Checkpoint, parent_of
+from hybrid_pipelines.media_catalog.catalog_store.scan_state import advance
 from hybrid_pipelines.media_catalog.nas_access import NASAccess
 from hybrid_pipelines.media_catalog.rules.catalog_paths import (
     is_ignored_dir_name,
@@ -51,6 +54,7 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import (
     split_unusable,
     subtree_done,
 )
+from hybrid_pipelines.media_catalog.scan_writer import ScanWriter
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 
 Log = Callable[[str], None]
@@ -159,6 +163,9 @@ class Scanner:
         self._expected_counted = False
         self._last_log = self.clock()
         t0 = time.monotonic()
+        # Started at the second batch: a rescan (one batch) never pays for its thread.
+        self._writer: ScanWriter | None = None
+        self._inline_batches = 0
         try:
             self._known_dirs = store.dir_states(partition_key)
             self._children: dict[str, list[str]] = defaultdict(list)
@@ -176,15 +183,20 @@ class Scanner:
                 else:
                     self._visit(top, top_mtime)
             self._flush()
+            if self._writer is not None:
+                self._writer.wait()
             self._renames()
             store.finish_checkpoint(cp, top)
         except BaseException as exc:
             try:
                 self._batch = _Batch()  # an unflushed batch is simply redone on resume
+                self._close_writer()  # a batch in flight commits whole or not at all first
                 store.fail_checkpoint(cp, f"{type(exc).__name__}: {exc}")
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             raise
+        finally:
+            self._close_writer()
         report.elapsed_s = round(time.monotonic() - t0, 3)
         self._finish_report(report, cp)
         return report
@@ -312,19 +324,31 @@ class Scanner:
         return min(size * BATCH_GROWTH,
                    max(size, self._cp.processed_files // 10))
 
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
     def _flush(self) -> None:
         b, cp = self._batch, self._cp
         if not (b.size or b.dirs or b.gone_dirs):
             return
         listed = self._listed_before + self.nas.listings
         counts = dict(b.counts)
-        self.store.write_scan_batch(
-            cp, files=b.files, deleted=b.deleted, dirs=b.dirs, gone_dirs=b.gone_dirs,
-            last_path=b.last_path, processed=b.processed,
-            counts={"new": counts.get(NEW, 0),
-                    "changed": counts.get(CHANGED, 0) + counts.get(GROWING, 0),
-                    "deleted": counts.get("deleted", 0)},
-            dirs_listed=listed)
+        written = {"new": counts.get(NEW, 0),
+                   "changed": counts.get(CHANGED, 0) + counts.get(GROWING, 0),
+                   "deleted": counts.get("deleted", 0)}
+        batch: dict[str, Any] = dict(files=b.files, deleted=b.deleted, dirs=b.dirs,
+                                     gone_dirs=b.gone_dirs, last_path=b.last_path,
+                                     processed=b.processed, counts=written, dirs_listed=listed)
+        if self._writer is None and self._inline_batches == 1:
+            self._writer = ScanWriter.start(self.store.conn, cp, self.on_batch)
+        if self._writer is not None:
+            self._writer.submit(**batch)  # committed behind the walk (scan_writer.py)
+            advance(cp, b.last_path, b.processed, written, listed)
+        else:
+            self.store.write_scan_batch(cp, **batch)
+            self._inline_batches += 1
         r = self._report
         r.growing += counts.get(GROWING, 0)
         r.confirmed += counts.get(CONFIRMED, 0)
@@ -339,8 +363,8 @@ class Scanner:
                     cp.partition_key, (PENDING, STABLE, "valid", "invalid")) or None
             self.log(self._progress.line(f"scan {cp.partition_key!r}", now)
                      + f", {listed} directories listed")
-        if self.on_batch is not None:
-            self.on_batch(cp)
+        if self.on_batch is not None and self._writer is None:
+            self.on_batch(cp)  # the writer calls it as each batch commits
 
     def _renames(self) -> None:
         gone, new = self.store.rename_candidates(self._cp)

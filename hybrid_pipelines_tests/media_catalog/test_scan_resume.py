@@ -63,10 +63,14 @@ def test_killed_scan_resumes_without_duplicates(nas: dict, tmp_path: Path,
     assert f"127.0.0.1:{server.port}" in message and "gave up after 4 attempts" in message
     assert "HP_NAS_HOST" in message and server.password not in message
     assert access.reconnects == 3
-    assert cp["state"] == "failed" and cp["processed_files"] == 200 == commits[-1]
+    # The batch after the second may have been on its way to SQLite when smbd died (the
+    # writes run one batch behind the walk, scan_writer.py): committed whole or not at all.
+    assert commits[-1] == 200 and cp["state"] == "failed"
+    assert cp["processed_files"] in (200, 300)
     assert cp["status"] == "in_progress"  # the design's value: the next run resumes it
     with sqlite3.connect(catalog.path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 200
+        assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == \
+            cp["processed_files"]
 
     server.start()  # same port, same share
     instance = instance_with(folder)

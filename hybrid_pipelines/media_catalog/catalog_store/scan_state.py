@@ -57,6 +57,18 @@ class Checkpoint:
     resumed: bool
 
 
+def advance(cp: Checkpoint, last_path: str | None, processed: int, counts: dict[str, int],
+            dirs_listed: int) -> None:
+    """`cp` as a committed batch leaves its row (write_scan_batch)."""
+    if last_path is not None:
+        cp.last_path = last_path
+    cp.processed_files += processed
+    cp.new_files += counts.get("new", 0)
+    cp.changed_files += counts.get("changed", 0)
+    cp.deleted_files += counts.get("deleted", 0)
+    cp.dirs_listed = dirs_listed
+
+
 class ScanStore(StoreBase):
     # ------------------------------------------------------------------ folders / partitions
 
@@ -263,12 +275,7 @@ class ScanStore(StoreBase):
                 "WHERE scan_id = ?",
                 (new_last, processed, counts.get("new", 0), counts.get("changed", 0),
                  counts.get("deleted", 0), dirs_listed, now, scan_id))
-        cp.last_path = new_last
-        cp.processed_files += processed
-        cp.new_files += counts.get("new", 0)
-        cp.changed_files += counts.get("changed", 0)
-        cp.deleted_files += counts.get("deleted", 0)
-        cp.dirs_listed = dirs_listed
+        advance(cp, last_path, processed, counts, dirs_listed)
 
     def drop_partition_dirs(self, partition_key: str) -> None:
         with self.transaction() as c:

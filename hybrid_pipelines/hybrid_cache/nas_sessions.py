@@ -69,4 +69,6 @@ class PerThreadNAS:
 def _log_off(session: tuple[NASFileSystem, dict[str, Any]]) -> None:
     import smbclient
 
+    if isinstance(session[0], SMBNAS) and session[0].wire_hasher is not None:
+        session[0].wire_hasher.close()
     smbclient.reset_connection_cache(fail_on_error=False, connection_cache=session[1])

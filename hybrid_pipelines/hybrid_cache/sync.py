@@ -276,7 +276,7 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
                 mark.finished()
                 expected = _check_cached(job, copied)
                 held = follower.result() if follower is not None else \
-                    sha256_of_stream(out.reader(), chunk_size, progress=progress)
+                    _read_back(out, chunk_size, progress)
         finally:
             body.close()
         if held.size != row.size or held.sha256 != expected:
@@ -292,6 +292,14 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
         raise
     assert out is not None  # both ways of copying opened it
     return Verified(expected, out)
+
+
+def _read_back(out: NewFile, chunk_size: int, progress: Progress) -> CopyResult:
+    """The whole NAS copy hashed: over the lean SMB connection where there is one (a third of
+    smbprotocol's CPU per byte, smb_wire_hash.py), else on the copy's own handle."""
+    if (held := out.hash_on_server(progress)) is not None:
+        return CopyResult(*held)
+    return sha256_of_stream(out.reader(), chunk_size, progress=progress)
 
 
 def _read_whole(body: Any, size: int) -> bytes:

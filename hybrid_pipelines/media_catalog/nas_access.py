@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
 from hybrid_pipelines.media_catalog.smb_listing import LeanSMBLister
 from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
-from hybrid_pipelines.media_catalog.smb_wire import WireConnection
 from hybrid_pipelines.resources import BackendError, NASResource
 from hybrid_pipelines.resources.nas import ENV_VARS, explain_nas_error
 from hybrid_pipelines.resources.nas_fs import SMBNAS
+from hybrid_pipelines.resources.smb_wire import WireConnection
 
 T = TypeVar("T")
 DEFAULT_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0)

@@ -27,7 +27,7 @@ from typing import Any
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry, path_key
 from hybrid_pipelines.media_catalog.smb_listing import parse_directory_information
-from hybrid_pipelines.media_catalog.smb_wire import (
+from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
     CREATE,
     QUERY_DIRECTORY,

@@ -28,6 +28,7 @@ from hybrid_pipelines.resources.nas_new_file import (
     put_smb,
 )
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
+from hybrid_pipelines.resources.smb_wire_hash import WireHasher
 from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
@@ -232,6 +233,8 @@ class SMBNAS:
     keyed by server:port and reconnects only when it knows them) and a private connection
     cache, so two resources with different credentials never share a session."""
 
+    wire_hasher: WireHasher | None = None  # with_own_connection's copies have one
+
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
                  timeout_s: float, cache: dict[str, Any], root_dir: str = ""):
         self.host, self.port, self.share = host, port, share
@@ -257,6 +260,10 @@ class SMBNAS:
         cache: dict[str, Any] = {f"{self.host.lower()}:{self.port}": conn}
         clone = copy.copy(self)
         clone._kw = {**self._kw, "connection_cache": cache}
+        # Its read-backs go over a lean connection under the same GUID (smb_wire_hash.py).
+        clone.wire_hasher = WireHasher(self.host, self.port, self.share,
+                                       self._kw["username"], self._kw["password"],
+                                       self._kw["connection_timeout"], client_guid.bytes)
         return clone, cache
 
     def _unc(self, path: str) -> str:
@@ -337,7 +344,7 @@ class SMBNAS:
         raw = self._new_raw(path)
         with name_taken_is_file_exists(path):
             raw.open()
-        return SMBNewFile(raw, safe_relpath(path), self._share_name)
+        return SMBNewFile(raw, safe_relpath(path), self._share_name, self.wire_hasher)
 
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
         raw = self._new_raw(path)

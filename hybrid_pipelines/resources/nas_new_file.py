@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from hybrid_pipelines.resources.local_rename import rename_noreplace
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
+from hybrid_pipelines.resources.smb_wire_hash import WireHasher
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class NewFile(Protocol):
     def write(self, data: bytes, /) -> int | None: ...
     def reader(self) -> Reader:
         """The file from its first byte to the end the NAS reports, on this handle."""
+    def hash_on_server(self, progress: Callable[[int], None]) -> tuple[int, str] | None:
+        """(size, SHA-256) of the file as the NAS holds it, read over a lean connection of
+        this thread; None where there is none (a mount; a server the lean client cannot
+        use): read reader() instead."""
     def rename_and_close(self, dst: str) -> None:
         """Rename to `dst` unless that name is taken (FileExistsError), then close; the
         handle is closed whatever the outcome."""
@@ -49,8 +54,15 @@ class NewFile(Protocol):
 class SMBNewFile:
     """`raw` is an smbclient SMBRawIO opened with read, write and delete access."""
 
-    def __init__(self, raw: Any, path: str, share_name: Callable[[str], str]):
+    def __init__(self, raw: Any, path: str, share_name: Callable[[str], str],
+                 hasher: WireHasher | None = None):
         self._raw, self.path, self._share_name = raw, path, share_name
+        self._hasher = hasher
+
+    def hash_on_server(self, progress: Callable[[int], None]) -> tuple[int, str] | None:
+        if self._hasher is None:
+            return None
+        return self._hasher.sha256(self._share_name(self.path), progress)
 
     def write(self, data: bytes, /) -> int:
         return int(self._raw.write(data))
@@ -190,6 +202,9 @@ class LocalNewFile:
     def reader(self) -> Reader:
         assert self._fd is not None
         return _PRead(self._fd)
+
+    def hash_on_server(self, progress: Callable[[int], None]) -> None:
+        return None  # a mount: read back through reader()
 
     def rename_and_close(self, dst: str) -> None:
         try:

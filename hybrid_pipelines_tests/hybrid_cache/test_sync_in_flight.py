@@ -80,6 +80,15 @@ class RecordedFile:
         span = self._timeline.verify_span(self._name)
         return ReadBack(self._new.reader(), lambda: span.__setitem__(3, time.monotonic()))
 
+    def hash_on_server(self, progress: Any) -> Any:
+        """The read-back over the lean connection (smb_wire_hash.py), recorded the same."""
+        self._timeline.event(self._name).set()  # fully copied
+        span = self._timeline.verify_span(self._name)
+        try:
+            return self._new.hash_on_server(progress)
+        finally:
+            span[3] = time.monotonic()
+
     def rename_and_close(self, dst: str) -> None:
         self._timeline.event(self._name).set()
         self._new.rename_and_close(dst)

@@ -18,8 +18,8 @@ from hybrid_pipelines.media_catalog.rules.scan_diff import Entry
 from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
-from hybrid_pipelines.media_catalog.smb_wire import CREATE, WireConnection, WireError
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+from hybrid_pipelines.resources.smb_wire import CREATE, WireConnection, WireError
 
 from .conftest import put, unique
 

@@ -22,7 +22,7 @@ import hmac
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 header
@@ -101,8 +101,10 @@ class WireConnection:
     """One TCP connection, one session, one tree. Not thread-safe: one caller at a time."""
 
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
-                 timeout_s: float):
+                 timeout_s: float, client_guid: bytes | None = None):
         self.host, self.port, self.share = host, port, share
+        # Connections that open one file at once must share it (nas_fs.with_own_connection).
+        self.client_guid = client_guid or os.urandom(16)
         self._user, self._password, self.timeout_s = username, password, timeout_s
         self.sock: socket.socket | None = None
         self._buf = bytearray()
@@ -110,7 +112,7 @@ class WireConnection:
         self.session_id = self.tree_id = 0
         self.dialect = 0
         self.large_mtu = False
-        self.max_transact = 65536
+        self.max_transact = self.max_read = 65536
         self.signer: Signer | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -140,7 +142,7 @@ class WireConnection:
         signing = struct.pack("<HHH", 2, SIGN_GMAC, SIGN_CMAC)
         contexts = (struct.pack("<HHI", 1, len(preauth), 0) + preauth + bytes(-len(preauth) % 8)
                     + struct.pack("<HHI", 8, len(signing), 0) + signing)
-        body = fixed.pack(36, len(DIALECTS), 2, 0, CAP_LARGE_MTU, os.urandom(16),
+        body = fixed.pack(36, len(DIALECTS), 2, 0, CAP_LARGE_MTU, self.client_guid,
                           ctx_at + pad, 2, 0) + dialects + bytes(pad) + contexts
         request = self._header(NEGOTIATE, 0, 0, 1, 0, 0, 0, 0) + body
         self.next_mid = 1
@@ -148,12 +150,12 @@ class WireConnection:
         if resp.status != STATUS_SUCCESS:
             raise WireUnsupported(f"negotiate refused (status {resp.status:#x})")
         b = resp.message
-        (_size, _mode, dialect, ctx_count, _guid, caps, max_transact, _max_read, _max_write,
+        (_size, _mode, dialect, ctx_count, _guid, caps, max_transact, max_read, _max_write,
          _t, _start, blob_off, blob_len, ctx_off) = struct.unpack_from("<HHHH16sIIIIQQHHI", b, 64)
         if dialect not in DIALECTS:
             raise WireUnsupported(f"the server chose SMB dialect {dialect:#x}, not SMB 3")
         self.dialect, self.large_mtu = dialect, bool(caps & CAP_LARGE_MTU)
-        self.max_transact = max_transact
+        self.max_transact, self.max_read = max_transact, max_read
         algorithm = SIGN_CMAC
         hash_value = bytes(64)
         if dialect == 0x0311:
@@ -350,18 +352,40 @@ class WireConnection:
         del buf[: 4 + size]
         return frame
 
-    def _fill(self) -> None:
+    def _socket_read(self, op: Callable[..., Any], *args: Any) -> Any:
+        """`op(socket, *args)` (recv or recv_into); a closed or failing socket raised as
+        SMBConnectionClosed, a timeout as TimeoutError."""
         if self.sock is None:
             raise connection_closed("the SMB connection is closed")
         try:
-            data = self.sock.recv(1 << 20)
+            got = op(self.sock, *args)
         except TimeoutError:
             raise
         except OSError as err:
             raise connection_closed(f"reading from the SMB server failed: {err}") from err
-        if not data:
+        if not got:
             raise connection_closed("the SMB server closed the connection")
-        self._buf += data
+        return got
+
+    def _fill(self) -> None:
+        self._buf += self._socket_read(socket.socket.recv, 1 << 20)
+
+    def receive_frame(self) -> bytearray:
+        """The next whole frame in a buffer of its own (bulk reads: no copy of the payload
+        beyond the socket's own), for callers that parse and check it themselves."""
+        size = int.from_bytes(self._receive_exact(4)[1:4], "big")
+        return self._receive_exact(size)
+
+    def _receive_exact(self, n: int) -> bytearray:
+        out = bytearray(n)
+        view = memoryview(out)
+        got = min(n, len(self._buf))
+        if got:
+            view[:got] = self._buf[:got]
+            del self._buf[:got]
+        while got < n:
+            got += self._socket_read(socket.socket.recv_into, view[got:])
+        return out
 
     def pending_frame(self) -> bool:
         """A whole frame is already buffered (no need to wait on the socket)."""

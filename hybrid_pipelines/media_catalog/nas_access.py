@@ -11,6 +11,7 @@ their own, closed when the block ends."""
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,44 @@ def is_missing(exc: BaseException) -> bool:
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return True
     return isinstance(exc, SMBOSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
+class EarlyConnection:
+    """`connect()` started on a thread of its own at once; `take()` hands that connection
+    over (or raises what connecting raised) the first time, and connects anew after."""
+
+    def __init__(self, connect: Callable[[], WireConnection]):
+        self._connect = connect
+        self._result: WireConnection | BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="nas-early-connect", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._connect()
+        except BaseException as exc:  # noqa: BLE001 - raised to whoever takes it
+            self._result = exc
+
+    def _claim(self) -> WireConnection | BaseException | None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return None
+        thread.join()
+        result, self._result = self._result, None
+        return result
+
+    def take(self) -> WireConnection:
+        result = self._claim()
+        if isinstance(result, BaseException):
+            raise result
+        return result if result is not None else self._connect()
+
+    def discard(self) -> None:
+        """Close the early connection if nobody took it."""
+        result = self._claim()
+        if result is not None and not isinstance(result, BaseException):
+            result.close()
 
 
 class NASAccess:
@@ -106,7 +145,10 @@ class NASAccess:
             conn.connect()
             return conn
 
-        pipe = PipelinedLister(connect, lean.list_dir, root_dir=lean.root_dir,
+        # The first connection is set up while the caller reads its own state (a rescan
+        # reads the catalog's directories first): its round trips cost nothing then.
+        early = EarlyConnection(connect)
+        pipe = PipelinedLister(early.take, lean.list_dir, root_dir=lean.root_dir,
                                connections=connections, window=window, ahead=ahead)
         self._pipe = pipe
         try:
@@ -114,6 +156,7 @@ class NASAccess:
         finally:
             self._pipe = None
             pipe.close()
+            early.discard()
             if pipe.unsupported:
                 self.log(f"NAS {self.address}: listed through smbprotocol, not the lean "
                          f"pipeline: {pipe.unsupported}")

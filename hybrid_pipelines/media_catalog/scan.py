@@ -167,16 +167,16 @@ class Scanner:
         self._writer: ScanWriter | None = None
         self._inline_batches = 0
         try:
-            self._known_dirs = store.dir_states(partition_key)
-            self._children: dict[str, list[str]] = defaultdict(list)
-            for path in self._known_dirs:
-                self._children[parent_of(path)].append(path)
-            # A vouched file's directory is listed even when its timestamp did not move
-            # (a file rewritten in place).
-            self._pending_dirs = store.pending_dirs(partition_key) | {
-                dir_of(p) for p in self._vouched}
             with self.nas.pipelined(self.connections, min(8, self.lookahead),
-                                    self.lookahead):
+                                    self.lookahead):  # connecting while the catalog is read
+                self._known_dirs = store.dir_states(partition_key)
+                self._children: dict[str, list[str]] = defaultdict(list)
+                for path in self._known_dirs:
+                    self._children[parent_of(path)].append(path)
+                # A vouched file's directory is listed even when its timestamp did not move
+                # (a file rewritten in place).
+                self._pending_dirs = store.pending_dirs(partition_key) | {
+                    dir_of(p) for p in self._vouched}
                 top_mtime = self._top_mtime(top)
                 if top_mtime is None:
                     self._folder_gone(partition_key, top)

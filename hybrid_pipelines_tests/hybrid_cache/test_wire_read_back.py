@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,13 +22,19 @@ from hybrid_pipelines.resources.smb_wire_hash import WireHasher
 MIB = 1 << 20
 
 
-def worker_fs(nas_resource: NASResource) -> SMBNAS:
-    """A sync worker's view of the share: its own session and a lean hasher, one GUID."""
+@pytest.fixture()
+def worker(nas_resource: NASResource) -> Iterator[SMBNAS]:
+    """A sync worker's view of the share: its own session and a lean hasher, one GUID;
+    both closed after the test, as a run closes them."""
+    import smbclient
+
     fs = nas_resource.fs()
     assert isinstance(fs, SMBNAS)
-    clone, _cache = fs.with_own_connection(uuid.uuid4())
+    clone, cache = fs.with_own_connection(uuid.uuid4())
     assert clone.wire_hasher is not None
-    return clone
+    yield clone
+    clone.wire_hasher.close()
+    smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
 
 def written(fs: SMBNAS, path: str, data: bytes) -> Any:
@@ -39,9 +46,9 @@ def written(fs: SMBNAS, path: str, data: bytes) -> Any:
 
 @pytest.mark.parametrize("size", [1, 65536, MIB, MIB + 1, 9 * MIB + 7])
 @pytest.mark.parametrize("chunk", [64 << 10, MIB])
-def test_the_hash_is_that_of_the_bytes_on_the_nas(nas_resource: NASResource, size: int,
-                                                  chunk: int) -> None:
-    fs = worker_fs(nas_resource)
+def test_the_hash_is_that_of_the_bytes_on_the_nas(worker: SMBNAS, nas_resource: NASResource,
+                                                  size: int, chunk: int) -> None:
+    fs = worker
     data = random.Random(size).randbytes(size)
     path = f"wire-hash/{chunk}/{size}.bin"
     fs.makedirs("wire-hash/" + str(chunk))
@@ -60,8 +67,8 @@ def test_the_hash_is_that_of_the_bytes_on_the_nas(nas_resource: NASResource, siz
     assert fs.stat(path) is not None and fs.stat(path).size == size  # type: ignore[union-attr]
 
 
-def test_bytes_past_the_writers_end_are_counted(nas_resource: NASResource) -> None:
-    fs = worker_fs(nas_resource)
+def test_bytes_past_the_writers_end_are_counted(worker: SMBNAS) -> None:
+    fs = worker
     data = random.Random(3).randbytes(3 * MIB)
     new = written(fs, "wire-hash-extra.partial", data)
     new.write(b"\x00garbage")  # what a corrupt copy looks like: longer than the object
@@ -75,9 +82,9 @@ def test_bytes_past_the_writers_end_are_counted(nas_resource: NASResource) -> No
 
 @pytest.mark.fault("an answer to a read-back arrives with a damaged signature -> refused, "
                    "nothing hashed from it", kind="patched exception")
-def test_a_read_answer_with_a_bad_signature_is_refused(nas_resource: NASResource,
+def test_a_read_answer_with_a_bad_signature_is_refused(worker: SMBNAS,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    fs = worker_fs(nas_resource)
+    fs = worker
     new = written(fs, "wire-hash-tampered.partial", random.Random(4).randbytes(2 * MIB))
     hasher = fs.wire_hasher
     assert hasher is not None
@@ -104,11 +111,10 @@ def test_a_read_answer_with_a_bad_signature_is_refused(nas_resource: NASResource
         hasher.close()
 
 
-def test_a_read_back_stopped_midway_leaves_the_next_one_working(
-        nas_resource: NASResource) -> None:
+def test_a_read_back_stopped_midway_leaves_the_next_one_working(worker: SMBNAS) -> None:
     """The run's progress callback raises (a lost lease, a stopping run) with reads still
     in flight: the connection is dropped, and the next read-back opens a new one."""
-    fs = worker_fs(nas_resource)
+    fs = worker
     data = random.Random(5).randbytes(6 * MIB)
     new = written(fs, "wire-hash-stopped.partial", data)
     hasher = fs.wire_hasher

@@ -27,6 +27,7 @@ from typing import Any
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry, path_key
 from hybrid_pipelines.media_catalog.smb_listing import parse_directory_information
+from hybrid_pipelines.resources.smb_requests import create_body as wire_create_body
 from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
     CREATE,
@@ -40,7 +41,6 @@ from hybrid_pipelines.shared.nas_paths import smb_safe_relpath
 STATUS_NO_MORE_FILES = 0x80000006
 _MISSING = {0xC0000034, 0xC000003A}  # object name / path not found
 _RELATED_FID = b"\xff" * 16
-_CREATE = struct.Struct("<HBBIQQIIIIIHHII")
 _QUERY = struct.Struct("<HBBI16sHHI")
 _CLOSE = struct.pack("<HHI16s", 24, 0, 0, _RELATED_FID)
 _STAR = "*".encode("utf-16-le")
@@ -50,10 +50,7 @@ _ACCESS, _SHARE, _OPEN, _DIR_FILE, _ATTR_DIR = 0x100081, 0x7, 0x1, 0x1, 0x10
 
 
 def create_body(server_path: str) -> bytes:
-    name = server_path.replace("/", "\\").encode("utf-16-le")
-    body = _CREATE.pack(57, 0, 0, 2, 0, 0, _ACCESS, _ATTR_DIR, _SHARE, _OPEN, _DIR_FILE,
-                        64 + _CREATE.size, len(name), 0, 0) + name
-    return body if name else body + b"\0" * 8  # the buffer may not be empty
+    return wire_create_body(server_path, _ACCESS, _ATTR_DIR, _SHARE, _OPEN, _DIR_FILE)
 
 
 def query_body(restart: bool, buffer_len: int) -> bytes:

@@ -68,21 +68,34 @@ class Signer:
     """AES-GMAC (SMB 3.1.1 when the server offers it) or AES-CMAC signatures."""
 
     def __init__(self, key: bytes, algorithm: int):
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         self.key, self.algorithm = key, algorithm
-        self._gcm = AESGCM(key) if algorithm == SIGN_GMAC else None
 
-    def signature(self, message: bytes | bytearray, mid: int, response: bool) -> bytes:
-        if self._gcm is not None:
+    def signature(self, mid: int, response: bool, *parts: bytes | bytearray | memoryview
+                  ) -> bytes:
+        """The signature of a message given as `parts` (its signature field zeroed), each
+        fed to the MAC where it lies: a 1 MiB read answer is not copied for it."""
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if self.algorithm == SIGN_GMAC:
             nonce = struct.pack("<QI", mid, 1 if response else 0)
-            return self._gcm.encrypt(nonce, b"", bytes(message))
+            gmac = Cipher(algorithms.AES(self.key), modes.GCM(nonce)).encryptor()
+            for part in parts:
+                gmac.authenticate_additional_data(part)
+            gmac.finalize()
+            return gmac.tag
         from cryptography.hazmat.primitives import cmac
-        from cryptography.hazmat.primitives.ciphers import algorithms
 
-        c = cmac.CMAC(algorithms.AES(self.key))
-        c.update(bytes(message))
-        return c.finalize()
+        mac = cmac.CMAC(algorithms.AES(self.key))
+        for part in parts:
+            mac.update(part)
+        return mac.finalize()
+
+    def verify(self, message: memoryview, mid: int) -> bool:
+        """Whether one signed answer carries its right signature."""
+        header = bytearray(message[:64])
+        header[48:64] = _ZERO_SIG
+        return hmac.compare_digest(self.signature(mid, True, header, message[64:]),
+                                   bytes(message[48:64]))
 
 
 class Response:
@@ -274,7 +287,7 @@ class WireConnection:
                                          self.session_id))
             msg += body
             msg += bytes(pad)
-            msg[48:64] = self.signer.signature(msg, mid, False)
+            msg[48:64] = self.signer.signature(mid, False, msg)
             out += msg
             mids.append(mid)
         self._send(out)
@@ -334,10 +347,7 @@ class WireConnection:
                 raise WireError(f"the SMB server sent an unsigned answer (message {resp.mid}, "
                                 f"status {resp.status:#x}) on a signed session")
             return
-        msg = bytearray(resp.message)
-        msg[48:64] = _ZERO_SIG
-        want = self.signer.signature(msg, resp.mid, True)
-        if not hmac.compare_digest(want, resp.message[48:64]):
+        if not self.signer.verify(memoryview(resp.message), resp.mid):
             raise WireError(f"the SMB server's answer to message {resp.mid} has a bad "
                             "signature: refusing it")
 

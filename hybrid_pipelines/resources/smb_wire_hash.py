@@ -19,20 +19,18 @@ there: the size returned is then smaller, which the caller reports as a corrupt 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 from collections.abc import Callable
 
+from hybrid_pipelines.resources.smb_requests import create_body
 from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
     CREATE,
     FLAG_ASYNC,
     FLAG_SIGNED,
     HEADER,
-    SIGN_GMAC,
     STATUS_PENDING,
     STATUS_SUCCESS,
-    Signer,
     WireConnection,
     WireError,
     WireUnsupported,
@@ -41,7 +39,6 @@ from hybrid_pipelines.resources.smb_wire import (
 READ = 8
 STATUS_END_OF_FILE = 0xC0000011
 WINDOW_BYTES = 8 << 20  # reads in flight per file
-_CREATE = struct.Struct("<HBBIQQIIIIIHHII")
 _READ = struct.Struct("<HBBIQ16sIIIHH")
 # FILE_READ_DATA | FILE_READ_ATTRIBUTES | SYNCHRONIZE; shared for read, write and delete (the
 # writer's handle holds write and delete access); FILE_OPEN; FILE_NON_DIRECTORY_FILE.
@@ -50,35 +47,8 @@ _ACCESS, _SHARE, _OPEN, _NON_DIRECTORY = 0x100081, 0x7, 0x1, 0x40
 Progress = Callable[[int], None]
 
 
-def signature_ok(signer: Signer, message: memoryview, mid: int) -> bool:
-    """Whether one signed answer carries its right signature, checked where it was received
-    (a 1 MiB read answer is not copied for it)."""
-    header = bytearray(message[:64])
-    header[48:64] = bytes(16)
-    if signer.algorithm == SIGN_GMAC:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        gmac = Cipher(algorithms.AES(signer.key), modes.GCM(struct.pack("<QI", mid, 1))
-                      ).encryptor()
-        gmac.authenticate_additional_data(bytes(header))
-        gmac.authenticate_additional_data(message[64:])
-        gmac.finalize()
-        want = gmac.tag
-    else:
-        from cryptography.hazmat.primitives import cmac
-        from cryptography.hazmat.primitives.ciphers import algorithms
-
-        mac = cmac.CMAC(algorithms.AES(signer.key))
-        mac.update(bytes(header))
-        mac.update(message[64:])
-        want = mac.finalize()
-    return hmac.compare_digest(want, bytes(message[48:64]))
-
-
 def _create_body(name: str) -> bytes:
-    encoded = name.replace("/", "\\").encode("utf-16-le")
-    return _CREATE.pack(57, 0, 0, 2, 0, 0, _ACCESS, 0, _SHARE, _OPEN, _NON_DIRECTORY,
-                        64 + _CREATE.size, len(encoded), 0, 0) + encoded
+    return create_body(name, _ACCESS, 0, _SHARE, _OPEN, _NON_DIRECTORY)
 
 
 def _read_body(offset: int, length: int, fid: bytes) -> bytes:
@@ -164,7 +134,7 @@ def _answers(conn: WireConnection, sent: dict[int, tuple[int, int]]
         message, off = frame[off:stop], stop
         if mid not in sent or (status == STATUS_PENDING and flags & FLAG_ASYNC):
             continue  # an interim answer, or a break we did not ask about
-        if not flags & FLAG_SIGNED or not signature_ok(conn.signer, message, mid):
+        if not flags & FLAG_SIGNED or not conn.signer.verify(message, mid):
             raise WireError(f"the SMB server's answer to read {mid} is unsigned or its "
                             "signature is wrong: refusing it")
         out.append((mid, status, message))

@@ -50,8 +50,8 @@ class PerThreadNAS:
     def open_write(self, path: str) -> IO[bytes]:
         return self._fs().open_write(path)
 
-    def create_new(self, path: str) -> NewFile:
-        return self._fs().create_new(path)
+    def create_new(self, path: str, *, followed: bool = False) -> NewFile:
+        return self._fs().create_new(path, followed=followed)
 
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
         return self._fs().put_new(path, data)
@@ -69,6 +69,6 @@ class PerThreadNAS:
 def _log_off(session: tuple[NASFileSystem, dict[str, Any]]) -> None:
     import smbclient
 
-    if isinstance(session[0], SMBNAS) and session[0].wire_hasher is not None:
-        session[0].wire_hasher.close()
+    if isinstance(session[0], SMBNAS) and session[0].worker_wire is not None:
+        session[0].worker_wire.close()
     smbclient.reset_connection_cache(fail_on_error=False, connection_cache=session[1])

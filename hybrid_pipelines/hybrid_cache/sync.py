@@ -22,6 +22,7 @@ import errno
 import hashlib
 import logging
 import posixpath
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -267,9 +268,12 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
                 progress(len(data))
                 held = CopyResult(len(back), _sha256(back))
             else:
-                out = _in_folder(nas, tmp, folders, lambda: nas.create_new(tmp))
+                follow = read_back is not None and row.size >= FOLLOW_MIN_CHUNKS * chunk_size
+                out = _in_folder(nas, tmp, folders,
+                                 lambda: nas.create_new(tmp, followed=follow))
                 step = progress
-                if read_back is not None and row.size >= FOLLOW_MIN_CHUNKS * chunk_size:
+                if follow:
+                    assert read_back is not None
                     follower = read_back(tmp, mark)
                     step = _following(progress, mark, follower)
                 copied = copy_with_sha256(body, out, chunk_size, progress=step)
@@ -351,13 +355,18 @@ def _settle(follower: Future[CopyResult], timeout_s: float = 30.0) -> None:
         pass
 
 
+_MAKING_FOLDERS = threading.Lock()
+
+
 def _in_folder(nas: NASFileSystem, path: str, folders: set[str], create: Callable[[], T]) -> T:
     """`create()` a file at `path`, its folder made first unless this run already made sure
     of it (`folders`, shared by the run's workers: one round trip saved per file)."""
     parent = posixpath.dirname(path)
     if parent and parent not in folders:
-        nas.makedirs(parent)
-        folders.add(parent)
+        with _MAKING_FOLDERS:  # one worker at a time (smb_wire_file.makedirs: Samba's panic)
+            if parent not in folders:
+                nas.makedirs(parent)
+                folders.add(parent)
     try:
         return create()
     except OSError as exc:

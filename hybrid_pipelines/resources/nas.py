@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -11,7 +11,6 @@ from hybrid_pipelines.resources.errors import Health, probe_health, require
 from hybrid_pipelines.resources.nas_fs import (
     NAS_SENTINEL,
     SMBNAS,
-    CountingReader,
     LocalNAS,
     NASFileSystem,
     NASNotMountedError,
@@ -25,6 +24,37 @@ __all__ = ["ENV_VARS", "NAS_SENTINEL", "NASResource", "explain_nas_error"]
 ENV_VARS = ("HP_NAS_PROTOCOL", "HP_NAS_HOST", "HP_NAS_PORT", "HP_NAS_SHARE",
             "HP_NAS_USERNAME", "HP_NAS_PASSWORD", "HP_NAS_LOCAL_ROOT", "HP_NAS_ROOT_DIR",
             "NAS_ROOT_PATH")
+
+
+class CountingReader:
+    """RangeReader over an open NAS file, counting what was really read."""
+
+    def __init__(self, fh: IO[bytes], name: str, size: int):
+        self._fh, self.name, self.size, self.bytes_read = fh, name, size, 0
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset >= self.size or length <= 0:
+            return b""
+        self._fh.seek(offset)
+        chunks, want = [], min(length, self.size - offset)
+        while want > 0:
+            chunk = self._fh.read(want)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            want -= len(chunk)
+        data = b"".join(chunks)
+        self.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 _LOGON_STATUSES = {0xC000006D, 0xC000006A, 0xC0000064, 0xC0000072, 0xC0000234}

@@ -12,12 +12,13 @@ import os
 import shutil
 import stat as pystat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from hybrid_pipelines.resources import smb_wire_file as wire_file
 from hybrid_pipelines.resources.local_rename import rename_noreplace
 from hybrid_pipelines.resources.nas_new_file import (
     LocalNewFile,
@@ -28,7 +29,7 @@ from hybrid_pipelines.resources.nas_new_file import (
     put_smb,
 )
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
-from hybrid_pipelines.resources.smb_wire_hash import WireHasher
+from hybrid_pipelines.resources.smb_wire_file import WorkerWire
 from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
@@ -90,44 +91,13 @@ class NASFileSystem(Protocol):
     def open_read(self, path: str, *, while_written: bool = False) -> IO[bytes]: ...
     def open_write(self, path: str) -> IO[bytes]: ...
     # A file made for the sync (never over an existing name), open until renamed into place.
-    def create_new(self, path: str) -> NewFile: ...
+    def create_new(self, path: str, *, followed: bool = False) -> NewFile: ...
     # create_new with `data` written and read back (in one exchange where the protocol
     # allows): the open file and the bytes the NAS returned for it.
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]: ...
     def rename(self, src: str, dst: str) -> None: ...
     def remove(self, path: str) -> None: ...
     def makedirs(self, path: str) -> None: ...
-
-
-class CountingReader:
-    """RangeReader over an open NAS file, counting what was really read."""
-
-    def __init__(self, fh: IO[bytes], name: str, size: int):
-        self._fh, self.name, self.size, self.bytes_read = fh, name, size, 0
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if offset >= self.size or length <= 0:
-            return b""
-        self._fh.seek(offset)
-        chunks, want = [], min(length, self.size - offset)
-        while want > 0:
-            chunk = self._fh.read(want)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            want -= len(chunk)
-        data = b"".join(chunks)
-        self.bytes_read += len(data)
-        return data
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> CountingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _parent(path: str) -> str:
@@ -207,7 +177,7 @@ class LocalNAS:
         # Unbuffered, as over SMB: a write that returned is in the file (follow_read.py).
         return open(self._abs(path), "wb", buffering=0)  # noqa: SIM115 - caller closes
 
-    def create_new(self, path: str) -> NewFile:
+    def create_new(self, path: str, *, followed: bool = False) -> NewFile:
         return LocalNewFile(self._abs(path), safe_relpath(path), self._abs)
 
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
@@ -233,7 +203,7 @@ class SMBNAS:
     keyed by server:port and reconnects only when it knows them) and a private connection
     cache, so two resources with different credentials never share a session."""
 
-    wire_hasher: WireHasher | None = None  # with_own_connection's copies have one
+    worker_wire: WorkerWire | None = None  # with_own_connection's copies have one
 
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
                  timeout_s: float, cache: dict[str, Any], root_dir: str = ""):
@@ -255,15 +225,20 @@ class SMBNAS:
         opened the file meanwhile (test_sync_follow_read.py)."""
         from smbprotocol.connection import Connection
 
-        conn = Connection(client_guid, self.host, self.port, require_signing=True)
-        conn.connect(timeout=self._kw["connection_timeout"])
-        cache: dict[str, Any] = {f"{self.host.lower()}:{self.port}": conn}
+        def connect() -> Any:
+            conn = Connection(client_guid, self.host, self.port, require_signing=True)
+            conn.connect(timeout=self._kw["connection_timeout"])
+            return conn
+
+        # Made on first use: a worker whose files all go over the lean connection never
+        # pays for an smbprotocol session.
+        cache = _ConnectOnFirstUse(f"{self.host.lower()}:{self.port}", connect)
         clone = copy.copy(self)
         clone._kw = {**self._kw, "connection_cache": cache}
-        # Its read-backs go over a lean connection under the same GUID (smb_wire_hash.py).
-        clone.wire_hasher = WireHasher(self.host, self.port, self.share,
+        # Its new files go over a lean connection (smb_wire_file.py).
+        clone.worker_wire = WorkerWire(self.host, self.port, self.share,
                                        self._kw["username"], self._kw["password"],
-                                       self._kw["connection_timeout"], client_guid.bytes)
+                                       self._kw["connection_timeout"])
         return clone, cache
 
     def _unc(self, path: str) -> str:
@@ -340,13 +315,21 @@ class SMBNAS:
     def _share_name(self, path: str) -> str:
         return self._unc(path).split("\\", 4)[-1]
 
-    def create_new(self, path: str) -> NewFile:
+    def create_new(self, path: str, *, followed: bool = False) -> NewFile:
+        # On the worker's lean connection unless another session reads it while written (it
+        # must see every write that returned: lean writes are answered later).
+        if not followed and self.worker_wire is not None and \
+                (new := wire_file.create_new(self.worker_wire, path, self._share_name)):
+            return new
         raw = self._new_raw(path)
         with name_taken_is_file_exists(path):
             raw.open()
-        return SMBNewFile(raw, safe_relpath(path), self._share_name, self.wire_hasher)
+        return SMBNewFile(raw, safe_relpath(path), self._share_name)
 
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
+        if self.worker_wire is not None and \
+                (done := wire_file.put_new(self.worker_wire, path, self._share_name, data)):
+            return done
         raw = self._new_raw(path)
         if (done := put_smb(raw, safe_relpath(path), self._share_name, data)) is not None:
             return done
@@ -390,9 +373,30 @@ class SMBNAS:
 
     def makedirs(self, path: str) -> None:
         import smbclient
+        from smbprotocol.exceptions import SMBConnectionClosed
 
+        try:
+            if self.worker_wire is not None and safe_relpath(path) and \
+                    wire_file.makedirs(self.worker_wire, self._share_name(path), path):
+                return
+        except SMBConnectionClosed:
+            pass  # Samba can drop a connection racing another's new folder: smbclient's way
         smbclient.makedirs(self._unc(path), exist_ok=True, **self._kw)
 
+
+
+class _ConnectOnFirstUse(dict[str, Any]):
+    """An smbclient connection cache whose one connection is made when smbclient first
+    looks it up (smbclient would make it under a client GUID of its own)."""
+
+    def __init__(self, key: str, connect: Callable[[], Any]):
+        super().__init__()
+        self._key, self._connect = key, connect
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == self._key and key not in self:
+            self[key] = self._connect()
+        return super().get(key, default)
 
 
 def _filetime(value: Any) -> float:

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from hybrid_pipelines.resources.local_rename import rename_noreplace
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
-from hybrid_pipelines.resources.smb_wire_hash import WireHasher
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,9 @@ class NewFile(Protocol):
     def reader(self) -> Reader:
         """The file from its first byte to the end the NAS reports, on this handle."""
     def hash_on_server(self, progress: Callable[[int], None]) -> tuple[int, str] | None:
-        """(size, SHA-256) of the file as the NAS holds it, read over a lean connection of
-        this thread; None where there is none (a mount; a server the lean client cannot
-        use): read reader() instead."""
+        """(size, SHA-256) of the file as the NAS holds it, read on this handle where the
+        file lives on a lean SMB connection (smb_wire_file.py); None otherwise (a mount,
+        smbprotocol's handle): read reader() instead."""
     def rename_and_close(self, dst: str) -> None:
         """Rename to `dst` unless that name is taken (FileExistsError), then close; the
         handle is closed whatever the outcome."""
@@ -54,15 +53,11 @@ class NewFile(Protocol):
 class SMBNewFile:
     """`raw` is an smbclient SMBRawIO opened with read, write and delete access."""
 
-    def __init__(self, raw: Any, path: str, share_name: Callable[[str], str],
-                 hasher: WireHasher | None = None):
+    def __init__(self, raw: Any, path: str, share_name: Callable[[str], str]):
         self._raw, self.path, self._share_name = raw, path, share_name
-        self._hasher = hasher
 
-    def hash_on_server(self, progress: Callable[[int], None]) -> tuple[int, str] | None:
-        if self._hasher is None:
-            return None
-        return self._hasher.sha256(self._share_name(self.path), progress)
+    def hash_on_server(self, progress: Callable[[int], None]) -> None:
+        return None  # read back through reader(), on this handle
 
     def write(self, data: bytes, /) -> int:
         return int(self._raw.write(data))

@@ -18,12 +18,13 @@ NAS retry policy treats as transient.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from hybrid_pipelines.resources.smb_signing import SIGN_CMAC, SIGN_GMAC, Signer, kdf
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 header
 PROTOCOL_ID = b"\xfeSMB"
@@ -32,7 +33,6 @@ FLAG_RESPONSE, FLAG_ASYNC, FLAG_RELATED, FLAG_SIGNED = 0x1, 0x2, 0x4, 0x8
 STATUS_SUCCESS, STATUS_PENDING, STATUS_MORE_PROCESSING = 0, 0x103, 0xC0000016
 DIALECTS = (0x0311, 0x0302, 0x0300)
 CAP_LARGE_MTU = 0x4
-SIGN_CMAC, SIGN_GMAC = 1, 2
 _SESSION_GUEST_NULL_ENCRYPT = 0x1 | 0x2 | 0x4
 _SHARE_DFS_OR_ENCRYPTED = 0x1 | 0x2 | 0x8000
 _SHARE_CAP_DFS = 0x8
@@ -53,49 +53,6 @@ def connection_closed(what: str) -> Exception:
     from smbprotocol.exceptions import SMBConnectionClosed
 
     return SMBConnectionClosed(what)
-
-
-def kdf(key: bytes, label: bytes, context: bytes, length: int = 16) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
-
-    return KBKDFHMAC(algorithm=hashes.SHA256(), mode=Mode.CounterMode, length=length, rlen=4,
-                     llen=4, location=CounterLocation.BeforeFixed, label=label,
-                     context=context, fixed=None).derive(key)
-
-
-class Signer:
-    """AES-GMAC (SMB 3.1.1 when the server offers it) or AES-CMAC signatures."""
-
-    def __init__(self, key: bytes, algorithm: int):
-        self.key, self.algorithm = key, algorithm
-
-    def signature(self, mid: int, response: bool, *parts: bytes | bytearray | memoryview
-                  ) -> bytes:
-        """The signature of a message given as `parts` (its signature field zeroed), each
-        fed to the MAC where it lies: a 1 MiB read answer is not copied for it."""
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        if self.algorithm == SIGN_GMAC:
-            nonce = struct.pack("<QI", mid, 1 if response else 0)
-            gmac = Cipher(algorithms.AES(self.key), modes.GCM(nonce)).encryptor()
-            for part in parts:
-                gmac.authenticate_additional_data(part)
-            gmac.finalize()
-            return gmac.tag
-        from cryptography.hazmat.primitives import cmac
-
-        mac = cmac.CMAC(algorithms.AES(self.key))
-        for part in parts:
-            mac.update(part)
-        return mac.finalize()
-
-    def verify(self, message: memoryview, mid: int) -> bool:
-        """Whether one signed answer carries its right signature."""
-        header = bytearray(message[:64])
-        header[48:64] = _ZERO_SIG
-        return hmac.compare_digest(self.signature(mid, True, header, message[64:]),
-                                   bytes(message[48:64]))
 
 
 class Response:
@@ -125,7 +82,7 @@ class WireConnection:
         self.session_id = self.tree_id = 0
         self.dialect = 0
         self.large_mtu = False
-        self.max_transact = self.max_read = 65536
+        self.max_transact = self.max_read = self.max_write = 65536
         self.signer: Signer | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -163,12 +120,12 @@ class WireConnection:
         if resp.status != STATUS_SUCCESS:
             raise WireUnsupported(f"negotiate refused (status {resp.status:#x})")
         b = resp.message
-        (_size, _mode, dialect, ctx_count, _guid, caps, max_transact, max_read, _max_write,
+        (_size, _mode, dialect, ctx_count, _guid, caps, max_transact, max_read, max_write,
          _t, _start, blob_off, blob_len, ctx_off) = struct.unpack_from("<HHHH16sIIIIQQHHI", b, 64)
         if dialect not in DIALECTS:
             raise WireUnsupported(f"the server chose SMB dialect {dialect:#x}, not SMB 3")
         self.dialect, self.large_mtu = dialect, bool(caps & CAP_LARGE_MTU)
-        self.max_transact, self.max_read = max_transact, max_read
+        self.max_transact, self.max_read, self.max_write = max_transact, max_read, max_write
         algorithm = SIGN_CMAC
         hash_value = bytes(64)
         if dialect == 0x0311:
@@ -266,10 +223,11 @@ class WireConnection:
     def credit_charge(self, payload: int) -> int:
         return 1 + (max(payload, 1) - 1) // 65536 if self.large_mtu else 1
 
-    def send_compound(self, messages: Sequence[tuple[int, bytes, int]], credits: int = 8
+    def send_compound(self, messages: Sequence[tuple[int, Any, int]], credits: int = 8
                       ) -> list[int]:
         """Send (command, body, credit charge) messages as one related compound, each signed;
-        ask for `credits` more than each charge. Returns each message's id."""
+        ask for `credits` more than each charge. A body given as a tuple of parts (a write's
+        fields, its data) is copied once, into the message. Returns each message's id."""
         assert self.signer is not None
         out = bytearray()
         mids = []
@@ -279,16 +237,20 @@ class WireConnection:
             if mid + charge > self.mid_limit:
                 raise WireError(f"not enough SMB credits ({self.credits_free()} free)")
             self.next_mid += charge
-            size = 64 + len(body)
+            parts = body if isinstance(body, tuple) else (body,)
+            size = 64 + sum(len(p) for p in parts)
             pad = 0 if i == last else -size % 8
             flags = FLAG_SIGNED | (FLAG_RELATED if i else 0)
-            msg = bytearray(self._header(command, charge, flags, charge + credits,
-                                         0 if i == last else size + pad, mid, self.tree_id,
-                                         self.session_id))
-            msg += body
+            msg = out if last == 0 else bytearray()  # one message: no second copy
+            msg += self._header(command, charge, flags, charge + credits,
+                                0 if i == last else size + pad, mid, self.tree_id,
+                                self.session_id)
+            for part in parts:
+                msg += part
             msg += bytes(pad)
             msg[48:64] = self.signer.signature(mid, False, msg)
-            out += msg
+            if msg is not out:
+                out += msg
             mids.append(mid)
         self._send(out)
         return mids

@@ -189,8 +189,8 @@ def rename_hooked(nas_fs: Any, hook: Any) -> Any:
     base = type(nas_fs)
 
     class RenameHooked(base):  # type: ignore[misc, valid-type]
-        def create_new(self, path: str) -> Any:
-            return HookedRename(base.create_new(self, path), hook)
+        def create_new(self, path: str, **kw: Any) -> Any:
+            return HookedRename(base.create_new(self, path, **kw), hook)
 
         def put_new(self, path: str, data: bytes) -> Any:
             new, back = base.put_new(self, path, data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import secrets
+import uuid
 from typing import Any
 
 import pytest
@@ -15,15 +16,25 @@ from hybrid_pipelines.resources import NASResource
 from .conftest import nas_bytes
 
 
-@pytest.fixture(params=["smb", "local"])
+@pytest.fixture(params=["smb", "smb-lean", "local"])
 def fs(request: pytest.FixtureRequest) -> Any:
+    """smb: smbprotocol's handle; smb-lean: a sync worker's view, whose new files go over its
+    lean connection (resources/smb_wire_file.py); local: a folder standing in for a mount."""
     nas: NASResource = request.getfixturevalue(
-        "nas_resource" if request.param == "smb" else "local_nas_resource")
+        "local_nas_resource" if request.param == "local" else "nas_resource")
     fs = nas.fs()
+    cache: Any = None
+    if request.param == "smb-lean":
+        fs, cache = fs.with_own_connection(uuid.uuid4())
     fs.makedirs(folder := f"new-file-{secrets.token_hex(4)}")
     fs.folder = folder
     yield fs
     fs.remove(folder)
+    if cache is not None:
+        import smbclient
+
+        fs.worker_wire.close()
+        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
 
 @pytest.mark.parametrize("size", [1, 65536, 1 << 20, 9 << 20])
@@ -89,7 +100,17 @@ def test_the_rename_never_replaces_and_still_closes_the_file(fs: Any) -> None:
                    kind="patched exception")
 def test_a_failed_write_leaves_no_file_behind(fs: Any, monkeypatch) -> None:
     tmp = f"{fs.folder}/.clip.partial-x"
-    if fs.description.startswith("smb://"):
+    if getattr(fs, "worker_wire", None) is not None:
+        from hybrid_pipelines.resources import smb_wire_file
+
+        real_body = smb_wire_file._write_body
+
+        def past_any_file_size(offset: int, data: Any, fid: bytes) -> Any:
+            # Fault injection, as below: Samba refuses a write past any file size.
+            return real_body((1 << 63) - 1, data, fid)
+
+        monkeypatch.setattr(smb_wire_file, "_write_body", past_any_file_size)
+    elif fs.description.startswith("smb://"):
         from smbprotocol.open import Open
 
         real_write = Open.write
@@ -110,6 +131,12 @@ def test_a_failed_write_leaves_no_file_behind(fs: Any, monkeypatch) -> None:
 
     with pytest.raises(OSError):
         fs.put_new(tmp, b"x" * 70_000)
+    new = fs.create_new(tmp + "-streamed")  # written request by request instead
+    with pytest.raises(Exception):  # noqa: B017 - smbprotocol's refusal is not an OSError
+        for _ in range(4):  # several writes in flight when the first answer is a refusal
+            new.write(b"y" * (3 << 20))
+        new.hash_on_server(lambda n: None) or new.reader().read()
+    new.discard()
 
     monkeypatch.undo()
     assert fs.stat(tmp) is None

@@ -164,10 +164,10 @@ def test_two_concurrent_runs_copy_each_file_once(conn, upload: Uploader, s3_reso
                 copies.append(path)
             return base.put_new(self, path, data)
 
-        def create_new(self, path: str):
+        def create_new(self, path: str, **kw: Any):
             with lock:
                 copies.append(path)
-            return base.create_new(self, path)
+            return base.create_new(self, path, **kw)
 
     counting = object.__new__(CountingNAS)
     counting.__dict__.update(nas_fs.__dict__)

@@ -148,8 +148,8 @@ def test_a_read_error_stops_the_copy_early(conn, upload: Uploader, s3_resource, 
     written = [0]
 
     class FailingReads(base):  # type: ignore[misc, valid-type]
-        def create_new(self, path: str) -> Any:
-            new = base.create_new(self, path)
+        def create_new(self, path: str, **kw: Any) -> Any:
+            new = base.create_new(self, path, **kw)
             real_write = new.write
 
             def counted(data: Any) -> Any:

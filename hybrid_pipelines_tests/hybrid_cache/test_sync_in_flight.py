@@ -155,8 +155,8 @@ def recording_nas(nas_fs: Any, timeline: Timeline) -> Any:
     base = type(nas_fs)
 
     class RecordingNAS(base):  # type: ignore[misc, valid-type]
-        def create_new(self, path: str) -> Any:
-            return RecordedFile(base.create_new(self, path), timeline, _name(path))
+        def create_new(self, path: str, **kw: Any) -> Any:
+            return RecordedFile(base.create_new(self, path, **kw), timeline, _name(path))
 
         def open_read(self, path: str, **kw: Any) -> Any:
             if ".partial-" not in path:
@@ -312,12 +312,12 @@ def test_a_copy_that_never_returns_cannot_hold_the_run(conn, upload: Uploader, s
     base = type(nas_fs)
 
     class HangingNAS(base):  # type: ignore[misc, valid-type]
-        def create_new(self, path: str) -> Any:
+        def create_new(self, path: str, **kw: Any) -> Any:
             if stuck_name in path and ".partial-" in path:
                 # Fault injection: Samba answers every request, so a call that does not return
                 # (smbprotocol waits for some answers without a timeout) is made here.
                 release.wait(120)
-            return base.create_new(self, path)
+            return base.create_new(self, path, **kw)
 
     nas = object.__new__(HangingNAS)
     nas.__dict__.update(nas_fs.__dict__)

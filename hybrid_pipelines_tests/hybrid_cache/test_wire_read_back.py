@@ -1,8 +1,9 @@
-"""The sync's read-back over the lean SMB connection (resources/smb_wire_hash.py), against
-the real Samba: it hashes exactly the bytes the NAS holds, whatever the size and however many
-reads are in flight, under the writer's own open handle (the rename into place still works
-after it); an extra byte past the writer's end, an answer whose signature was tampered with,
-or a read-back given up midway are all refused or recovered from."""
+"""The sync's new files on the worker's lean SMB connection (resources/smb_wire_file.py, reads
+in smb_wire_hash.py), against the real Samba: writes in flight are all answered before the
+read-back, which hashes exactly the bytes the NAS holds, whatever the size and however many
+reads are in flight, on the file's own handle (the rename into place works after it); an
+extra byte past the expected end, an answer whose signature was tampered with, or a read-back
+given up midway are all refused or recovered from."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from hybrid_pipelines.resources import NASResource
 from hybrid_pipelines.resources.nas_fs import SMBNAS
 from hybrid_pipelines.resources.smb_wire import WireError
-from hybrid_pipelines.resources.smb_wire_hash import WireHasher
+from hybrid_pipelines.resources.smb_wire_file import WireNewFile
 
 MIB = 1 << 20
 
@@ -31,9 +32,9 @@ def worker(nas_resource: NASResource) -> Iterator[SMBNAS]:
     fs = nas_resource.fs()
     assert isinstance(fs, SMBNAS)
     clone, cache = fs.with_own_connection(uuid.uuid4())
-    assert clone.wire_hasher is not None
+    assert clone.worker_wire is not None
     yield clone
-    clone.wire_hasher.close()
+    clone.worker_wire.close()
     smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
 
@@ -49,35 +50,41 @@ def written(fs: SMBNAS, path: str, data: bytes) -> Any:
 def test_the_hash_is_that_of_the_bytes_on_the_nas(worker: SMBNAS, nas_resource: NASResource,
                                                   size: int, chunk: int) -> None:
     fs = worker
+    assert fs.worker_wire is not None
+    fs.worker_wire._chunk = chunk  # many reads in flight (144 of 64 KiB for 9 MiB)
     data = random.Random(size).randbytes(size)
     path = f"wire-hash/{chunk}/{size}.bin"
     fs.makedirs("wire-hash/" + str(chunk))
     new = written(fs, f"{path}.partial", data)
-    hasher = WireHasher(fs.host, fs.port, fs.share, nas_resource.username,
-                        nas_resource.password, 30, uuid.uuid4().bytes, chunk=chunk)
-    try:
-        # Many reads in flight (144 of 64 KiB for 9 MiB): credits, order and the end check.
-        got = fs.wire_hasher.sha256(fs._share_name(f"{path}.partial"))  # type: ignore[union-attr]
-        assert got == (size, hashlib.sha256(data).hexdigest())
-        new.rename_and_close(path)  # same GUID: Samba still accepts the writer's close
-        assert hasher.sha256(fs._share_name(path)) == got
-    finally:
-        hasher.close()
-        fs.wire_hasher.close()  # type: ignore[union-attr]
-    assert fs.stat(path) is not None and fs.stat(path).size == size  # type: ignore[union-attr]
+    assert isinstance(new, WireNewFile)  # the lean connection, not smbprotocol
+    got = new.hash_on_server(lambda n: None)
+    assert got == (size, hashlib.sha256(data).hexdigest())
+    new.rename_and_close(path)
+    with fs.open_read(path) as fh:  # what another session reads under the final name
+        assert hashlib.sha256(fh.read()).hexdigest() == got[1]
 
 
+@pytest.mark.fault("the NAS holds bytes past the end the writer counted -> the read-back "
+                   "counts them, so the size no longer matches", kind="state edited")
 def test_bytes_past_the_writers_end_are_counted(worker: SMBNAS) -> None:
     fs = worker
     data = random.Random(3).randbytes(3 * MIB)
-    new = written(fs, "wire-hash-extra.partial", data)
-    new.write(b"\x00garbage")  # what a corrupt copy looks like: longer than the object
+    new = written(fs, "wire-hash-extra.partial", data + b"\x00garbage")
+    assert isinstance(new, WireNewFile)
+    new._written -= 8  # fault injection: what a copy longer than its object looks like
     try:
         size, digest = new.hash_on_server(lambda n: None)
-        assert size == len(data) + 8 and digest != hashlib.sha256(data).hexdigest()
+        assert size > len(data) and digest == hashlib.sha256(data).hexdigest()
     finally:
         new.discard()
-        fs.wire_hasher.close()  # type: ignore[union-attr]
+    assert fs.stat("wire-hash-extra.partial") is None  # removed through its handle
+
+
+def _then_a_new_file_works(fs: SMBNAS, name: str) -> None:
+    data = random.Random(name).randbytes(MIB + 3)
+    again = written(fs, name, data)
+    assert again.hash_on_server(lambda n: None) == (len(data), hashlib.sha256(data).hexdigest())
+    again.rename_and_close(name + ".done")  # a new connection: the old one was dropped
 
 
 @pytest.mark.fault("an answer to a read-back arrives with a damaged signature -> refused, "
@@ -86,8 +93,6 @@ def test_a_read_answer_with_a_bad_signature_is_refused(worker: SMBNAS,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fs = worker
     new = written(fs, "wire-hash-tampered.partial", random.Random(4).randbytes(2 * MIB))
-    hasher = fs.wire_hasher
-    assert hasher is not None
     from hybrid_pipelines.resources import smb_wire
 
     real = smb_wire.WireConnection.receive_frame
@@ -101,24 +106,20 @@ def test_a_read_answer_with_a_bad_signature_is_refused(worker: SMBNAS,
         return frame
 
     monkeypatch.setattr(smb_wire.WireConnection, "receive_frame", tampered)
-    try:
-        with pytest.raises(WireError, match="signature"):
-            hasher.sha256(fs._share_name(new.path))
-        monkeypatch.undo()
-        assert hasher.sha256(fs._share_name(new.path))[0] == 2 * MIB  # a new connection
-    finally:
-        new.discard()
-        hasher.close()
+    with pytest.raises(WireError, match="signature"):
+        new.hash_on_server(lambda n: None)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="closed"):
+        new.rename_and_close("wire-hash-tampered.bin")  # its handle went with the connection
+    assert fs.stat("wire-hash-tampered.bin") is None
+    _then_a_new_file_works(fs, "wire-hash-after-tampered")
 
 
 def test_a_read_back_stopped_midway_leaves_the_next_one_working(worker: SMBNAS) -> None:
     """The run's progress callback raises (a lost lease, a stopping run) with reads still
-    in flight: the connection is dropped, and the next read-back opens a new one."""
+    in flight: the connection is dropped, and the next file opens a new one."""
     fs = worker
-    data = random.Random(5).randbytes(6 * MIB)
-    new = written(fs, "wire-hash-stopped.partial", data)
-    hasher = fs.wire_hasher
-    assert hasher is not None
+    new = written(fs, "wire-hash-stopped.partial", random.Random(5).randbytes(6 * MIB))
 
     class Stop(Exception):
         pass
@@ -128,11 +129,7 @@ def test_a_read_back_stopped_midway_leaves_the_next_one_working(worker: SMBNAS) 
         if len(seen) == 2:
             raise Stop
 
-    try:
-        with pytest.raises(Stop):
-            hasher.sha256(fs._share_name(new.path), stop_after_two)
-        assert hasher.sha256(fs._share_name(new.path)) == (len(data),
-                                                           hashlib.sha256(data).hexdigest())
-    finally:
-        new.discard()
-        hasher.close()
+    with pytest.raises(Stop):
+        new.hash_on_server(stop_after_two)
+    new.discard()  # a no-op: the handle went with the connection
+    _then_a_new_file_works(fs, "wire-hash-after-stop")

@@ -272,7 +272,7 @@ def copy_and_verify(objects: CacheObjects, nas: NASFileSystem, job: Job, chunk_s
                 out = _in_folder(nas, tmp, folders,
                                  lambda: nas.create_new(tmp, followed=follow))
                 step = progress
-                if follow:
+                if follow and not out.reads_back_as_written:
                     assert read_back is not None
                     follower = read_back(tmp, mark)
                     step = _following(progress, mark, follower)
@@ -363,7 +363,7 @@ def _in_folder(nas: NASFileSystem, path: str, folders: set[str], create: Callabl
     of it (`folders`, shared by the run's workers: one round trip saved per file)."""
     parent = posixpath.dirname(path)
     if parent and parent not in folders:
-        with _MAKING_FOLDERS:  # one worker at a time (smb_wire_file.makedirs: Samba's panic)
+        with _MAKING_FOLDERS:  # one worker at a time (smb_wire_worker.makedirs: Samba's panic)
             if parent not in folders:
                 nas.makedirs(parent)
                 folders.add(parent)

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from hybrid_pipelines.resources import smb_wire_file as wire_file
+from hybrid_pipelines.resources import smb_wire_worker as wire_worker
 from hybrid_pipelines.resources.local_rename import rename_noreplace
 from hybrid_pipelines.resources.nas_new_file import (
     LocalNewFile,
@@ -29,7 +29,7 @@ from hybrid_pipelines.resources.nas_new_file import (
     put_smb,
 )
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
-from hybrid_pipelines.resources.smb_wire_file import WorkerWire
+from hybrid_pipelines.resources.smb_wire_worker import WorkerWire
 from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
 
@@ -235,7 +235,7 @@ class SMBNAS:
         cache = _ConnectOnFirstUse(f"{self.host.lower()}:{self.port}", connect)
         clone = copy.copy(self)
         clone._kw = {**self._kw, "connection_cache": cache}
-        # Its new files go over a lean connection (smb_wire_file.py).
+        # Its new files go over a lean connection (smb_wire_worker.py).
         clone.worker_wire = WorkerWire(self.host, self.port, self.share,
                                        self._kw["username"], self._kw["password"],
                                        self._kw["connection_timeout"])
@@ -316,10 +316,8 @@ class SMBNAS:
         return self._unc(path).split("\\", 4)[-1]
 
     def create_new(self, path: str, *, followed: bool = False) -> NewFile:
-        # On the worker's lean connection unless another session reads it while written (it
-        # must see every write that returned: lean writes are answered later).
-        if not followed and self.worker_wire is not None and \
-                (new := wire_file.create_new(self.worker_wire, path, self._share_name)):
+        if self.worker_wire is not None and (new := wire_worker.create_new(
+                self.worker_wire, path, self._share_name, follow=followed)):
             return new
         raw = self._new_raw(path)
         with name_taken_is_file_exists(path):
@@ -328,7 +326,7 @@ class SMBNAS:
 
     def put_new(self, path: str, data: bytes) -> tuple[NewFile, bytes]:
         if self.worker_wire is not None and \
-                (done := wire_file.put_new(self.worker_wire, path, self._share_name, data)):
+                (done := wire_worker.put_new(self.worker_wire, path, self._share_name, data)):
             return done
         raw = self._new_raw(path)
         if (done := put_smb(raw, safe_relpath(path), self._share_name, data)) is not None:
@@ -377,7 +375,7 @@ class SMBNAS:
 
         try:
             if self.worker_wire is not None and safe_relpath(path) and \
-                    wire_file.makedirs(self.worker_wire, self._share_name(path), path):
+                    wire_worker.makedirs(self.worker_wire, self._share_name(path), path):
                 return
         except SMBConnectionClosed:
             pass  # Samba can drop a connection racing another's new folder: smbclient's way

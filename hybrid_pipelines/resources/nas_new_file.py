@@ -33,6 +33,9 @@ class Reader(Protocol):
 
 class NewFile(Protocol):
     path: str  # share-relative
+    # Read back while written by the file itself (create_new(followed=True) on a lean SMB
+    # connection): no reader of its own needed; hash_on_server reads what is left.
+    reads_back_as_written: bool
 
     def write(self, data: bytes, /) -> int | None: ...
     def reader(self) -> Reader:
@@ -52,6 +55,8 @@ class NewFile(Protocol):
 
 class SMBNewFile:
     """`raw` is an smbclient SMBRawIO opened with read, write and delete access."""
+
+    reads_back_as_written = False
 
     def __init__(self, raw: Any, path: str, share_name: Callable[[str], str]):
         self._raw, self.path, self._share_name = raw, path, share_name
@@ -184,6 +189,8 @@ def put_in_turn(new: NewFile, data: bytes) -> tuple[NewFile, bytes]:
 
 class LocalNewFile:
     """A file on a mounted NAS: an exclusively created descriptor, read back with pread."""
+
+    reads_back_as_written = False
 
     def __init__(self, full: Path, path: str, resolve: Callable[[str], Path]):
         self.path, self._full, self._resolve = path, full, resolve

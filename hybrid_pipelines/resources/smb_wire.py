@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -358,6 +359,13 @@ class WireConnection:
         while got < n:
             got += self._socket_read(socket.socket.recv_into, view[got:])
         return out
+
+    def answer_waiting(self) -> bool:
+        """Some answer has arrived (buffered, or readable on the socket) without waiting."""
+        if self.pending_frame():
+            return True
+        assert self.sock is not None
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def pending_frame(self) -> bool:
         """A whole frame is already buffered (no need to wait on the socket)."""

@@ -1,5 +1,5 @@
 """A sync worker's folders on the NAS, made over its lean SMB connection
-(resources/smb_wire_file.makedirs), against the real Samba: every missing folder above is
+(resources/smb_wire_worker.makedirs), against the real Samba: every missing folder above is
 made, one that is there is kept, a file in the way is refused, and two workers making the
 same new folders at once both end with them (Samba 4.17 can panic and drop one of the two
 connections there: that worker falls back to smbprotocol)."""

@@ -140,8 +140,19 @@ def test_a_chunk_altered_on_its_way_is_caught(conn, upload: Uploader, s3_resourc
 @pytest.mark.fault("the read-back of a large file fails mid-copy (a NAS read error) -> the copy "
                    "stops at its next chunk instead of writing the rest, the temporary copy is "
                    "removed, the row re-queued with one attempt charged", kind="patched exception")
-def test_a_read_error_stops_the_copy_early(conn, upload: Uploader, s3_resource, nas_fs, prefix
-                                           ) -> None:
+def test_a_read_error_stops_the_copy_early(conn, upload: Uploader, s3_resource, nas_fs, prefix,
+                                           monkeypatch) -> None:
+    from hybrid_pipelines.resources import smb_wire_hash
+
+    real_read_body, lean_reads = smb_wire_hash.read_body, [0]
+
+    def closed_handle_on_third(offset: int, length: int, fid: bytes) -> bytes:
+        # Fault injection on the lean SMB read-back (smb_wire_file.py): the third read asks
+        # for a handle that is not open, and Samba itself answers it with an error.
+        lean_reads[0] += 1
+        return real_read_body(offset, length, bytes(16) if lean_reads[0] == 3 else fid)
+
+    monkeypatch.setattr(smb_wire_hash, "read_body", closed_handle_on_third)
     size = 4 * LARGE
     f = upload(random.Random(60).randbytes(size), "unreadable.bin")
     base = type(nas_fs)
@@ -166,7 +177,7 @@ def test_a_read_error_stops_the_copy_early(conn, upload: Uploader, s3_resource, 
 
             def readinto(view: Any) -> int:
                 reads[0] += 1
-                if reads[0] == 3:  # fault injection: Samba answers reads on demand
+                if reads[0] == 3:  # fault injection (a mount): the third read fails
                     raise OSError(5, "read error on the NAS (injected)")
                 return real_readinto(view)
 
@@ -183,3 +194,5 @@ def test_a_read_error_stops_the_copy_early(conn, upload: Uploader, s3_resource, 
     assert "read error" in r["last_error"]
     assert 0 < written[0] < size  # stopped early, not after writing the whole file
     assert nas_fs.stat(f.nas_path) is None and partials(nas_fs, prefix) == []
+    if nas_fs.description.startswith("smb://"):
+        assert lean_reads[0] >= 3  # the lean read-back, between the writes, failed

@@ -177,6 +177,12 @@ class Scanner:
                 # (a file rewritten in place).
                 self._pending_dirs = store.pending_dirs(partition_key) | {
                     dir_of(p) for p in self._vouched}
+                # What a rescan will list is mostly known now (directories holding others,
+                # those with pending files): on the wire once connected, not a level a turn.
+                self.nas.announce([parent_of(top), top, *(
+                    d for d in (*self._pending_dirs, *(
+                        p for p, state in self._known_dirs.items() if state.has_subdirs))
+                    if not subtree_done(d, self._resume_after))])
                 top_mtime = self._top_mtime(top)
                 if top_mtime is None:
                     self._folder_gone(partition_key, top)

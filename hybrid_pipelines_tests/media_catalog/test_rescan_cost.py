@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,36 @@ def test_an_unchanged_rescan_reads_no_file_rows_for_its_report(
         counts, total = store.partition_summary(folder)
         assert counts == store.status_counts(folder) and counts["valid"] == 1
         assert total == store.live_bytes(folder)
+
+
+def test_a_rescan_puts_what_it_will_list_on_the_wire_at_once(
+        tree: tuple[str, Path], nas_resource: NASResource, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directories a rescan lists are known from the catalog: they are announced to the
+    pipeline before the first listing, not a level per round trip."""
+    folder, _ = tree
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    _scan(nas_resource, catalog, folder)
+    announced: list[list[str]] = []
+    listed: list[str] = []
+    announced_first: list[bool] = []
+    real_announce, real_list = NASAccess.announce, NASAccess.list_dir
+
+    def announce(self: NASAccess, paths: Any) -> None:
+        announced.append(list(paths))
+        if not listed:
+            announced_first.append(True)
+        real_announce(self, announced[-1])
+
+    def list_dir(self: NASAccess, path: str) -> Any:
+        listed.append(path)
+        return real_list(self, path)
+
+    monkeypatch.setattr(NASAccess, "announce", announce)
+    monkeypatch.setattr(NASAccess, "list_dir", list_dir)
+    again, listings = _scan(nas_resource, catalog, folder)
+    assert (again.new, again.changed, again.deleted) == (0, 0, 0)
+    seasons = {f"{folder}/S{s}" for s in range(SEASONS)}
+    assert announced_first and set(announced[0]) == {"", folder, *seasons}  # before listing
+    assert set(listed) == {"", folder, *seasons} and listings == len(listed)

@@ -75,7 +75,7 @@ def _set_info_body(info_class: int, buffer: bytes, fid: bytes) -> bytes:
     return _SET_INFO.pack(33, _FILE_INFO, info_class, len(buffer), 64 + 32, 0, 0, fid) + buffer
 
 
-def _write_body(offset: int, data: Any, fid: bytes) -> tuple[bytes, Any]:
+def write_body(offset: int, data: Any, fid: bytes) -> tuple[bytes, Any]:
     return _WRITE.pack(49, 64 + 48, len(data), offset, fid, 0, 0, 0, 0, 0), data
 
 
@@ -87,10 +87,10 @@ class WireNewFile:
 
     def __init__(self, conn: WireConnection, fid: bytes, path: str,
                  share_name: Callable[[str], str], drop: Callable[[], None], chunk: int,
-                 follow: bool = False):
+                 follow: bool = False, written: int = 0):
         self.path, self._conn, self._fid = path, conn, fid
         self._share_name, self._drop, self._chunk = share_name, drop, chunk
-        self._written = 0  # bytes sent
+        self._written = written  # bytes sent (and answered, when given here)
         self._pending: dict[int, tuple[int, int]] = {}  # write id -> (offset, bytes)
         self._pending_bytes = 0
         self._closed = False
@@ -125,7 +125,7 @@ class WireNewFile:
                     n = min(n, max(1, conn.credits_free()) << 16)
                 charge = conn.credit_charge(n)
                 mid = conn.send_compound(
-                    [(WRITE, _write_body(self._written, view[:n], self._fid), charge)],
+                    [(WRITE, write_body(self._written, view[:n], self._fid), charge)],
                     credits=charge)[0]
                 self._pending[mid] = (self._written, n)
                 self._pending_bytes += n

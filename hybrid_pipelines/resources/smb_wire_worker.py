@@ -87,8 +87,8 @@ def create_new(lean: WorkerWire, path: str, share_name: Callable[[str], str],
         raise
     if opened.status != STATUS_SUCCESS:
         raise file_.nas_error(opened.status, "creating the file", path)
-    return file_.WireNewFile(conn, bytes(opened.message[128:144]), path, share_name, lean.close,
-                       lean.chunk, follow)
+    return file_.WireNewFile(conn, bytes(opened.message[128:144]), path, share_name,
+                             lean.close, lean.chunk, follow)
 
 
 def put_new(lean: WorkerWire, path: str, share_name: Callable[[str], str], data: bytes
@@ -108,7 +108,7 @@ def put_new(lean: WorkerWire, path: str, share_name: Callable[[str], str], data:
     try:
         mids = conn.send_compound([
             (CREATE, _create_new_body(name), charges[0]),
-            (file_.WRITE, file_._write_body(0, data, file_.RELATED_FID), charges[1]),
+            (file_.WRITE, file_.write_body(0, data, file_.RELATED_FID), charges[1]),
             (READ, read_body(0, n + 1, file_.RELATED_FID), charges[2])], credits=sum(charges))
         got = file_.all_answers(conn, dict.fromkeys(mids, 0))
         (created, opened), (wrote, write_answer), (read, read_answer) = (got[m] for m in mids)
@@ -117,8 +117,8 @@ def put_new(lean: WorkerWire, path: str, share_name: Callable[[str], str], data:
         raise
     if created != STATUS_SUCCESS:
         raise file_.nas_error(created, "creating the file", path)
-    new = file_.WireNewFile(conn, bytes(opened[128:144]), path, share_name, lean.close, lean.chunk)
-    new._written = n
+    new = file_.WireNewFile(conn, bytes(opened[128:144]), path, share_name, lean.close,
+                            lean.chunk, written=n)
     try:
         if wrote != STATUS_SUCCESS:
             raise file_.nas_error(wrote, f"writing {n} bytes", path)

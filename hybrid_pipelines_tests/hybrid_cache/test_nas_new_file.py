@@ -103,13 +103,13 @@ def test_a_failed_write_leaves_no_file_behind(fs: Any, monkeypatch) -> None:
     if getattr(fs, "worker_wire", None) is not None:
         from hybrid_pipelines.resources import smb_wire_file
 
-        real_body = smb_wire_file._write_body
+        real_body = smb_wire_file.write_body
 
         def past_any_file_size(offset: int, data: Any, fid: bytes) -> Any:
             # Fault injection, as below: Samba refuses a write past any file size.
             return real_body((1 << 63) - 1, data, fid)
 
-        monkeypatch.setattr(smb_wire_file, "_write_body", past_any_file_size)
+        monkeypatch.setattr(smb_wire_file, "write_body", past_any_file_size)
     elif fs.description.startswith("smb://"):
         from smbprotocol.open import Open
 

@@ -203,7 +203,8 @@ class LocalNewFile:
 
     def reader(self) -> Reader:
         assert self._fd is not None
-        return _PRead(self._fd)
+        fd = self._fd
+        return ReadFromStart(lambda offset, buffer: os.preadv(fd, [buffer], offset))
 
     def hash_on_server(self, progress: Callable[[int], None]) -> None:
         return None  # a mount: read back through reader()
@@ -236,17 +237,18 @@ class LocalNewFile:
         self.close()
 
 
-class _PRead(io.RawIOBase):
-    """Positional reads of `fd` from its first byte (io.RawIOBase supplies read())."""
+class ReadFromStart(io.RawIOBase):
+    """A file read from its first byte through `read_into(offset, buffer) -> bytes read`
+    (positional reads; io.RawIOBase supplies read())."""
 
-    def __init__(self, fd: int):
+    def __init__(self, read_into: Callable[[int, Any], int]):
         super().__init__()
-        self._fd, self._offset = fd, 0
+        self._read_into, self._offset = read_into, 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any, /) -> int:
-        n = os.preadv(self._fd, [buffer], self._offset)
+        n = self._read_into(self._offset, buffer)
         self._offset += n
         return n

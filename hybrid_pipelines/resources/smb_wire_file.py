@@ -23,13 +23,13 @@ and the next file reconnects."""
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import struct
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hybrid_pipelines.resources.nas_new_file import ReadFromStart
 from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
     STATUS_SUCCESS,
@@ -190,25 +190,26 @@ class WireNewFile:
             self._back.progress = progress
             return self._back.to_end(self._written)
 
-    def reader(self) -> _WireReader:
+    def reader(self) -> ReadFromStart:
         with self._on_wire() as conn:
             self._all_written(conn)
             self._drain(conn)
-        return _WireReader(self)
+        return ReadFromStart(self._read_into)
 
-    def _read_at(self, offset: int, length: int) -> bytes:
+    def _read_into(self, offset: int, buffer: Any) -> int:
         with self._on_wire() as conn:
-            length = min(length, self._chunk, conn.max_read if conn.large_mtu else 65536)
+            length = min(len(buffer), self._chunk, conn.max_read if conn.large_mtu else 65536)
             charge = conn.credit_charge(length)
             mid = conn.send_compound([(READ, read_body(offset, length, self._fid), charge)],
                                      credits=charge)[0]
             status, message = all_answers(conn, {mid: 0})[mid]
             if status == 0xC0000011:  # STATUS_END_OF_FILE
-                return b""
+                return 0
             if status != STATUS_SUCCESS:
                 raise nas_error(status, f"reading {length} bytes at {offset}", self.path)
             data_at, _reserved, n = struct.unpack_from("<BBI", message, 64 + 2)
-            return bytes(message[data_at: data_at + n])
+            buffer[:n] = message[data_at: data_at + n]
+            return int(n)
 
     def rename_and_close(self, dst: str) -> None:
         info = self._share_name(dst).replace("/", "\\").encode("utf-16-le")
@@ -282,20 +283,3 @@ def all_answers(conn: WireConnection, sent: dict[int, Any]) -> dict[int, tuple[i
             del waiting[mid]
             got[mid] = (status, message)
     return got
-
-
-class _WireReader(io.RawIOBase):
-    """The new file from its first byte, one read request at a time (put_in_turn's read)."""
-
-    def __init__(self, file: WireNewFile):
-        super().__init__()
-        self._file, self._offset = file, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any, /) -> int:
-        data = self._file._read_at(self._offset, len(buffer))
-        buffer[: len(data)] = data
-        self._offset += len(data)
-        return len(data)

@@ -22,7 +22,7 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hybrid_pipelines.resources.smb_signing import SIGN_CMAC, SIGN_GMAC, Signer, kdf
@@ -72,10 +72,8 @@ class WireConnection:
     """One TCP connection, one session, one tree. Not thread-safe: one caller at a time."""
 
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
-                 timeout_s: float, client_guid: bytes | None = None):
+                 timeout_s: float):
         self.host, self.port, self.share = host, port, share
-        # Connections that open one file at once must share it (nas_fs.with_own_connection).
-        self.client_guid = client_guid or os.urandom(16)
         self._user, self._password, self.timeout_s = username, password, timeout_s
         self.sock: socket.socket | None = None
         self._buf = bytearray()
@@ -113,7 +111,9 @@ class WireConnection:
         signing = struct.pack("<HHH", 2, SIGN_GMAC, SIGN_CMAC)
         contexts = (struct.pack("<HHI", 1, len(preauth), 0) + preauth + bytes(-len(preauth) % 8)
                     + struct.pack("<HHI", 8, len(signing), 0) + signing)
-        body = fixed.pack(36, len(DIALECTS), 2, 0, CAP_LARGE_MTU, self.client_guid,
+        # A client GUID of its own: Samba hands a connection under a GUID it already serves
+        # to that GUID's smbd process (smb_wire_worker.WorkerWire says what that cost).
+        body = fixed.pack(36, len(DIALECTS), 2, 0, CAP_LARGE_MTU, os.urandom(16),
                           ctx_at + pad, 2, 0) + dialects + bytes(pad) + contexts
         request = self._header(NEGOTIATE, 0, 0, 1, 0, 0, 0, 0) + body
         self.next_mid = 1
@@ -288,6 +288,18 @@ class WireConnection:
             self._fill()
             frame = self._frame()
         out = []
+        for mid, command, status, flags, session_id, tree_id, message in \
+                self.final_answers(frame):
+            resp = Response(mid, command, status, flags, session_id, tree_id, message)
+            if verify:
+                self._verify(resp, required=True)
+            out.append(resp)
+        return out
+
+    def final_answers(self, frame: Any) -> Iterator[tuple[int, int, int, int, int, int, Any]]:
+        """(mid, command, status, flags, session id, tree id, message) of each final answer
+        in `frame`, unchecked (interim answers and unsolicited breaks skipped); the credits
+        every message in it grants are counted."""
         off, end = 0, len(frame)
         while off < end:
             (_pid, _size, _charge, status, command, credits, flags, next_command, mid, _res,
@@ -295,13 +307,8 @@ class WireConnection:
             stop = off + next_command if next_command else end
             self.mid_limit += credits
             if mid != _UNSOLICITED and not (status == STATUS_PENDING and flags & FLAG_ASYNC):
-                resp = Response(mid, command, status, flags, session_id, tree_id,
-                                frame[off:stop])
-                if verify:
-                    self._verify(resp, required=True)
-                out.append(resp)
+                yield mid, command, status, flags, session_id, tree_id, frame[off:stop]
             off = stop
-        return out
 
     def _verify(self, resp: Response, required: bool) -> None:
         assert self.signer is not None

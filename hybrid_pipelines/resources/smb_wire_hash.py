@@ -19,10 +19,7 @@ import struct
 from collections.abc import Callable, Container
 
 from hybrid_pipelines.resources.smb_wire import (
-    FLAG_ASYNC,
     FLAG_SIGNED,
-    HEADER,
-    STATUS_PENDING,
     STATUS_SUCCESS,
     WireConnection,
     WireError,
@@ -130,17 +127,11 @@ def answers(conn: WireConnection, sent: Container[int]
     """The final answers to `sent` messages in the next frame, signatures checked; credits
     granted by every message in it counted."""
     assert conn.signer is not None
-    frame = memoryview(conn.receive_frame())
     out = []
-    off = 0
-    while off < len(frame):
-        (_pid, _size, _charge, status, _command, credits, flags, next_command, mid, _res,
-         _tree, _session, _sig) = HEADER.unpack_from(frame, off)
-        stop = off + next_command if next_command else len(frame)
-        conn.mid_limit += credits
-        message, off = frame[off:stop], stop
-        if mid not in sent or (status == STATUS_PENDING and flags & FLAG_ASYNC):
-            continue  # an interim answer, or a break we did not ask about
+    for mid, _command, status, flags, _session, _tree, message in conn.final_answers(
+            memoryview(conn.receive_frame())):
+        if mid not in sent:
+            continue  # not an answer to these
         if not flags & FLAG_SIGNED or not conn.signer.verify(message, mid):
             raise WireError(f"the SMB server's answer to read {mid} is unsigned or its "
                             "signature is wrong: refusing it")

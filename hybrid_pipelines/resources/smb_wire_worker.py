@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import struct
-import uuid
 from collections.abc import Callable
 
 from hybrid_pipelines.resources import smb_wire_file as file_
@@ -35,14 +34,15 @@ class WorkerWire:
     """A sync worker's lean connection to the share, opened on first use. An error on it
     drops it (close), and the next file opens a new one.
 
-    Under a client GUID of its own, not the run's: no other connection opens its files, and
-    Samba hands a new connection under a GUID it already serves to that GUID's smbd process
-    (SMB 3 multichannel), where the session setup of a lean connection went unanswered until
-    the connection timeout in 2 of 16 runs of 300 x 64 KiB (0 of 16 under its own GUID)."""
+    Under a client GUID of its own (WireConnection's), not the run's: no other connection
+    opens its files, and Samba hands a new connection under a GUID it already serves to that
+    GUID's smbd process (SMB 3 multichannel), where the session setup of a lean connection
+    went unanswered until the connection timeout in 2 of 16 runs of 300 x 64 KiB (0 of 16
+    under its own GUID)."""
 
     def __init__(self, host: str, port: int, share: str, username: str, password: str,
                  timeout_s: float, chunk: int = 1 << 20):
-        self._args = (host, port, share, username, password, timeout_s, uuid.uuid4().bytes)
+        self._args = (host, port, share, username, password, timeout_s)
         self._chunk = chunk
         self._conn: WireConnection | None = None
         self._unsupported = False

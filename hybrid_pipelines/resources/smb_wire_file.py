@@ -34,9 +34,11 @@ from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
     STATUS_SUCCESS,
     WireConnection,
+    WireError,
 )
 from hybrid_pipelines.resources.smb_wire_hash import (
     READ,
+    STATUS_END_OF_FILE,
     ReadBack,
     ReadRefused,
     answers,
@@ -106,10 +108,27 @@ class WireNewFile:
         try:
             yield self._conn
         except BaseException as exc:
-            if not getattr(exc, "nothing_in_flight", False):
+            if not self._still_usable(self._conn, exc):
                 self._closed = True
                 self._drop()
             raise
+
+    def _still_usable(self, conn: WireConnection, exc: BaseException) -> bool:
+        """Whether the connection (and so this handle: discard removes the file) survives
+        `exc` once the answers still due are taken: yes after a refusal the server answered
+        (an NT status) or an error from outside the wire (the caller's progress callback: a
+        lost lease, a stopping run); no after a broken, silent or badly signed connection."""
+        from smbprotocol.exceptions import SMBConnectionClosed
+
+        broken = (TimeoutError, SMBConnectionClosed)
+        if not isinstance(exc, Exception) or isinstance(exc, broken) \
+                or isinstance(exc, WireError) and not isinstance(exc, ReadRefused):
+            return False
+        try:
+            self._drain(conn)
+        except Exception:  # noqa: BLE001 - then it is not usable: dropped by the caller
+            return False
+        return True
 
     def write(self, data: Any, /) -> int:
         view = memoryview(data).cast("B")
@@ -150,35 +169,41 @@ class WireNewFile:
 
     def _settle(self, conn: WireConnection) -> None:
         """The answers in the next frame: each write must have taken all its bytes; reads
-        are hashed in order."""
+        are hashed in order. After a failure the rest of the frame is only taken off the
+        books, then the failure is raised."""
+        failure: Exception | None = None
         for mid, status, message in answers(conn, _Either(self._pending, self._back.sent)):
-            if mid not in self._pending:
-                try:
-                    self._back.take(mid, status, message)
-                except ReadRefused as refused:
-                    self._drain(conn)  # the connection stays usable: discard works
-                    refused.nothing_in_flight = True  # type: ignore[attr-defined]
-                    raise
+            if failure is not None:
+                self._pending.pop(mid, None)
+                self._back.sent.pop(mid, None)
                 continue
-            asked = self._pending.pop(mid)[1]
-            self._pending_bytes -= asked
-            took = struct.unpack_from("<I", message, 64 + 4)[0] if status == 0 else 0
-            if status != STATUS_SUCCESS or took != asked:
-                refused = nas_error(status, f"writing {asked} bytes", self.path) if status \
-                    else OSError(errno.EIO, f"the NAS took {took} of {asked} bytes in one "
-                                 "write", self.path)
-                self._drain(conn)  # the connection stays usable: discard works
-                refused.nothing_in_flight = True  # type: ignore[attr-defined]
-                raise refused
+            try:
+                if mid in self._pending:
+                    self._check_write(mid, status, message)
+                else:
+                    self._back.take(mid, status, message)
+            except Exception as exc:  # noqa: BLE001 - raised once the frame is taken
+                failure = exc
+        if failure is not None:
+            raise failure
         if self.reads_back_as_written:
             self._back.send(self._confirmed(), final=False)
+
+    def _check_write(self, mid: int, status: int, message: Any) -> None:
+        asked = self._pending.pop(mid)[1]
+        self._pending_bytes -= asked
+        if status != STATUS_SUCCESS:
+            raise nas_error(status, f"writing {asked} bytes", self.path)
+        if (took := struct.unpack_from("<I", message, 64 + 4)[0]) != asked:
+            raise OSError(errno.EIO, f"the NAS took {took} of {asked} bytes in one write",
+                          self.path)
 
     def _all_written(self, conn: WireConnection) -> None:
         while self._pending:
             self._settle(conn)
 
     def _drain(self, conn: WireConnection) -> None:
-        """Every answer still due taken and dropped (before a close, or after a refusal)."""
+        """Every answer still due taken and dropped (before a close, or after a failure)."""
         while self._in_flight():
             for mid, _, _ in answers(conn, _Either(self._pending, self._back.sent)):
                 self._pending.pop(mid, None)
@@ -203,7 +228,7 @@ class WireNewFile:
             mid = conn.send_compound([(READ, read_body(offset, length, self._fid), charge)],
                                      credits=charge)[0]
             status, message = all_answers(conn, {mid: 0})[mid]
-            if status == 0xC0000011:  # STATUS_END_OF_FILE
+            if status == STATUS_END_OF_FILE:
                 return 0
             if status != STATUS_SUCCESS:
                 raise nas_error(status, f"reading {length} bytes at {offset}", self.path)

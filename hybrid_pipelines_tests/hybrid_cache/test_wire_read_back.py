@@ -84,7 +84,7 @@ def _then_a_new_file_works(fs: SMBNAS, name: str) -> None:
     data = random.Random(name).randbytes(MIB + 3)
     again = written(fs, name, data)
     assert again.hash_on_server(lambda n: None) == (len(data), hashlib.sha256(data).hexdigest())
-    again.rename_and_close(name + ".done")  # a new connection: the old one was dropped
+    again.rename_and_close(name + ".done")
 
 
 @pytest.mark.fault("an answer to a read-back arrives with a damaged signature -> refused, "
@@ -117,7 +117,8 @@ def test_a_read_answer_with_a_bad_signature_is_refused(worker: SMBNAS,
 
 def test_a_read_back_stopped_midway_leaves_the_next_one_working(worker: SMBNAS) -> None:
     """The run's progress callback raises (a lost lease, a stopping run) with reads still
-    in flight: the connection is dropped, and the next file opens a new one."""
+    in flight: the answers still due are taken, so the handle still removes its file, and
+    the next file works on the same connection."""
     fs = worker
     new = written(fs, "wire-hash-stopped.partial", random.Random(5).randbytes(6 * MIB))
 
@@ -129,7 +130,11 @@ def test_a_read_back_stopped_midway_leaves_the_next_one_working(worker: SMBNAS) 
         if len(seen) == 2:
             raise Stop
 
+    assert fs.worker_wire is not None
+    conn = fs.worker_wire.connection()
     with pytest.raises(Stop):
         new.hash_on_server(stop_after_two)
-    new.discard()  # a no-op: the handle went with the connection
+    new.discard()
+    assert fs.stat("wire-hash-stopped.partial") is None  # removed, not left to the reconcile
+    assert fs.worker_wire.connection() is conn
     _then_a_new_file_works(fs, "wire-hash-after-stop")

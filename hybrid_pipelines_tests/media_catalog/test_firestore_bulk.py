@@ -91,13 +91,35 @@ def test_window_opens_after_the_first_commits_and_halves_on_push_back() -> None:
 
 
 def test_parallel_sync_writes_everything_once(firestore_emulator: FirestoreEmulator,
-                                              catalog: tuple[CatalogStore, str]) -> None:
+                                              catalog: tuple[CatalogStore, str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     store, folder = catalog
     fs = _fs(firestore_emulator)
     acked: list[int] = []
     sync = FirestoreSync(store, fs, batch_size=BATCH, max_in_flight=4,
                          on_commit=lambda _n, cursor: acked.append(cursor))
+    # Pacing, not a fault: on a loaded machine the emulator could answer each commit before
+    # the next was sent, and the parallel path went unseen. The first commit after the
+    # sequential ones is held (10 s at most) until the next one has started: only a sync that
+    # sends it while the first is in flight gets past quickly and reaches peak 2.
+    started: list[WriteBatch] = []
+    moved = threading.Condition()
+    real_commit = WriteBatch.commit
+    held = CommitWindow().sequential_first  # 0-based: the first commit the window may overlap
+
+    def commit(self: WriteBatch, **kwargs: Any) -> Any:
+        with moved:
+            started.append(self)
+            n = len(started)
+            moved.notify_all()
+            if n == held + 1:
+                moved.wait_for(lambda: len(started) > n, timeout=10)
+        return real_commit(self, **kwargs)
+
+    monkeypatch.setattr(WriteBatch, "commit", commit)
     report = sync.sync_partition(folder)
+    monkeypatch.undo()
+    assert len(started) > held + 1  # enough batches for the window to open
     assert report.peak_in_flight > 1  # the parallel path ran
     # Acknowledged in send order: cursors only grow within each stream (the partition's,
     # then the players').

@@ -2,10 +2,15 @@
 bandwidth, so a claim measured on loopback can be measured again through what users pay
 (the NAS ~0.5 ms / 1 Gb/s away, Firestore ~30 ms away).
 
-Each direction of each connection has its own delay line: a chunk read at time t is written
-no earlier than t + rtt/2, and no faster than the bandwidth allows (bytes are paced after the
-delay, so a large transfer is bandwidth-bound and a small exchange latency-bound, as on a real
-link). Usage:
+Each direction of each connection has its own delay line: a chunk that arrived at time t is
+written no earlier than t + rtt/2, and no faster than the bandwidth allows (bytes are paced
+after the delay, so a large transfer is bandwidth-bound and a small exchange latency-bound, as
+on a real link). t is the kernel's arrival stamp, not the moment the relay thread woke up to
+read it, and the relay threads sleep without Linux's 50 us timer slack: before both, the relay
+added its own wake-ups to the delay and a "0.5 ms" link measured 0.86 ms a round trip (a
+Python echo behind it; 0.09 ms without the link). Now it measures 0.63 ms: the nominal
+0.5 ms, the echo's own 0.09 ms and ~0.02 ms of wake-up per hop (`python bench/_netlink.py`
+prints it). Usage:
 
     with NetLink("127.0.0.1", smb_port, rtt_ms=0.5, mbit_s=1000) as link:
         connect to ("127.0.0.1", link.port)
@@ -14,7 +19,10 @@ link). Usage:
 from __future__ import annotations
 
 import collections
+import ctypes
 import socket
+import struct
+import sys
 import threading
 import time
 from types import TracebackType
@@ -22,6 +30,42 @@ from types import TracebackType
 NAS_LINK = {"rtt_ms": 0.5, "mbit_s": 1000.0}
 FIRESTORE_LINK = {"rtt_ms": 30.0, "mbit_s": 100.0}
 CHUNK = 1024 * 1024
+_SO_TIMESTAMPNS, _PR_SET_TIMERSLACK = 35, 29  # Linux
+
+
+def precise_timers() -> None:
+    """Linux wakes a sleeping thread up to 50 us late by default (timer slack); 1 ns for the
+    calling thread."""
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _ask_arrival_stamps(sock: socket.socket) -> bool:
+    if sys.platform != "linux":
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        return True
+    except OSError:
+        return False
+
+
+def _receive(sock: socket.socket, stamped: bool) -> tuple[bytes, float]:
+    """A chunk and when it arrived (perf_counter time): the kernel's stamp when there is one,
+    else now."""
+    if not stamped:
+        return sock.recv(CHUNK), time.perf_counter()
+    data, ancillary, _flags, _addr = sock.recvmsg(CHUNK, socket.CMSG_SPACE(16))
+    now = time.perf_counter()
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
+            sec, nsec = struct.unpack("qq", raw[:16])  # CLOCK_REALTIME
+            return data, now - max(0.0, time.time() - (sec + nsec / 1e9))
+    return data, now
 
 
 class _Direction:
@@ -40,13 +84,15 @@ class _Direction:
         threading.Thread(target=self._write, daemon=True).start()
 
     def _read(self) -> None:
+        precise_timers()
         try:
+            stamped = _ask_arrival_stamps(self.src)
             while True:
-                data = self.src.recv(CHUNK)
+                data, arrived = _receive(self.src, stamped)
                 if not data:
                     break
                 with self.cond:
-                    self.queue.append((time.perf_counter() + self.delay_s, data))
+                    self.queue.append((arrived + self.delay_s, data))
                     self.cond.notify()
         except OSError:
             pass
@@ -55,6 +101,7 @@ class _Direction:
             self.cond.notify()
 
     def _write(self) -> None:
+        precise_timers()
         next_free = 0.0
         try:
             while True:
@@ -123,29 +170,52 @@ class NetLink:
             _Direction(upstream, client, self.delay_s, self.bytes_per_s).start()
 
 
-def measured_rtt_ms(link: NetLink, samples: int = 20) -> float:
-    """A sanity figure for the bench output: median round trip of a 1-byte echo through the
-    link, needing an echo server as its target (used by the link's own self-check)."""
+def measured_rtt_ms(port: int, samples: int = 20) -> float:
+    """Median round trip of a 200-byte echo to 127.0.0.1:port (an echo server, directly or
+    through a link): the link's self-check."""
     times = []
-    with socket.create_connection(("127.0.0.1", link.port)) as sock:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(samples):
             t0 = time.perf_counter()
-            sock.sendall(b"x")
-            sock.recv(1)
+            sock.sendall(b"x" * 200)
+            got = 0
+            while got < 200:
+                got += len(sock.recv(CHUNK))
             times.append((time.perf_counter() - t0) * 1000)
     times.sort()
     return times[len(times) // 2]
 
 
-if __name__ == "__main__":
+def _serve_echo() -> None:
+    """An echo server in a process of its own, as Samba is: the link's threads and the
+    measuring client then share no interpreter lock with it. Prints its port."""
     echo = socket.create_server(("127.0.0.1", 0))
-
-    def _echo() -> None:
+    print(echo.getsockname()[1], flush=True)
+    while True:
         conn, _ = echo.accept()
-        while data := conn.recv(CHUNK):
-            conn.sendall(data)
+        threading.Thread(target=_echo_on, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=_echo, daemon=True).start()
-    with NetLink("127.0.0.1", echo.getsockname()[1], rtt_ms=30, mbit_s=100) as lk:
-        print(f"median rtt through a 30 ms link: {measured_rtt_ms(lk):.1f} ms")
+
+def _echo_on(conn: socket.socket) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while data := conn.recv(CHUNK):
+        conn.sendall(data)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--echo"]:
+        _serve_echo()
+    import subprocess
+
+    server = subprocess.Popen([sys.executable, __file__, "--echo"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        target = int(server.stdout.readline())
+        print(f"median rtt to the echo, no link: {measured_rtt_ms(target, 200):.3f} ms")
+        for name, spec in (("NAS", NAS_LINK), ("Firestore", FIRESTORE_LINK)):
+            with NetLink("127.0.0.1", target, **spec) as lk:
+                print(f"median rtt through the {name} link ({spec['rtt_ms']} ms nominal): "
+                      f"{measured_rtt_ms(lk.port, 200 if spec['rtt_ms'] < 5 else 20):.3f} ms")
+    finally:
+        server.kill()

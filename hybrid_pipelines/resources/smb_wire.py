@@ -68,6 +68,23 @@ class Response:
         return memoryview(self.message)[64:]
 
 
+def ntlm_credentials(user: str, password: str) -> tuple[Any, ...]:
+    """spnego.client's credential arguments. pyspnego derives an LM hash from a password with
+    pure-Python DES (~1 ms of CPU per connection) that NTLMv2 never uses: with NTLMv2 (its
+    default LM_COMPAT_LEVEL) the NT hash alone is given for NTLM, the password still for
+    Kerberos."""
+    import spnego
+
+    if not (user and password) or os.environ.get("LM_COMPAT_LEVEL", "3").strip() not in {"3", "4", "5"}:
+        return (user or None, password or None)
+    try:
+        from spnego._ntlm_raw.crypto import ntowfv1  # not public: fall back without it
+    except ImportError:
+        return (user, password)
+    return ([spnego.NTLMHash(user, nt_hash=ntowfv1(password).hex()),
+             spnego.Password(user, password)],)
+
+
 class WireConnection:
     """One TCP connection, one session, one tree. Not thread-safe: one caller at a time."""
 
@@ -94,14 +111,18 @@ class WireConnection:
             raise ValueError(f"Failed to connect to '{self.host}:{self.port}': {err}") from err
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            preauth, blob = self._negotiate()
-            self._session_setup(preauth, blob)
+            request = self._negotiate_request()
+            self._send(request)
+            # While the server forks and answers: the client's first authentication token.
+            auth = self._start_auth()
+            preauth = self._negotiated(request, self._answer())
+            self._session_setup(preauth, *auth)
             self._tree_connect()
         except BaseException:
             self.close()
             raise
 
-    def _negotiate(self) -> tuple[bytes, bytes]:
+    def _negotiate_request(self) -> bytes:
         salt = os.urandom(32)
         fixed = struct.Struct("<HHHHI16sIHH")
         dialects = struct.pack(f"<{len(DIALECTS)}H", *DIALECTS)
@@ -115,14 +136,16 @@ class WireConnection:
         # to that GUID's smbd process (smb_wire_worker.WorkerWire says what that cost).
         body = fixed.pack(36, len(DIALECTS), 2, 0, CAP_LARGE_MTU, os.urandom(16),
                           ctx_at + pad, 2, 0) + dialects + bytes(pad) + contexts
-        request = self._header(NEGOTIATE, 0, 0, 1, 0, 0, 0, 0) + body
         self.next_mid = 1
-        resp = self._exchange(request)
+        return self._header(NEGOTIATE, 0, 0, 1, 0, 0, 0, 0) + body
+
+    def _negotiated(self, request: bytes, resp: Response) -> bytes:
+        """The server's answer taken in; the pre-authentication hash so far."""
         if resp.status != STATUS_SUCCESS:
             raise WireUnsupported(f"negotiate refused (status {resp.status:#x})")
         b = resp.message
         (_size, _mode, dialect, ctx_count, _guid, caps, max_transact, max_read, max_write,
-         _t, _start, blob_off, blob_len, ctx_off) = struct.unpack_from("<HHHH16sIIIIQQHHI", b, 64)
+         _t, _start, _blob_off, _blob_len, ctx_off) = struct.unpack_from("<HHHH16sIIIIQQHHI", b, 64)
         if dialect not in DIALECTS:
             raise WireUnsupported(f"the server chose SMB dialect {dialect:#x}, not SMB 3")
         self.dialect, self.large_mtu = dialect, bool(caps & CAP_LARGE_MTU)
@@ -145,26 +168,27 @@ class WireConnection:
             for message in (request, resp.message):
                 hash_value = hashlib.sha512(hash_value + message).digest()
         self._algorithm = algorithm
-        return hash_value, bytes(b[blob_off: blob_off + blob_len])
+        return hash_value
 
-    def _session_setup(self, preauth: bytes, blob: bytes) -> None:
+    def _start_auth(self) -> tuple[Any, bytes | None]:
+        """The SPNEGO context and its first token (client-initiated: it does not need the
+        server's hint from the negotiate answer)."""
         import spnego
 
         try:
-            ctx = spnego.client(self._user or None, self._password or None, hostname=self.host,
-                                service="cifs", options=spnego.NegotiateOptions.session_key,
+            ctx = spnego.client(*ntlm_credentials(self._user, self._password),
+                                hostname=self.host, service="cifs",
+                                options=spnego.NegotiateOptions.session_key,
                                 protocol="negotiate")
+            return ctx, ctx.step(None)
         except spnego.exceptions.SpnegoError as err:
             raise WireUnsupported(f"authentication cannot start: {err}") from err
-        in_token: bytes | None = blob or None
+
+    def _session_setup(self, preauth: bytes, ctx: Any, out: bytes | None) -> None:
+        import spnego
+
         final: Response | None = None
-        while not ctx.complete:
-            try:
-                out = ctx.step(in_token)
-            except spnego.exceptions.SpnegoError as err:
-                raise WireUnsupported(f"authentication failed: {err}") from err
-            if not out:
-                break
+        while out:
             body = struct.pack("<HBBIIHHQ", 25, 0, 2, 0, 0, 88, len(out), 0) + out
             request = self._header(SESSION_SETUP, 1, 0, 64, 0, self.next_mid, 0,
                                    self.session_id) + body
@@ -186,6 +210,12 @@ class WireConnection:
             if final is not None and flags & _SESSION_GUEST_NULL_ENCRYPT:
                 raise WireUnsupported("the session is a guest/anonymous one or must be "
                                       "encrypted")
+            if ctx.complete:
+                break
+            try:
+                out = ctx.step(in_token)
+            except spnego.exceptions.SpnegoError as err:
+                raise WireUnsupported(f"authentication failed: {err}") from err
         if final is None or not ctx.session_key:
             raise WireUnsupported("the session setup ended without a session key")
         key = ctx.session_key[:16].ljust(16, b"\0")
@@ -274,6 +304,9 @@ class WireConnection:
     def _exchange(self, request: bytes) -> Response:
         """An unsigned request during set-up, and its final answer."""
         self._send(request)
+        return self._answer()
+
+    def _answer(self) -> Response:
         while True:
             for resp in self.read(verify=False):
                 return resp

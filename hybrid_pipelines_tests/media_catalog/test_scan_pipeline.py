@@ -19,7 +19,13 @@ from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
-from hybrid_pipelines.resources.smb_wire import CREATE, WireConnection, WireError
+from hybrid_pipelines.resources.smb_wire import (
+    CREATE,
+    WireConnection,
+    WireError,
+    WireUnsupported,
+    ntlm_credentials,
+)
 
 from .conftest import put, unique
 
@@ -95,6 +101,25 @@ def test_an_answer_with_a_bad_signature_is_refused(tree: str, nas_resource: NASR
             lister.list_dir(f"{tree}/S01/E1")
     finally:
         lister.close()
+
+
+def test_the_lean_session_logs_on_with_the_nt_hash_and_refuses_a_wrong_password(
+        nas_resource: NASResource, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = nas_resource
+    (given,) = ntlm_credentials(n.username, n.password)  # NTLM from the hash, no LM hash
+    assert [type(c).__name__ for c in given] == ["NTLMHash", "Password"]
+    conn = WireConnection(n.host, n.port, n.share, n.username, n.password, n.timeout_s)
+    conn.connect()
+    try:
+        assert conn.signer is not None and conn.tree_id
+    finally:
+        conn.close()
+    wrong = WireConnection(n.host, n.port, n.share, n.username, n.password + "x", n.timeout_s)
+    with pytest.raises(WireUnsupported, match="session setup refused"):
+        wrong.connect()
+    assert wrong.sock is None  # closed
+    monkeypatch.setenv("LM_COMPAT_LEVEL", "2")  # NTLMv1 wants the LM hash: the password
+    assert ntlm_credentials(n.username, n.password) == (n.username, n.password)
 
 
 def test_scan_and_rescan_through_the_pipeline(samba_server: SambaServer,

@@ -8,9 +8,9 @@ after the delay, so a large transfer is bandwidth-bound and a small exchange lat
 on a real link). t is the kernel's arrival stamp, not the moment the relay thread woke up to
 read it, and the relay threads sleep without Linux's 50 us timer slack: before both, the relay
 added its own wake-ups to the delay and a "0.5 ms" link measured 0.86 ms a round trip (a
-Python echo behind it; 0.09 ms without the link). Now it measures 0.63 ms: the nominal
-0.5 ms, the echo's own 0.09 ms and ~0.02 ms of wake-up per hop (`python bench/_netlink.py`
-prints it). Usage:
+Python echo behind it, 0.09 ms without the link). Now it measures 0.62-0.68 ms: the nominal
+0.5 ms, the echo's own 0.05-0.09 ms and ~0.02 ms of wake-up per hop (`python
+bench/_netlink.py` prints it). Usage:
 
     with NetLink("127.0.0.1", smb_port, rtt_ms=0.5, mbit_s=1000) as link:
         connect to ("127.0.0.1", link.port)

@@ -1,8 +1,8 @@
 """Context archive: our batched move vs the plain single SQL statement, on the same data.
 
-Starts a private PostgreSQL on a free port, seeds two identical copies (schemas `ours` and
-`plain`) of user_contexts with 1,000,000 rows (100,000 with --quick), 30% of them idle for
-40 days, and moves the idle ones into user_contexts_archive:
+Starts a private PostgreSQL on a free port, seeds four identical copies (schemas in ROUNDS)
+of user_contexts with 1,000,000 rows (50,000 with --quick), 30% of them idle for 40 days,
+and moves the idle ones into user_contexts_archive:
 
 * ours: `contexts.archive_contexts` (one DELETE ... RETURNING -> INSERT statement per batch of
   10,000 rows picked along the (updated_at, id) index and deleted by ctid, one
@@ -191,10 +191,10 @@ def plain(conn: psycopg.Connection) -> tuple[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="100,000 rows instead of 1,000,000")
+    ap.add_argument("--quick", action="store_true", help="50,000 rows instead of 1,000,000")
     ap.add_argument("--rows", type=int, default=None)
     args = ap.parse_args()
-    rows = args.rows or (100_000 if args.quick else 1_000_000)
+    rows = args.rows or (50_000 if args.quick else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
         server = PostgresServer(root=Path(tmp) / "pg", port=free_port(),
                                 password=secrets.token_hex(8))

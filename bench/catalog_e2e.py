@@ -1,7 +1,7 @@
 """End-to-end catalog build over SMB: scan -> probe -> SQLite catalog -> Firestore, through
 the project's own code paths (the functions the Dagster assets call: Scanner.scan,
 probe_partition, build_catalog, FirestoreSync.sync_partition), on 1,000 real small media
-files (60 with --quick) on a private Samba share, into a private Firestore emulator.
+files (30 with --quick) on a private Samba share, into a private Firestore emulator.
 
 Baseline: the same chain with the probe step replaced by the fixed read ladder (512 KiB head
 -> 5 MB head -> last 1 MiB -> whole file, each step read over the same SMB connection and fed
@@ -204,13 +204,13 @@ def cannot_run() -> str | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="60 files instead of 1,000")
+    ap.add_argument("--quick", action="store_true", help="30 files instead of 1,000")
     ap.add_argument("--files", type=int, default=None)
     args = ap.parse_args()
     if why := cannot_run():
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
-    n = args.files or (60 if args.quick else 1000)
+    n = args.files or (30 if args.quick else 1000)
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     samba = SambaServer(root=tmp / "samba", port=free_port(), password=secrets.token_hex(12))
     emulator = FirestoreEmulator(root=tmp / "emulator", port=free_port())

@@ -96,12 +96,12 @@ def time_choose(conn: Any, policy: Policy, n: int, indexed: bool) -> tuple[float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="100k rows / 1,000 files")
+    ap.add_argument("--quick", action="store_true", help="100k rows / 500 files")
     ap.add_argument("--rows", type=int)
     ap.add_argument("--files", type=int)
     args = ap.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
-    n = args.files or (1_000 if args.quick else 10_000)
+    n = args.files or (500 if args.quick else 10_000)
 
     root = Path(tempfile.mkdtemp(prefix="bench-evict-"))
     pg = PostgresServer(root=root / "pg", port=free_port(), password=secrets.token_hex(8),

@@ -75,7 +75,8 @@ def ntlm_credentials(user: str, password: str) -> tuple[Any, ...]:
     Kerberos."""
     import spnego
 
-    if not (user and password) or os.environ.get("LM_COMPAT_LEVEL", "3").strip() not in {"3", "4", "5"}:
+    ntlm_v2_only = os.environ.get("LM_COMPAT_LEVEL", "3").strip() in {"3", "4", "5"}
+    if not (user and password and ntlm_v2_only):
         return (user or None, password or None)
     try:
         from spnego._ntlm_raw.crypto import ntowfv1  # not public: fall back without it

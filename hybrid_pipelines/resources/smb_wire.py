@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from hybrid_pipelines.resources.smb_auth import WireUnsupported, start_auth
 from hybrid_pipelines.resources.smb_signing import SIGN_CMAC, SIGN_GMAC, Signer, kdf
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 header
@@ -39,11 +40,6 @@ _SHARE_DFS_OR_ENCRYPTED = 0x1 | 0x2 | 0x8000
 _SHARE_CAP_DFS = 0x8
 _ZERO_SIG = bytes(16)
 _UNSOLICITED = 0xFFFFFFFFFFFFFFFF  # oplock/lease breaks: not answers to anything we sent
-
-
-class WireUnsupported(Exception):
-    """The server or share needs something this lean client does not do: list through
-    smbprotocol instead."""
 
 
 class WireError(Exception):
@@ -66,24 +62,6 @@ class Response:
 
     def body(self) -> memoryview:
         return memoryview(self.message)[64:]
-
-
-def ntlm_credentials(user: str, password: str) -> tuple[Any, ...]:
-    """spnego.client's credential arguments. pyspnego derives an LM hash from a password with
-    pure-Python DES (~1 ms of CPU per connection) that NTLMv2 never uses: with NTLMv2 (its
-    default LM_COMPAT_LEVEL) the NT hash alone is given for NTLM, the password still for
-    Kerberos."""
-    import spnego
-
-    ntlm_v2_only = os.environ.get("LM_COMPAT_LEVEL", "3").strip() in {"3", "4", "5"}
-    if not (user and password and ntlm_v2_only):
-        return (user or None, password or None)
-    try:
-        from spnego._ntlm_raw.crypto import ntowfv1  # not public: fall back without it
-    except ImportError:
-        return (user, password)
-    return ([spnego.NTLMHash(user, nt_hash=ntowfv1(password).hex()),
-             spnego.Password(user, password)],)
 
 
 class WireConnection:
@@ -115,7 +93,7 @@ class WireConnection:
             request = self._negotiate_request()
             self._send(request)
             # While the server forks and answers: the client's first authentication token.
-            auth = self._start_auth()
+            auth = start_auth(self._user, self._password, self.host)
             preauth = self._negotiated(request, self._answer())
             self._session_setup(preauth, *auth)
             self._tree_connect()
@@ -170,20 +148,6 @@ class WireConnection:
                 hash_value = hashlib.sha512(hash_value + message).digest()
         self._algorithm = algorithm
         return hash_value
-
-    def _start_auth(self) -> tuple[Any, bytes | None]:
-        """The SPNEGO context and its first token (client-initiated: it does not need the
-        server's hint from the negotiate answer)."""
-        import spnego
-
-        try:
-            ctx = spnego.client(*ntlm_credentials(self._user, self._password),
-                                hostname=self.host, service="cifs",
-                                options=spnego.NegotiateOptions.session_key,
-                                protocol="negotiate")
-            return ctx, ctx.step(None)
-        except spnego.exceptions.SpnegoError as err:
-            raise WireUnsupported(f"authentication cannot start: {err}") from err
 
     def _session_setup(self, preauth: bytes, ctx: Any, out: bytes | None) -> None:
         import spnego

@@ -19,12 +19,12 @@ from hybrid_pipelines.media_catalog.scan import Scanner
 from hybrid_pipelines.media_catalog.settings import CatalogSettings
 from hybrid_pipelines.media_catalog.smb_pipeline import PipelinedLister
 from hybrid_pipelines.resources import NASResource, SQLiteCatalogResource
+from hybrid_pipelines.resources.smb_auth import ntlm_credentials
 from hybrid_pipelines.resources.smb_wire import (
     CREATE,
     WireConnection,
     WireError,
     WireUnsupported,
-    ntlm_credentials,
 )
 
 from .conftest import put, unique

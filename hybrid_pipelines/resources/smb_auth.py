@@ -4,7 +4,6 @@ negotiate."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 
@@ -15,13 +14,13 @@ class WireUnsupported(Exception):
 
 def ntlm_credentials(user: str, password: str) -> tuple[Any, ...]:
     """spnego.client's credential arguments. pyspnego derives an LM hash from a password with
-    pure-Python DES (~1 ms of CPU per connection) that NTLMv2 never uses: with NTLMv2 (its
-    default LM_COMPAT_LEVEL) the NT hash alone is given for NTLM, the password still for
-    Kerberos."""
+    pure-Python DES (~1 ms of CPU per connection) that NTLMv2 never uses, so NTLM is given
+    the NT hash alone (the password is still given for Kerberos). A client set to NTLMv1
+    (pyspnego's LM_COMPAT_LEVEL below 3) then sends a zero LM hash; a server that refuses it
+    raises WireUnsupported, and the caller falls back to smbprotocol as for any other."""
     import spnego
 
-    ntlm_v2_only = os.environ.get("LM_COMPAT_LEVEL", "3").strip() in {"3", "4", "5"}
-    if not (user and password and ntlm_v2_only):
+    if not (user and password):
         return (user or None, password or None)
     try:
         from spnego._ntlm_raw.crypto import ntowfv1  # not public: fall back without it

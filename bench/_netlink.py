@@ -5,12 +5,15 @@ bandwidth, so a claim measured on loopback can be measured again through what us
 Each direction of each connection has its own delay line: a chunk that arrived at time t is
 written no earlier than t + rtt/2, and no faster than the bandwidth allows (bytes are paced
 after the delay, so a large transfer is bandwidth-bound and a small exchange latency-bound, as
-on a real link). t is the kernel's arrival stamp, not the moment the relay thread woke up to
-read it, and the relay threads sleep without Linux's 50 us timer slack: before both, the relay
-added its own wake-ups to the delay and a "0.5 ms" link measured 0.86 ms a round trip (a
-Python echo behind it, 0.09 ms without the link). Now it measures 0.62-0.68 ms: the nominal
-0.5 ms, the echo's own 0.05-0.09 ms and ~0.02 ms of wake-up per hop (`python
-bench/_netlink.py` prints it). Usage:
+on a real link). t is the kernel's arrival stamp, not the moment the relay woke up to read
+it, and the relay sleeps without Linux's 50 us timer slack: before both, the relay added its
+own wake-ups to the delay and a "0.5 ms" link measured 0.86 ms a round trip (a Python echo
+behind it, 0.09 ms without the link). Now it measures 0.62-0.68 ms: the nominal 0.5 ms, the
+echo's own 0.05-0.09 ms and ~0.02 ms of wake-up per hop. One thread relays both directions
+of a connection (it was a reader and a writer thread per direction): the relay's own CPU,
+which no real link charges the machines at either end, fell from ~245 to ~110-145 us per
+round trip (`python bench/_netlink.py` prints the round trips; `hybrid_pipelines_tests/
+foundation/test_bench_link.py` checks the bytes, the half-close and the delay's floor). Usage:
 
     with NetLink("127.0.0.1", smb_port, rtt_ms=0.5, mbit_s=1000) as link:
         connect to ("127.0.0.1", link.port)
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import select
 import socket
 import struct
 import sys
@@ -54,13 +58,16 @@ def _ask_arrival_stamps(sock: socket.socket) -> bool:
         return False
 
 
-def _receive(sock: socket.socket, stamped: bool) -> tuple[bytes, float]:
+def _receive(sock: socket.socket, stamped: bool, buf: bytearray) -> tuple[bytes, float]:
     """A chunk and when it arrived (perf_counter time): the kernel's stamp when there is one,
-    else now."""
+    else now. Read into `buf`, reused: a fresh 1 MiB buffer per chunk cost more CPU than the
+    rest of the relay's work on a small message."""
     if not stamped:
-        return sock.recv(CHUNK), time.perf_counter()
-    data, ancillary, _flags, _addr = sock.recvmsg(CHUNK, socket.CMSG_SPACE(16))
+        n = sock.recv_into(buf)
+        return bytes(buf[:n]), time.perf_counter()
+    n, ancillary, _flags, _addr = sock.recvmsg_into([buf], socket.CMSG_SPACE(16))
     now = time.perf_counter()
+    data = bytes(buf[:n])
     for level, kind, raw in ancillary:
         if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
             sec, nsec = struct.unpack("qq", raw[:16])  # CLOCK_REALTIME
@@ -68,58 +75,87 @@ def _receive(sock: socket.socket, stamped: bool) -> tuple[bytes, float]:
     return data, now
 
 
-class _Direction:
-    """One direction of one connection: reader thread -> delay line -> paced writer thread."""
+class _Lane:
+    """One direction of a connection: chunks held until they are due, then written."""
 
-    def __init__(self, src: socket.socket, dst: socket.socket, delay_s: float,
-                 bytes_per_s: float) -> None:
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
         self.src, self.dst = src, dst
-        self.delay_s, self.bytes_per_s = delay_s, bytes_per_s
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        self.cond = threading.Condition()
-        self.closed = False
+        self.out: memoryview | None = None  # a due chunk the receiver has no room for yet
+        self.next_free = 0.0  # when the link has sent what it was given (bandwidth)
+        self.eof = self.shut = False
+        self.stamped = _ask_arrival_stamps(src)
+
+    def next_send(self) -> float | None:
+        return max(self.queue[0][0], self.next_free) if self.queue and self.out is None \
+            else None
+
+    def send_due(self, now: float, bytes_per_s: float) -> None:
+        while True:
+            if self.out is not None:
+                try:
+                    self.out = self.out[self.dst.send(self.out):]
+                except BlockingIOError:
+                    return
+                if self.out:
+                    return
+                self.out = None
+            start = self.next_send()
+            if start is None or start > now:
+                break
+            data = self.queue.popleft()[1]
+            self.out = memoryview(data)
+            self.next_free = start + len(data) / bytes_per_s
+        if self.eof and not self.queue and not self.shut:
+            self.shut = True
+            self.dst.shutdown(socket.SHUT_WR)
+
+
+class _Connection:
+    """Both directions of one connection on one thread: read what arrives, hold each chunk
+    until it is due, write it without blocking (a receiver with no room holds up neither
+    direction). No hand-over between threads: each cost ~60 us of CPU per chunk, which on a
+    2-core machine the server and client being measured paid for."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, delay_s: float,
+                 bytes_per_s: float) -> None:
+        for sock in (client, upstream):
+            sock.setblocking(False)
+        self.lanes = (_Lane(client, upstream), _Lane(upstream, client))
+        self.delay_s, self.bytes_per_s = delay_s, bytes_per_s
 
     def start(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._write, daemon=True).start()
+        threading.Thread(target=self._run, daemon=True).start()
 
-    def _read(self) -> None:
+    def _run(self) -> None:
         precise_timers()
+        buf = bytearray(CHUNK)
+        lanes = self.lanes
         try:
-            stamped = _ask_arrival_stamps(self.src)
-            while True:
-                data, arrived = _receive(self.src, stamped)
-                if not data:
-                    break
-                with self.cond:
-                    self.queue.append((arrived + self.delay_s, data))
-                    self.cond.notify()
+            while not all(lane.shut for lane in lanes):
+                due = [t for t in (lane.next_send() for lane in lanes) if t is not None]
+                wait = max(0.0, min(due) - time.perf_counter()) if due else None
+                ready, _room, _ = select.select([ln.src for ln in lanes if not ln.eof],
+                                               [ln.dst for ln in lanes if ln.out is not None],
+                                               [], wait)
+                for lane in lanes:
+                    if lane.src in ready:
+                        try:
+                            data, arrived = _receive(lane.src, lane.stamped, buf)
+                        except BlockingIOError:  # readable, then not: nothing to take
+                            continue
+                        if data:
+                            lane.queue.append((arrived + self.delay_s, data))
+                        else:
+                            lane.eof = True
+                now = time.perf_counter()
+                for lane in lanes:
+                    lane.send_due(now, self.bytes_per_s)
         except OSError:
             pass
-        with self.cond:
-            self.closed = True
-            self.cond.notify()
-
-    def _write(self) -> None:
-        precise_timers()
-        next_free = 0.0
-        try:
-            while True:
-                with self.cond:
-                    while not self.queue and not self.closed:
-                        self.cond.wait()
-                    if not self.queue:
-                        break
-                    due, data = self.queue.popleft()
-                start = max(due, next_free)
-                wait = start - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                self.dst.sendall(data)
-                next_free = start + len(data) / self.bytes_per_s
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        finally:  # its descriptors free for the next connection (select takes fds < 1024)
+            for lane in lanes:
+                lane.src.close()
 
 
 class NetLink:
@@ -166,8 +202,7 @@ class NetLink:
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sockets.append(sock)
-            _Direction(client, upstream, self.delay_s, self.bytes_per_s).start()
-            _Direction(upstream, client, self.delay_s, self.bytes_per_s).start()
+            _Connection(client, upstream, self.delay_s, self.bytes_per_s).start()
 
 
 def measured_rtt_ms(port: int, samples: int = 20) -> float:

@@ -215,6 +215,23 @@ class NASAccess:
         self.listings += 1
         return entries
 
+    def list_dir_and_mtime(self, path: str) -> tuple[list[Entry] | None, float | None] | None:
+        """Through the SMB pipeline only: (entries, the directory's own last-write time taken
+        before the listing, or None), (None, None) when it no longer exists. None outside the
+        pipeline, without listing anything: the directory's time is then in its parent's
+        listing."""
+        pipe = self._pipe
+        if pipe is None or pipe.unsupported is not None:
+            return None
+        try:
+            got = self.call(f"listing {path or '/'!r}", lambda: pipe.list_dir_and_mtime(path))
+        except Exception as exc:
+            if is_missing(exc):
+                return None, None
+            raise
+        self.listings += 1
+        return got
+
     def stat(self, path: str) -> Entry | None:
         e = self.call(f"reading the attributes of {path!r}", lambda: self._fs.stat(path))
         return None if e is None else Entry(e.path, e.is_dir, e.size, e.mtime)

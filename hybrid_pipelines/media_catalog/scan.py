@@ -132,6 +132,13 @@ class Scanner:
              vouched: Mapping[str, Look] | None = None) -> ScanReport:
         """`vouched`: first looks the pending sensor took (rules/first_look.py); a file
         this scan finds unchanged since, `min_stable_s` later, is stable at once."""
+        # The listing connection is set up from the first moment, while the catalog is read
+        # (a rescan reads its directories first): its round trips then cost nothing.
+        with self.nas.pipelined(self.connections, min(8, self.lookahead), self.lookahead):
+            return self._scan(partition_key, folder, full, vouched)
+
+    def _scan(self, partition_key: str, folder: str, full: bool,
+              vouched: Mapping[str, Look] | None) -> ScanReport:
         store = self.store
         top = self.settings.folder_path(folder)
         store.ensure_folder(partition_key, top)
@@ -167,27 +174,25 @@ class Scanner:
         self._writer: ScanWriter | None = None
         self._inline_batches = 0
         try:
-            with self.nas.pipelined(self.connections, min(8, self.lookahead),
-                                    self.lookahead):  # connecting while the catalog is read
-                self._known_dirs = store.dir_states(partition_key)
-                self._children: dict[str, list[str]] = defaultdict(list)
-                for path in self._known_dirs:
-                    self._children[parent_of(path)].append(path)
-                # A vouched file's directory is listed even when its timestamp did not move
-                # (a file rewritten in place).
-                self._pending_dirs = store.pending_dirs(partition_key) | {
-                    dir_of(p) for p in self._vouched}
-                # What a rescan will list is mostly known now (directories holding others,
-                # those with pending files): on the wire once connected, not a level a turn.
-                self.nas.announce([parent_of(top), top, *(
-                    d for d in (*self._pending_dirs, *(
-                        p for p, state in self._known_dirs.items() if state.has_subdirs))
-                    if not subtree_done(d, self._resume_after))])
-                top_mtime = self._top_mtime(top)
-                if top_mtime is None:
-                    self._folder_gone(partition_key, top)
-                else:
-                    self._visit(top, top_mtime)
+            self._known_dirs = store.dir_states(partition_key)
+            self._children: dict[str, list[str]] = defaultdict(list)
+            for path in self._known_dirs:
+                self._children[parent_of(path)].append(path)
+            # A vouched file's directory is listed even when its timestamp did not move
+            # (a file rewritten in place).
+            self._pending_dirs = store.pending_dirs(partition_key) | {
+                dir_of(p) for p in self._vouched}
+            # What a rescan will list is mostly known now (directories holding others,
+            # those with pending files): on the wire once connected, not a level a turn.
+            self.nas.announce([top, *(
+                d for d in (*self._pending_dirs, *(
+                    p for p, state in self._known_dirs.items() if state.has_subdirs))
+                if not subtree_done(d, self._resume_after))])
+            top_mtime, top_entries = self._top(top)
+            if top_mtime is None:
+                self._folder_gone(partition_key, top)
+            else:
+                self._visit(top, top_mtime, top_entries)
             self._flush()
             if self._writer is not None:
                 self._writer.wait()
@@ -208,6 +213,16 @@ class Scanner:
         return report
 
     # ------------------------------------------------------------------ walk
+
+    def _top(self, top: str) -> tuple[float | None, list[Entry] | None]:
+        """The top folder's timestamp, and its entries when they came with it. Through the
+        SMB pipeline the folder's own listing answers with its timestamp, read as it was
+        opened (before the entries), so its parent, the share's root with every catalog
+        folder in it, is listed only when the folder is missing or listed another way."""
+        got = self.nas.list_dir_and_mtime(top)
+        if got is not None and got[1] is not None:
+            return got[1], got[0]
+        return self._top_mtime(top), None
 
     def _top_mtime(self, top: str) -> float | None:
         parent = parent_of(top)
@@ -237,13 +252,13 @@ class Scanner:
         return listing_reason(observed_mtime, self._known_dirs.get(d), full=self._full,
                               has_pending=d in self._pending_dirs) is not None
 
-    def _visit(self, d: str, observed_mtime: float) -> None:
+    def _visit(self, d: str, observed_mtime: float, listed: list[Entry] | None = None) -> None:
         if subtree_done(d, self._resume_after):
             return
         if not self._must_list(d, observed_mtime):
             self._report.dirs_skipped += 1
             return
-        entries = self.nas.list_dir(d)
+        entries = self.nas.list_dir(d) if listed is None else listed
         if entries is None:  # vanished since its parent was listed
             for path in self.store.live_paths_below(d):
                 self._add_deleted(path)
@@ -274,7 +289,8 @@ class Scanner:
             self._apply_vouches(diff.children, self._looked_after)
         self._report.ignored += diff.ignored
         # The listings ahead go on the wire while this directory's rows are written.
-        self.nas.announce(e.path for e in diff.subdirs if self._must_list(e.path, e.mtime))
+        to_list = {e.path for e in diff.subdirs if self._must_list(e.path, e.mtime)}
+        self.nas.announce(to_list)
         for path in diff.deleted_files:
             self._add_deleted(path)
         for gone in diff.gone_dirs:
@@ -283,7 +299,10 @@ class Scanner:
             self._batch.gone_dirs.append(gone)
         for child in diff.children:
             if isinstance(child, Entry):
-                self._visit(child.path, child.mtime)
+                if child.path in to_list:
+                    self._visit(child.path, child.mtime)
+                elif not subtree_done(child.path, self._resume_after):
+                    self._report.dirs_skipped += 1
             elif self._resume_after is None or not file_done(child.obs.path,
                                                              self._resume_after):
                 self._add_file(child)

@@ -26,7 +26,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry, path_key
-from hybrid_pipelines.media_catalog.smb_listing import parse_directory_information
+from hybrid_pipelines.media_catalog.smb_listing import (
+    filetime_to_epoch,
+    parse_directory_information,
+)
 from hybrid_pipelines.resources.smb_requests import create_body as wire_create_body
 from hybrid_pipelines.resources.smb_wire import (
     CLOSE,
@@ -43,6 +46,7 @@ _MISSING = {0xC0000034, 0xC000003A}  # object name / path not found
 _RELATED_FID = b"\xff" * 16
 _QUERY = struct.Struct("<HBBI16sHHI")
 _CLOSE = struct.pack("<HHI16s", 24, 0, 0, _RELATED_FID)
+_CREATE_WRITE_TIME = struct.Struct("<24xQ")  # a create answer's LastWriteTime
 _STAR = "*".encode("utf-16-le")
 # FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES | SYNCHRONIZE, share read/write/delete,
 # FILE_OPEN, FILE_DIRECTORY_FILE: what smbclient.scandir asks for.
@@ -59,8 +63,8 @@ def query_body(restart: bool, buffer_len: int) -> bytes:
 
 
 class _Listing:
-    __slots__ = ("path", "key", "conn", "mids", "answers", "entries", "missing", "fallback",
-                 "dropped")
+    __slots__ = ("path", "key", "conn", "mids", "answers", "entries", "mtime", "missing",
+                 "fallback", "dropped")
 
     def __init__(self, path: str, key: tuple[str, ...]):
         self.path, self.key = path, key
@@ -68,6 +72,7 @@ class _Listing:
         self.mids: list[int] = []
         self.answers: dict[int, tuple[int, bytes]] = {}
         self.entries: list[Entry] | None = None
+        self.mtime: float | None = None  # the directory's own, from the create answer
         self.missing = self.fallback = self.dropped = False
 
     @property
@@ -111,12 +116,17 @@ class PipelinedLister:
                 heapq.heappush(self._queue, (path_key(p), p))
 
     def list_dir(self, path: str) -> list[Entry]:
+        return self.list_dir_and_mtime(path)[0]
+
+    def list_dir_and_mtime(self, path: str) -> tuple[list[Entry], float | None]:
+        """The entries, and the directory's own last-write time as its open answered it,
+        before the listing (None when it was listed another way)."""
         base = smb_safe_relpath(path)
         self._position = path_key(base)
         if self.unsupported is None and not self._conns:
             self._open()
         if self.unsupported is not None:
-            return self._fallback(base)
+            return self._fallback(base), None
         listing = self._by_path.get(base)
         if listing is None:
             self._queued.discard(base)
@@ -130,9 +140,9 @@ class PipelinedLister:
             raise FileNotFoundError(2, "no such directory on the NAS", base)
         if listing.fallback:
             self.fallbacks += 1
-            return self._fallback(base)
+            return self._fallback(base), None
         assert listing.entries is not None
-        return listing.entries
+        return listing.entries, listing.mtime
 
     def reset(self) -> None:
         """After a broken connection: close everything, keep what was announced."""
@@ -302,5 +312,6 @@ class PipelinedLister:
             offset, length = struct.unpack_from("<HI", msg, 66)
             entries = parse_directory_information(msg[offset: offset + length], listing.path)
         listing.entries = entries
+        listing.mtime = filetime_to_epoch(_CREATE_WRITE_TIME.unpack_from(create[1], 64)[0])
         self._held_entries += len(entries)
         listing.answers.clear()

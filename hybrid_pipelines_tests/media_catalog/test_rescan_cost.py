@@ -52,11 +52,11 @@ def test_rescan_lists_only_inner_and_changed_directories(
 
     first, listed_first = _scan(nas_resource, catalog, folder)
     assert first.new == first.found == LEAVES * FILES
-    assert listed_first == 1 + ALL_DIRS  # the share root (for the folder's timestamp) + all
+    assert listed_first == ALL_DIRS  # the folder's timestamp comes with its own listing
 
     again, listed_again = _scan(nas_resource, catalog, folder)
     assert (again.new, again.changed, again.deleted) == (0, 0, 0)
-    assert listed_again == 1 + 1 + SEASONS  # root, folder, seasons: no episode directory
+    assert listed_again == 1 + SEASONS  # the folder and its seasons: no episode directory
     assert again.dirs_skipped == LEAVES
     assert listed_again * 5 < listed_first
 
@@ -74,7 +74,7 @@ def test_rescan_lists_only_inner_and_changed_directories(
     assert missed.changed == 0  # by design: the nightly full reconcile is there for this
     full, listed_full = _scan(nas_resource, catalog, folder, full=True)
     assert full.changed == 1
-    assert listed_full == 1 + ALL_DIRS
+    assert listed_full == ALL_DIRS
 
 
 def test_an_unchanged_rescan_reads_no_file_rows_for_its_report(
@@ -124,6 +124,7 @@ def test_a_rescan_puts_what_it_will_list_on_the_wire_at_once(
     listed: list[str] = []
     announced_first: list[bool] = []
     real_announce, real_list = NASAccess.announce, NASAccess.list_dir
+    real_list_top = NASAccess.list_dir_and_mtime
 
     def announce(self: NASAccess, paths: Any) -> None:
         announced.append(list(paths))
@@ -135,10 +136,16 @@ def test_a_rescan_puts_what_it_will_list_on_the_wire_at_once(
         listed.append(path)
         return real_list(self, path)
 
+    def list_dir_and_mtime(self: NASAccess, path: str) -> Any:
+        listed.append(path)
+        return real_list_top(self, path)
+
     monkeypatch.setattr(NASAccess, "announce", announce)
     monkeypatch.setattr(NASAccess, "list_dir", list_dir)
+    monkeypatch.setattr(NASAccess, "list_dir_and_mtime", list_dir_and_mtime)
     again, listings = _scan(nas_resource, catalog, folder)
     assert (again.new, again.changed, again.deleted) == (0, 0, 0)
     seasons = {f"{folder}/S{s}" for s in range(SEASONS)}
-    assert announced_first and set(announced[0]) == {"", folder, *seasons}  # before listing
-    assert set(listed) == {"", folder, *seasons} and listings == len(listed)
+    assert announced_first and set(announced[0]) == {folder, *seasons}  # before listing
+    # Not the share's root: the folder's own listing answers with its timestamp.
+    assert set(listed) == {folder, *seasons} and listings == len(listed)

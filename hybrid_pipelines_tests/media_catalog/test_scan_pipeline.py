@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,12 +134,13 @@ def test_scan_and_rescan_through_the_pipeline(samba_server: SambaServer,
         store = CatalogStore(conn)
         first = Scanner(store, NASAccess(nas_resource), CatalogSettings(),
                         lookahead=5).scan(folder, folder)
-        # 31 folders and the root above them (where the folder's own timestamp is read)
-        assert (first.new, first.found, first.dirs_listed) == (210, 210, 32)
+        # 31 folders; not the share's root above them: the folder's own listing answers
+        # with its timestamp
+        assert (first.new, first.found, first.dirs_listed) == (210, 210, 31)
         assert first.bytes == 30 * sum(range(1, 8))
         again = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
         assert (again.new, again.changed, again.deleted, again.found) == (0, 0, 0, 210)
-        assert again.dirs_listed == 2 and again.bytes == first.bytes  # root + the inner one
+        assert again.dirs_listed == 1 and again.bytes == first.bytes  # the inner folder
         grown = samba_server.share_dir / folder / "Season 07" / "Ep 3.ts"
         grown.write_bytes(b"y" * 100)  # rewritten in place: only a full reconcile sees it
         old = time.time() - 3600
@@ -147,3 +149,42 @@ def test_scan_and_rescan_through_the_pipeline(samba_server: SambaServer,
             folder, folder, full=True)
         assert (full.changed, full.found) == (1, 210)
         assert full.bytes == first.bytes - 4 + 100  # the kept sum is not reused once stale
+
+
+def test_a_folders_own_listing_answers_with_the_timestamp_its_parent_lists(
+        samba_server: SambaServer, nas_resource: NASResource, tmp_path: Path) -> None:
+    """The scan reads its folder's timestamp from the folder's own open (no listing of the
+    share's root, which holds every catalog folder): it is the timestamp the root's listing
+    shows, it moves when a file is added, and a missing folder still reads as gone."""
+    folder = unique("owntime")
+    put(samba_server.share_dir, f"{folder}/a.ts", b"a")
+    root = {e.path: e for e in NASAccess(nas_resource).list_dir("") or []}
+    access = NASAccess(nas_resource)
+    with access.pipelined():
+        got = access.list_dir_and_mtime(folder)
+        assert access.list_dir_and_mtime(f"{folder}-missing") == (None, None)
+    assert got is not None
+    entries, own = got
+    assert own == root[folder].mtime and [e.path for e in entries] == [f"{folder}/a.ts"]
+    plain = NASAccess(nas_resource)  # outside the pipeline: nothing listed for it
+    assert plain.list_dir_and_mtime(folder) is None and plain.listings == 0
+
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    with catalog.connect() as conn:
+        store = CatalogStore(conn)
+
+        def scan() -> Any:
+            return Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder,
+                                                                                   folder)
+
+        assert (scan().new, scan().new) == (1, 0)
+        old = time.time() - 3600  # an older timestamp than the one catalogued
+        os.utime(samba_server.share_dir / folder, (old, old))
+        put(samba_server.share_dir, f"{folder}/b.ts", b"b")  # moves it to now
+        assert scan().new == 1
+        for p in (samba_server.share_dir / folder).iterdir():
+            p.unlink()
+        (samba_server.share_dir / folder).rmdir()
+        gone = scan()
+        assert gone.folder_missing and gone.deleted == 2

@@ -49,8 +49,10 @@ class Known:
     seen_at: float
 
 
-@dataclass(frozen=True)
-class DirState:
+class DirState(NamedTuple):
+    """A directory as the catalog recorded it (a named tuple: a rescan reads one per
+    directory of the partition before its first listing)."""
+
     path: str
     mtime: float
     has_subdirs: bool

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -161,10 +161,12 @@ class NASAccess:
                 self.log(f"NAS {self.address}: listed through smbprotocol, not the lean "
                          f"pipeline: {pipe.unsupported}")
 
-    def announce(self, paths: Iterable[str]) -> None:
-        """Directories the caller will list soon, in any order (a no-op outside pipelined)."""
+    def announce(self, paths: Iterable[str],
+                 expected: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """Directories the caller will list soon, in any order (a no-op outside pipelined);
+        `expected`: (entries, characters of their names) the caller knows some of them hold."""
         if self._pipe is not None:
-            self._pipe.announce(paths)
+            self._pipe.announce(paths, expected)
 
     def pipeline_stats(self) -> dict[str, Any]:
         return self._pipe.describe() if self._pipe is not None else {}

@@ -183,11 +183,12 @@ class Scanner:
             self._pending_dirs = store.pending_dirs(partition_key) | {
                 dir_of(p) for p in self._vouched}
             # What a rescan will list is mostly known now (directories holding others,
-            # those with pending files): on the wire once connected, not a level a turn.
-            self.nas.announce([top, *(
-                d for d in (*self._pending_dirs, *(
-                    p for p, state in self._known_dirs.items() if state.has_subdirs))
-                if not subtree_done(d, self._resume_after))])
+            # those with pending files): on the wire once connected, not a level a turn,
+            # each with what the catalog knows it holds (its listing's buffer is sized by it).
+            ahead = [top, *(d for d in (*self._pending_dirs, *(
+                p for p, state in self._known_dirs.items() if state.has_subdirs))
+                if not subtree_done(d, self._resume_after))]
+            self.nas.announce(ahead, store.listing_sizes(ahead, self._children))
             top_mtime, top_entries = self._top(top)
             if top_mtime is None:
                 self._folder_gone(partition_key, top)

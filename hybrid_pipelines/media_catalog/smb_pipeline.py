@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import selectors
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hybrid_pipelines.media_catalog.rules.scan_diff import Entry, path_key
@@ -47,6 +47,10 @@ _RELATED_FID = b"\xff" * 16
 _QUERY = struct.Struct("<HBBI16sHHI")
 _CLOSE = struct.pack("<HHI16s", 24, 0, 0, _RELATED_FID)
 _CREATE_WRITE_TIME = struct.Struct("<24xQ")  # a create answer's LastWriteTime
+# A listing the catalog says is small asks for 16 KiB, not the full buffer: Samba answers it
+# ~8% sooner (0.40 against 0.44 ms for 21 entries, measured alternating on one connection).
+_SMALL_BUFFER = 16 * 1024
+_ENTRY_BYTES = 72  # FILE_DIRECTORY_INFORMATION: 64 bytes, the UTF-16 name, 8-byte aligned
 _STAR = "*".encode("utf-16-le")
 # FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES | SYNCHRONIZE, share read/write/delete,
 # FILE_OPEN, FILE_DIRECTORY_FILE: what smbclient.scandir asks for.
@@ -64,7 +68,7 @@ def query_body(restart: bool, buffer_len: int) -> bytes:
 
 class _Listing:
     __slots__ = ("path", "key", "conn", "mids", "answers", "entries", "mtime", "missing",
-                 "fallback", "dropped")
+                 "fallback", "dropped", "buffer_len")
 
     def __init__(self, path: str, key: tuple[str, ...]):
         self.path, self.key = path, key
@@ -74,6 +78,7 @@ class _Listing:
         self.entries: list[Entry] | None = None
         self.mtime: float | None = None  # the directory's own, from the create answer
         self.missing = self.fallback = self.dropped = False
+        self.buffer_len = 0
 
     @property
     def done(self) -> bool:
@@ -101,15 +106,22 @@ class PipelinedLister:
         self._by_mid: dict[tuple[int, int], tuple[_Listing, int]] = {}
         self._in_flight: dict[int, int] = {}  # id(conn) -> compounds in flight
         self._position: tuple[str, ...] = ()  # the walk's last listing
+        self._expected: dict[str, tuple[int, int]] = {}  # path -> (entries, name characters)
+        self._resends: list[_Listing] = []  # outgrew the small buffer: again with the full one
         self.unsupported: str | None = None
-        self.fallbacks = self.dropped = self.sent = 0
+        self.fallbacks = self.dropped = self.sent = self.resent = 0
 
     # ------------------------------------------------------------------ public
 
-    def announce(self, paths: Iterable[str]) -> None:
-        """Directories the walk will list later (any order)."""
+    def announce(self, paths: Iterable[str],
+                 expected: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """Directories the walk will list later (any order); `expected`: what the caller
+        knows some of them hold (entries, characters of their names), to size their
+        listing's buffer."""
         if self.unsupported is not None:
             return
+        if expected:
+            self._expected.update(expected)
         for p in paths:
             if p not in self._queued and p not in self._by_path:
                 self._queued.add(p)
@@ -151,6 +163,7 @@ class PipelinedLister:
                 self._queued.add(listing.path)
                 heapq.heappush(self._queue, (listing.key, listing.path))
         self._by_path.clear()
+        self._resends.clear()
         self._held_entries = 0
         self._by_mid.clear()
         self._in_flight.clear()
@@ -167,7 +180,7 @@ class PipelinedLister:
     def describe(self) -> dict[str, Any]:
         first = self._conns[0].describe() if self._conns else {}
         return {**first, "connections": len(self._conns), "sent": self.sent,
-                "fallbacks": self.fallbacks, "dropped": self.dropped,
+                "resent": self.resent, "fallbacks": self.fallbacks, "dropped": self.dropped,
                 "unsupported": self.unsupported}
 
     # ------------------------------------------------------------------ connections
@@ -203,19 +216,30 @@ class PipelinedLister:
         q = conn.credit_charge(self.buffer_len)
         return 2 + 2 * q
 
-    def _send(self, base: str, key: tuple[str, ...], conn: WireConnection) -> _Listing:
-        listing = _Listing(base, key)
+    def _buffer_for(self, base: str) -> int:
+        known = self._expected.get(base)
+        if known is None:
+            return self.buffer_len
+        entries, name_chars = known
+        need = (entries + 2) * _ENTRY_BYTES + 2 * name_chars  # with "." and ".."
+        return _SMALL_BUFFER if 2 * need <= _SMALL_BUFFER < self.buffer_len else self.buffer_len
+
+    def _send(self, base: str, key: tuple[str, ...], conn: WireConnection,
+              listing: _Listing | None = None) -> _Listing:
+        """A listing's compound; `listing` given: sent again, with the full buffer."""
+        buffer_len = self._buffer_for(base) if listing is None else self.buffer_len
+        listing = listing or _Listing(base, key)
         server_path = "/".join(p for p in (self.root_dir, base) if p)
         while conn.credits_free() < self._charge(conn):
             self._receive()  # a compound in flight returns the credits it holds
-        q = conn.credit_charge(self.buffer_len)
+        q = conn.credit_charge(buffer_len)
         mids = conn.send_compound([
             (CREATE, create_body(server_path), 1),
-            (QUERY_DIRECTORY, query_body(True, self.buffer_len), q),
-            (QUERY_DIRECTORY, query_body(False, self.buffer_len), q),
+            (QUERY_DIRECTORY, query_body(True, buffer_len), q),
+            (QUERY_DIRECTORY, query_body(False, buffer_len), q),
             (CLOSE, _CLOSE, 1),
         ], credits=16 if conn.credits_free() < 512 else 0)
-        listing.conn, listing.mids = conn, mids
+        listing.conn, listing.mids, listing.buffer_len = conn, mids, buffer_len
         for i, mid in enumerate(mids):
             self._by_mid[(id(conn), mid)] = (listing, i)
         self._by_path[base] = listing
@@ -228,11 +252,20 @@ class PipelinedLister:
 
     def _forget(self, listing: _Listing) -> None:
         del self._by_path[listing.path]
+        self._expected.pop(listing.path, None)
         if listing.entries is not None:
             self._held_entries -= len(listing.entries)
 
     def _pump(self) -> None:
         """Send announced listings, nearest in walk order first, within the budgets."""
+        while self._resends:
+            conn = self._least_busy()
+            if self._in_flight[id(conn)] >= self.window or \
+                    conn.credits_free() < self._charge(conn):
+                return
+            listing = self._resends.pop(0)
+            self._send(listing.path, listing.key, conn, listing)
+            self.resent += 1
         while self._queue:
             key, path = self._queue[0]
             if path not in self._queued:  # asked for directly since
@@ -300,6 +333,10 @@ class PipelinedLister:
         create, first, second = (listing.answers[i] for i in range(3))
         if create[0] in _MISSING:
             listing.missing = True
+            return
+        if second[0] == STATUS_SUCCESS and listing.buffer_len < self.buffer_len:
+            listing.answers.clear()  # it outgrew what the catalog knew: the full buffer
+            self._resends.append(listing)
             return
         if create[0] != STATUS_SUCCESS or first[0] not in (STATUS_SUCCESS, STATUS_NO_MORE_FILES) \
                 or second[0] != STATUS_NO_MORE_FILES:

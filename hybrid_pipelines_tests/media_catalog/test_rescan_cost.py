@@ -123,14 +123,16 @@ def test_a_rescan_puts_what_it_will_list_on_the_wire_at_once(
     announced: list[list[str]] = []
     listed: list[str] = []
     announced_first: list[bool] = []
+    sizes: list[dict[str, tuple[int, int]]] = []
     real_announce, real_list = NASAccess.announce, NASAccess.list_dir
     real_list_top = NASAccess.list_dir_and_mtime
 
-    def announce(self: NASAccess, paths: Any) -> None:
+    def announce(self: NASAccess, paths: Any, expected: Any = None) -> None:
         announced.append(list(paths))
+        sizes.append(dict(expected or {}))
         if not listed:
             announced_first.append(True)
-        real_announce(self, announced[-1])
+        real_announce(self, announced[-1], expected)
 
     def list_dir(self: NASAccess, path: str) -> Any:
         listed.append(path)
@@ -147,5 +149,8 @@ def test_a_rescan_puts_what_it_will_list_on_the_wire_at_once(
     assert (again.new, again.changed, again.deleted) == (0, 0, 0)
     seasons = {f"{folder}/S{s}" for s in range(SEASONS)}
     assert announced_first and set(announced[0]) == {folder, *seasons}  # before listing
+    # with what the catalog knows each holds, which sizes its listing's buffer
+    assert sizes[0] == {folder: (SEASONS, SEASONS * len("/S0")),
+                        **{s: (EPISODES, EPISODES * len("/E00")) for s in seasons}}
     # Not the share's root: the folder's own listing answers with its timestamp.
     assert set(listed) == {folder, *seasons} and listings == len(listed)

@@ -188,3 +188,34 @@ def test_a_folders_own_listing_answers_with_the_timestamp_its_parent_lists(
         (samba_server.share_dir / folder).rmdir()
         gone = scan()
         assert gone.folder_missing and gone.deleted == 2
+
+
+def test_a_folder_grown_past_what_the_catalog_knew_is_listed_again_whole(
+        samba_server: SambaServer, nas_resource: NASResource, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the catalog knows a folder holds sizes its listing's buffer (16 KiB when small);
+    a folder that has outgrown it since is listed again with the full buffer on the same
+    connection, not handed to smbprotocol, and nothing in it is missed."""
+    folder = unique("grown")
+    put(samba_server.share_dir, f"{folder}/inner/sub/x.ts", b"x")
+    put(samba_server.share_dir, f"{folder}/inner/a.ts", b"a")
+    seen: list[dict[str, Any]] = []
+    real_close = PipelinedLister.close
+
+    def close(self: PipelinedLister) -> None:  # a spy: the pipeline's counters at its end
+        seen.append(self.describe())
+        real_close(self)
+
+    monkeypatch.setattr(PipelinedLister, "close", close)
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    with catalog.connect() as conn:
+        store = CatalogStore(conn)
+        assert Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
+            folder, folder).new == 2
+        # 400 names of 60 characters: ~75 KB of listing where the catalog knew of two entries
+        for i in range(400):
+            put(samba_server.share_dir, f"{folder}/inner/{'n' * 52}{i:05d}.ts", b"y")
+        grown = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
+    assert (grown.new, grown.found) == (400, 402)
+    assert seen[-1]["resent"] == 1 and seen[-1]["fallbacks"] == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,25 @@ class ScanStore(StoreBase):
         return {r[0] for r in self.conn.execute(
             "SELECT DISTINCT dir FROM files WHERE partition_key = ? AND status = ?",
             (partition_key, PENDING))}
+
+    def listing_sizes(self, dirs: Sequence[str], children: Mapping[str, Sequence[str]]
+                      ) -> dict[str, tuple[int, int]]:
+        """(entries, characters of their names) each directory held when last listed: its
+        live files (one indexed query per 500 directories) and known subdirectories."""
+        unique = sorted(set(dirs))
+        files: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(unique), 500):
+            chunk = unique[i: i + 500]
+            marks = ",".join("?" * len(chunk))
+            files.update((d, (n, chars)) for d, n, chars in self.conn.execute(
+                f"SELECT dir, COUNT(*), SUM(LENGTH(path) - LENGTH(dir)) FROM files "  # noqa: S608 - placeholders only
+                f"WHERE dir IN ({marks}) AND status != ? GROUP BY dir", (*chunk, DELETED)))
+        out: dict[str, tuple[int, int]] = {}
+        for d in unique:
+            subdirs = children.get(d, ())
+            n, chars = files.get(d, (0, 0))
+            out[d] = (n + len(subdirs), chars + sum(len(p) - len(d) for p in subdirs))
+        return out
 
     def files_in_dir(self, dir_path: str) -> dict[str, Known]:
         return {r[0]: Known(r[0], r[1], r[2], r[3], r[4]) for r in self.conn.execute(

@@ -2,13 +2,16 @@
 order, and several are on the wire while it works through the current one.
 
 Each listing is one related compound on a WireConnection (create + query + query + close;
-the second query must answer "no more files", or the directory is listed again through
-smbprotocol, which pages). Requests leave in the walk's order (a heap on the walk's sort
-key), at most `window` compounds in flight per connection and at most `ahead` listings held
-for later, so memory stays flat however large the share: when a directory nearer in walk
-order is announced while the budget (`ahead` listings, `max_entries` entries) is full, the
-farthest finished listing is dropped and asked for again when its turn comes. A listing the
-walk asks for that was not announced is sent at once.
+the second query must answer "no more files", or the directory is listed again: with the
+full buffer when a small one was asked for on the caller's word of what it holds, else
+through smbprotocol, which pages). The create's answer carries the directory's own
+last-write time, read before its entries (list_dir_and_mtime). Requests leave in the
+walk's order (a heap on the walk's sort key), at most `window` compounds in flight per
+connection and at most `ahead` listings held for later, so memory stays flat however large
+the share: when a directory nearer in walk order is announced while the budget (`ahead`
+listings, `max_entries` entries) is full, the farthest finished listing is dropped and asked
+for again when its turn comes. A listing the walk asks for that was not announced is sent at
+once.
 
 Entries come out exactly as the smbprotocol listing gives them (see smb_listing.py). Any
 status other than success, "no more files" or "not found" hands the directory to the

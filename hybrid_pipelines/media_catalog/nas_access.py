@@ -208,14 +208,19 @@ class NASAccess:
                 return self._lean.list_dir(path)
             return self._generic_list(path)
 
+        return self._listing(path, run)
+
+    def _listing(self, path: str, run: Callable[[], T]) -> T | None:
+        """`run()` (a listing of `path`) with the retry policy, counted; None when the
+        directory no longer exists."""
         try:
-            entries = self.call(f"listing {path or '/'!r}", run)
+            got = self.call(f"listing {path or '/'!r}", run)
         except Exception as exc:
             if is_missing(exc):
                 return None
             raise
         self.listings += 1
-        return entries
+        return got
 
     def list_dir_and_mtime(self, path: str) -> tuple[list[Entry] | None, float | None] | None:
         """Through the SMB pipeline only: (entries, the directory's own last-write time taken
@@ -225,14 +230,8 @@ class NASAccess:
         pipe = self._pipe
         if pipe is None or pipe.unsupported is not None:
             return None
-        try:
-            got = self.call(f"listing {path or '/'!r}", lambda: pipe.list_dir_and_mtime(path))
-        except Exception as exc:
-            if is_missing(exc):
-                return None, None
-            raise
-        self.listings += 1
-        return got
+        got = self._listing(path, lambda: pipe.list_dir_and_mtime(path))
+        return (None, None) if got is None else got
 
     def stat(self, path: str) -> Entry | None:
         e = self.call(f"reading the attributes of {path!r}", lambda: self._fs.stat(path))

@@ -33,19 +33,19 @@ class Signer:
                   ) -> bytes:
         """The signature of a message given as `parts` (its signature field zeroed), each
         fed to the MAC where it lies: a 1 MiB read answer is not copied for it."""
-        if self.algorithm == SIGN_GMAC and len(parts) == 1:  # every message but large ones
-            return self._gcm.encrypt(struct.pack("<QI", mid, 1 if response else 0), b"",
-                                     parts[0])
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
         if self.algorithm == SIGN_GMAC:
             nonce = struct.pack("<QI", mid, 1 if response else 0)
+            if len(parts) == 1:  # every message but large ones: no import on this path
+                return self._gcm.encrypt(nonce, b"", parts[0])
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
             gmac = Cipher(algorithms.AES(self.key), modes.GCM(nonce)).encryptor()
             for part in parts:
                 gmac.authenticate_additional_data(part)
             gmac.finalize()
             return gmac.tag
         from cryptography.hazmat.primitives import cmac
+        from cryptography.hazmat.primitives.ciphers import algorithms
 
         mac = cmac.CMAC(algorithms.AES(self.key))
         for part in parts:

@@ -88,18 +88,26 @@ class KillOnce:
 def _restarted(server: SeaweedFSServer, client: Any, bucket: str, keys: list[str]) -> None:
     server.start()  # same data directory
 
+    last: list[str] = ["nothing tried"]
+
     def serving() -> bool:
         try:
             # The gateway answering a listing first: with no keys to read, the loop below
             # alone would call a server that is still starting "serving".
+            last[0] = "listing"
             client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             for key in keys:
+                last[0] = key
                 client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read()
             return True
-        except Exception:  # noqa: BLE001 - volume servers re-register after the gateway
+        except Exception as exc:  # noqa: BLE001 - volume servers re-register after the gateway
+            last[0] = f"{last[0]}: {exc!r}"
             return False
 
-    wait_until(serving, 180, "SeaweedFS serving reads again")
+    try:
+        wait_until(serving, 180, "SeaweedFS serving reads again", server.log_path)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\nlast failed read: {last[0]}") from None
 
 
 # ---- killed mid multipart upload -------------------------------------------------------------

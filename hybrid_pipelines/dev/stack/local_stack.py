@@ -19,8 +19,8 @@ from hybrid_pipelines.dev.stack.platform import PlatformSim, platform_component
 from hybrid_pipelines.dev.stack.postgres import PostgresServer
 from hybrid_pipelines.dev.stack.process import (
     LOOPBACK,
+    bindable,
     free_port,
-    port_open,
     wait_until,
     write_private,
 )
@@ -60,7 +60,7 @@ def _port(previous: int | None, env_name: str) -> int:
     configured = os.environ.get(env_name)
     if configured:
         return int(configured)
-    if previous and not port_open(previous):
+    if previous and bindable(previous):
         return previous  # keep stack.env stable across restarts
     return free_port()
 
@@ -131,8 +131,7 @@ class LocalStack:
                             port=_port(was("postgres", "port"), "HP_STACK_PG_PORT"),
                             password=sec["pg_password"])
         sw = prev.get("seaweedfs")
-        if not isinstance(sw, SeaweedFSServer) or any(
-                port_open(p) for p in (sw.master_port, sw.volume_port, sw.filer_port, sw.s3_port)):
+        if not isinstance(sw, SeaweedFSServer) or sw.ports_taken():
             sw = SeaweedFSServer.on_free_ports(d / "seaweedfs", sec["s3_access"], sec["s3_secret"])
         sw.pid = None
         sw.buckets = tuple(dict.fromkeys((*sw.buckets, COLD_MODELS_BUCKET, OUTPUTS_BUCKET)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,10 +27,59 @@ def write_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def free_port() -> int:
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_SERVER_PORT = 10000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (first, last)."""
+    try:
+        first, last = map(int, EPHEMERAL_RANGE_FILE.read_text().split())
+        return first, last
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def server_port_bands(span: int = 0) -> list[range]:
+    """Where a server port P (and P + span) may go: outside the ephemeral range.
+
+    A port the kernel picked for us (bind to 0) is an ephemeral one, and any outgoing
+    connection may take it while its server is down: the server's restart then fails with
+    EADDRINUSE, however briefly it was down (a kill-and-restart test, `hybrid-pipelines dev`
+    after a reboot). The kernel never gives a connection a port outside that range."""
+    first, last = ephemeral_range()
+    bands = [range(LOWEST_SERVER_PORT, first - span), range(last + 1, 65536 - span)]
+    return [b for b in bands if len(b) > 0]
+
+
+def bindable(port: int) -> bool:
+    """Whether a server could listen on the port now (SO_REUSEADDR, as servers bind: a
+    port left in TIME_WAIT by a stopped server's connections is free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((LOOPBACK, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(*offsets: int) -> int:
+    """A loopback port P, free now and outside the ephemeral range, with P + each offset
+    free and outside it too (SeaweedFS puts each gRPC port at its HTTP port + 10000)."""
+    span = max(offsets, default=0)
+    candidates = [p for band in server_port_bands(span) for p in band]
+    for port in random.sample(candidates, min(len(candidates), 500)):
+        if all(bindable(port + o) for o in (0, *offsets)):
+            return port
+    if not offsets:  # an ephemeral range covering every port: the kernel's pick, as before
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free loopback port P with P+{'/P+'.join(map(str, offsets))} "
+                       f"outside the ephemeral range {ephemeral_range()} "
+                       f"({EPHEMERAL_RANGE_FILE}): stop servers left running, or narrow "
+                       "that range")
 
 
 def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
@@ -94,10 +144,19 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def running(p: psutil.Process) -> bool:
-    """Alive and not a zombie; is_running() also guards against a reused PID."""
+    """Alive, or a zombie whose other threads are still exiting; is_running() also guards
+    against a reused PID.
+
+    A killed multi-threaded server (weed, Go) shows its main thread as a zombie while the
+    others are still being torn down, and they hold its files: its listening sockets stay
+    open ~10 ms longer, and a restart on its ports in that window fails to bind."""
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        if not p.is_running():
+            return False
+        if p.status() != psutil.STATUS_ZOMBIE:
+            return True
+        return len(os.listdir(f"/proc/{p.pid}/task")) > 1
+    except (psutil.NoSuchProcess, OSError):
         return False
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import signal
 from dataclasses import dataclass
 from typing import ClassVar
@@ -13,7 +12,8 @@ import requests
 from hybrid_pipelines.dev.stack.base import LocalServer
 from hybrid_pipelines.dev.stack.process import (
     LOOPBACK,
-    port_open,
+    bindable,
+    free_port,
     spawn,
     wait_until,
     write_private,
@@ -22,22 +22,6 @@ from hybrid_pipelines.resources.object_store import registered_volume_servers
 from hybrid_pipelines.shared.binaries import find_binary
 
 GRPC_OFFSET = 10000  # weed derives every gRPC port as HTTP port + 10000
-
-
-def free_port_with_grpc() -> int:
-    for _ in range(200):
-        port = random.randint(20000, 55000)
-        if not port_open(port) and not port_open(port + GRPC_OFFSET):
-            import socket
-
-            try:
-                for p in (port, port + GRPC_OFFSET):
-                    with socket.socket() as s:
-                        s.bind((LOOPBACK, p))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair (P, P+10000) for SeaweedFS on 127.0.0.1")
 
 
 def weed_binary() -> str:
@@ -70,7 +54,7 @@ class SeaweedFSServer(LocalServer):
         taken: set[int] = set()
         ports: list[int] = []
         while len(ports) < 4:
-            p = free_port_with_grpc()
+            p = free_port(GRPC_OFFSET)
             if {p, p + GRPC_OFFSET} & taken:
                 continue
             taken |= {p, p + GRPC_OFFSET}
@@ -94,16 +78,36 @@ class SeaweedFSServer(LocalServer):
         return str(path)
 
     def start(self) -> None:
-        # Another process can bind one of our eight ports between the check and weed's own
-        # bind (weed then exits): pick fresh ports and try again.
+        # Another process can bind one of our eight ports between the pick and weed's own
+        # bind (weed then exits): a first start picks fresh ports and tries again. A restart
+        # on existing data keeps its ports: clients hold its address, and to them a server
+        # that moved is a server down for good.
+        fresh = not (self.root / "data").exists()
         for attempt in range(3):
             try:
                 self._start_once()
                 return
             except RuntimeError as exc:
-                if "exited" not in str(exc) or attempt == 2:
+                if "exited" not in str(exc):
                     raise
-                self.pick_ports()
+                if fresh and attempt < 2:
+                    self.pick_ports()
+                    continue
+                if taken := self.ports_taken():
+                    raise RuntimeError(
+                        f"SeaweedFS in {self.root} cannot listen on {', '.join(taken)}: another "
+                        "process holds it. Stop that process (`ss -tanp` shows which); "
+                        "`hybrid-pipelines stack up` moves the stack to free ports instead"
+                    ) from exc
+                raise
+
+    def ports_taken(self) -> list[str]:
+        """Those of our eight ports another process holds now, named by their role."""
+        roles = {"master": self.master_port, "volume": self.volume_port,
+                 "filer": self.filer_port, "s3 gateway": self.s3_port}
+        ports = {f"{role} port {p}": p for role, p in roles.items()} | {
+            f"{role} gRPC port {p + GRPC_OFFSET}": p + GRPC_OFFSET for role, p in roles.items()}
+        return [name for name, port in ports.items() if not bindable(port)]
 
     def _start_once(self) -> None:
         data = self.root / "data"

@@ -262,9 +262,7 @@ class PipelinedLister:
     def _pump(self) -> None:
         """Send announced listings, nearest in walk order first, within the budgets."""
         while self._resends:
-            conn = self._least_busy()
-            if self._in_flight[id(conn)] >= self.window or \
-                    conn.credits_free() < self._charge(conn):
+            if (conn := self._ready_connection()) is None:
                 return
             listing = self._resends.pop(0)
             self._send(listing.path, listing.key, conn, listing)
@@ -274,17 +272,22 @@ class PipelinedLister:
             if path not in self._queued:  # asked for directly since
                 heapq.heappop(self._queue)
                 continue
-            conn = self._least_busy()
-            if self._in_flight[id(conn)] >= self.window:
+            if (conn := self._ready_connection()) is None:
                 return
             full = self._held() >= self.ahead or self._held_entries >= self.max_entries
             if full and not self._drop_farthest(key):
                 return
-            if conn.credits_free() < self._charge(conn):
-                return
             heapq.heappop(self._queue)
             self._queued.discard(path)
             self._send(path, key, conn)
+
+    def _ready_connection(self) -> WireConnection | None:
+        """The least busy connection if it may take one more listing now (its window and
+        its credits), else None."""
+        conn = self._least_busy()
+        if self._in_flight[id(conn)] >= self.window or conn.credits_free() < self._charge(conn):
+            return None
+        return conn
 
     def _drop_farthest(self, key: tuple[str, ...]) -> bool:
         """Free a slot for `key` by dropping a finished listing farther in walk order (or one

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ def tree(samba_server: SambaServer) -> str:
     for i in range(3000):  # more than two answers of 256 KiB hold: listed through smbprotocol
         put(samba_server.share_dir, f"{folder}/big/{i:05d} {'long name ' * 9}.mp4", b"")
     return folder
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[CatalogStore]:
+    """A fresh SQLite catalog of the test's own."""
+    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
+    catalog.apply_schema("catalog")
+    with catalog.connect() as conn:
+        yield CatalogStore(conn)
 
 
 def test_pipelined_walk_equals_the_smbprotocol_listing(tree: str,
@@ -123,36 +133,32 @@ def test_the_lean_session_logs_on_with_the_nt_hash_and_refuses_a_wrong_password(
 
 def test_scan_and_rescan_through_the_pipeline(samba_server: SambaServer,
                                               nas_resource: NASResource,
-                                              tmp_path: Path) -> None:
+                                              store: CatalogStore) -> None:
     folder = unique("pipescan")
     for d in range(30):
         for i in range(7):
             put(samba_server.share_dir, f"{folder}/Season {d:02d}/Ep {i}.ts", b"x" * (i + 1))
-    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
-    catalog.apply_schema("catalog")
-    with catalog.connect() as conn:
-        store = CatalogStore(conn)
-        first = Scanner(store, NASAccess(nas_resource), CatalogSettings(),
-                        lookahead=5).scan(folder, folder)
-        # 31 folders; not the share's root above them: the folder's own listing answers
-        # with its timestamp
-        assert (first.new, first.found, first.dirs_listed) == (210, 210, 31)
-        assert first.bytes == 30 * sum(range(1, 8))
-        again = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
-        assert (again.new, again.changed, again.deleted, again.found) == (0, 0, 0, 210)
-        assert again.dirs_listed == 1 and again.bytes == first.bytes  # the inner folder
-        grown = samba_server.share_dir / folder / "Season 07" / "Ep 3.ts"
-        grown.write_bytes(b"y" * 100)  # rewritten in place: only a full reconcile sees it
-        old = time.time() - 3600
-        os.utime(grown, (old, old))
-        full = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
-            folder, folder, full=True)
-        assert (full.changed, full.found) == (1, 210)
-        assert full.bytes == first.bytes - 4 + 100  # the kept sum is not reused once stale
+    first = Scanner(store, NASAccess(nas_resource), CatalogSettings(),
+                    lookahead=5).scan(folder, folder)
+    # 31 folders; not the share's root above them: the folder's own listing answers
+    # with its timestamp
+    assert (first.new, first.found, first.dirs_listed) == (210, 210, 31)
+    assert first.bytes == 30 * sum(range(1, 8))
+    again = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
+    assert (again.new, again.changed, again.deleted, again.found) == (0, 0, 0, 210)
+    assert again.dirs_listed == 1 and again.bytes == first.bytes  # the inner folder
+    grown = samba_server.share_dir / folder / "Season 07" / "Ep 3.ts"
+    grown.write_bytes(b"y" * 100)  # rewritten in place: only a full reconcile sees it
+    old = time.time() - 3600
+    os.utime(grown, (old, old))
+    full = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
+        folder, folder, full=True)
+    assert (full.changed, full.found) == (1, 210)
+    assert full.bytes == first.bytes - 4 + 100  # the kept sum is not reused once stale
 
 
 def test_a_folders_own_listing_answers_with_the_timestamp_its_parent_lists(
-        samba_server: SambaServer, nas_resource: NASResource, tmp_path: Path) -> None:
+        samba_server: SambaServer, nas_resource: NASResource, store: CatalogStore) -> None:
     """The scan reads its folder's timestamp from the folder's own open (no listing of the
     share's root, which holds every catalog folder): it is the timestamp the root's listing
     shows, it moves when a file is added, and a missing folder still reads as gone."""
@@ -169,29 +175,23 @@ def test_a_folders_own_listing_answers_with_the_timestamp_its_parent_lists(
     plain = NASAccess(nas_resource)  # outside the pipeline: nothing listed for it
     assert plain.list_dir_and_mtime(folder) is None and plain.listings == 0
 
-    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
-    catalog.apply_schema("catalog")
-    with catalog.connect() as conn:
-        store = CatalogStore(conn)
+    def scan() -> Any:
+        return Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
 
-        def scan() -> Any:
-            return Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder,
-                                                                                   folder)
-
-        assert (scan().new, scan().new) == (1, 0)
-        old = time.time() - 3600  # an older timestamp than the one catalogued
-        os.utime(samba_server.share_dir / folder, (old, old))
-        put(samba_server.share_dir, f"{folder}/b.ts", b"b")  # moves it to now
-        assert scan().new == 1
-        for p in (samba_server.share_dir / folder).iterdir():
-            p.unlink()
-        (samba_server.share_dir / folder).rmdir()
-        gone = scan()
-        assert gone.folder_missing and gone.deleted == 2
+    assert (scan().new, scan().new) == (1, 0)
+    old = time.time() - 3600  # an older timestamp than the one catalogued
+    os.utime(samba_server.share_dir / folder, (old, old))
+    put(samba_server.share_dir, f"{folder}/b.ts", b"b")  # moves it to now
+    assert scan().new == 1
+    for p in (samba_server.share_dir / folder).iterdir():
+        p.unlink()
+    (samba_server.share_dir / folder).rmdir()
+    gone = scan()
+    assert gone.folder_missing and gone.deleted == 2
 
 
 def test_a_folder_grown_past_what_the_catalog_knew_is_listed_again_whole(
-        samba_server: SambaServer, nas_resource: NASResource, tmp_path: Path,
+        samba_server: SambaServer, nas_resource: NASResource, store: CatalogStore,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """What the catalog knows a folder holds sizes its listing's buffer (16 KiB when small);
     a folder that has outgrown it since is listed again with the full buffer on the same
@@ -207,15 +207,11 @@ def test_a_folder_grown_past_what_the_catalog_knew_is_listed_again_whole(
         real_close(self)
 
     monkeypatch.setattr(PipelinedLister, "close", close)
-    catalog = SQLiteCatalogResource(path=str(tmp_path / "catalog.db"))
-    catalog.apply_schema("catalog")
-    with catalog.connect() as conn:
-        store = CatalogStore(conn)
-        assert Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
-            folder, folder).new == 2
-        # 400 names of 60 characters: ~75 KB of listing where the catalog knew of two entries
-        for i in range(400):
-            put(samba_server.share_dir, f"{folder}/inner/{'n' * 52}{i:05d}.ts", b"y")
-        grown = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
+    assert Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(
+        folder, folder).new == 2
+    # 400 names of 60 characters: ~75 KB of listing where the catalog knew of two entries
+    for i in range(400):
+        put(samba_server.share_dir, f"{folder}/inner/{'n' * 52}{i:05d}.ts", b"y")
+    grown = Scanner(store, NASAccess(nas_resource), CatalogSettings()).scan(folder, folder)
     assert (grown.new, grown.found) == (400, 402)
     assert seen[-1]["resent"] == 1 and seen[-1]["fallbacks"] == 0

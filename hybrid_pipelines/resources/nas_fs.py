@@ -12,7 +12,7 @@ import os
 import shutil
 import stat as pystat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,12 @@ from hybrid_pipelines.resources.nas_new_file import (
     put_smb,
 )
 from hybrid_pipelines.resources.smb_io import ReadWhileWritten
+from hybrid_pipelines.resources.smb_session import (
+    ConnectOnFirstUse,
+    connection_key,
+    has_live_session,
+    register_within,
+)
 from hybrid_pipelines.resources.smb_wire_worker import WorkerWire
 from hybrid_pipelines.shared.mounts import is_mount_point
 from hybrid_pipelines.shared.nas_paths import UnsafePathError, safe_relpath, smb_safe_relpath
@@ -213,6 +219,7 @@ class SMBNAS:
         self.root_dir = smb_safe_relpath(root_dir)
         where = f"{share}/{self.root_dir}" if self.root_dir else share
         self.description = f"smb://{host}:{port}/{where}"
+        self._key = connection_key(host, port)
         self._kw: dict[str, Any] = dict(port=port, username=username, password=password,
                                         connection_timeout=timeout_s, connection_cache=cache)
 
@@ -232,7 +239,7 @@ class SMBNAS:
 
         # Made on first use: a worker whose files all go over the lean connection never
         # pays for an smbprotocol session.
-        cache = _ConnectOnFirstUse(f"{self.host.lower()}:{self.port}", connect)
+        cache = ConnectOnFirstUse(self._key, connect)
         clone = copy.copy(self)
         clone._kw = {**self._kw, "connection_cache": cache}
         # Its new files go over a lean connection (smb_wire_worker.py).
@@ -247,18 +254,24 @@ class SMBNAS:
         return f"\\\\{self.host}\\{self.share}{tail}"
 
     def connect(self) -> None:
-        import smbclient
+        kw = {k: v for k, v in self._kw.items()
+              if k not in ("connection_timeout", "connection_cache", "port")}
+        register_within(self.host, self.port, self._kw["connection_timeout"],
+                        self._kw["connection_cache"], self.description, **kw)
 
-        kw = {k: v for k, v in self._kw.items() if k != "connection_timeout"}
-        smbclient.register_session(self.host, connection_timeout=self._kw["connection_timeout"],
-                                   **kw)
+    def _live(self) -> dict[str, Any]:
+        """smbclient's keywords, once the cache holds a live session (set up here, within
+        the timeout: smbclient's own setup would wait for an answer without a limit)."""
+        if not has_live_session(self._kw["connection_cache"], self._key):
+            self.connect()
+        return self._kw
 
     def list_dir(self, path: str) -> list[NASEntry]:
         import smbclient
 
         base = safe_relpath(path)
         out = []
-        for e in smbclient.scandir(self._unc(base), **self._kw):
+        for e in smbclient.scandir(self._unc(base), **self._live()):
             info = e.smb_info  # already in the listing: no extra round trip per file
             rel = f"{base}/{e.name}" if base else e.name
             is_dir = bool(info.file_attributes & 0x10)
@@ -271,7 +284,7 @@ class SMBNAS:
         from smbprotocol.exceptions import SMBOSError
 
         try:
-            st = smbclient.stat(self._unc(path), **self._kw)
+            st = smbclient.stat(self._unc(path), **self._live())
         except SMBOSError as exc:
             if exc.errno == 2:
                 return None
@@ -288,9 +301,9 @@ class SMBNAS:
             # Shared with other readers (smbclient's default shares nothing: a probe would
             # lock the platform's own downloads of the file out), never with writers.
             return smbclient.open_file(self._unc(path), mode="rb", buffering=0,
-                                       share_access="r", **self._kw)
+                                       share_access="r", **self._live())
         raw = smbclient.open_file(self._unc(path), mode="rb", buffering=0, share_access="rwd",
-                                  **self._kw)
+                                  **self._live())
         return ReadWhileWritten(raw)
 
     def open_write(self, path: str) -> IO[bytes]:
@@ -300,7 +313,7 @@ class SMBNAS:
         # so the sync can read a large file back while writing it and no other handle can
         # change what was read (hybrid_cache/follow_read.py).
         return smbclient.open_file(self._unc(path), mode="wb", buffering=0, share_access="r",
-                                   **self._kw)
+                                   **self._live())
 
     def _new_raw(self, path: str) -> Any:
         from smbclient._io import SMBRawIO
@@ -310,7 +323,7 @@ class SMBNAS:
         # this handle; shared with readers only (hybrid_cache/follow_read.py).
         return SMBRawIO(self._unc(path), mode="x", share_access="r",
                         desired_access=Access.FILE_READ_DATA | Access.FILE_WRITE_DATA
-                        | Access.FILE_READ_ATTRIBUTES | Access.DELETE, **self._kw)
+                        | Access.FILE_READ_ATTRIBUTES | Access.DELETE, **self._live())
 
     def _share_name(self, path: str) -> str:
         return self._unc(path).split("\\", 4)[-1]
@@ -349,7 +362,7 @@ class SMBNAS:
 
         raw = SMBRawIO(self._unc(src), mode="r", share_access="rwd",
                        desired_access=FilePipePrinterAccessMask.DELETE,
-                       create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._kw)
+                       create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **self._live())
         info = FileRenameInformation()
         info["replace_if_exists"] = False
         info["file_name"] = self._share_name(dst)
@@ -365,9 +378,9 @@ class SMBNAS:
         if entry.is_dir:
             for child in self.list_dir(path):
                 self.remove(child.path)
-            smbclient.rmdir(self._unc(path), **self._kw)
+            smbclient.rmdir(self._unc(path), **self._live())
         else:
-            smbclient.remove(self._unc(path), **self._kw)
+            smbclient.remove(self._unc(path), **self._live())
 
     def makedirs(self, path: str) -> None:
         import smbclient
@@ -379,22 +392,8 @@ class SMBNAS:
                 return
         except SMBConnectionClosed:
             pass  # Samba can drop a connection racing another's new folder: smbclient's way
-        smbclient.makedirs(self._unc(path), exist_ok=True, **self._kw)
+        smbclient.makedirs(self._unc(path), exist_ok=True, **self._live())
 
-
-
-class _ConnectOnFirstUse(dict[str, Any]):
-    """An smbclient connection cache whose one connection is made when smbclient first
-    looks it up (smbclient would make it under a client GUID of its own)."""
-
-    def __init__(self, key: str, connect: Callable[[], Any]):
-        super().__init__()
-        self._key, self._connect = key, connect
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key == self._key and key not in self:
-            self[key] = self._connect()
-        return super().get(key, default)
 
 
 def _filetime(value: Any) -> float:

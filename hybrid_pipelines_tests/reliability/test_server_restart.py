@@ -17,6 +17,9 @@ from hybrid_pipelines.dev.stack.seaweedfs import SeaweedFSServer
 from hybrid_pipelines_tests.conftest import ServerFactory
 
 
+@pytest.mark.fault("SeaweedFS SIGKILLed, its gateway's port taken while it is down -> the "
+                   "restart fails naming the port and keeps its address; freed, it restarts "
+                   "there with its data", kind="server stopped")
 def test_a_seaweedfs_restart_keeps_its_ports_or_says_which_it_cannot_have(
         server_factory: ServerFactory) -> None:
     server = server_factory("seaweedfs")

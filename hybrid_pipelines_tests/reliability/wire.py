@@ -165,10 +165,16 @@ class S3Relay:
 class TcpRelay:
     """Raw TCP relay on a free loopback port to `upstream_port`. `on_upstream(total)` is called
     with the running count of client-to-server bytes, before each piece is forwarded; it may
-    kill the server, and the relay then drops that connection as a dead server would."""
+    kill the server, and the relay then drops that connection as a dead server would.
+
+    `answers_passed` (settable; None: all): on each connection, forward only that many of the
+    server's SMB messages (4-byte length-prefixed frames) and withhold the rest, the
+    connection kept open: a server that stopped answering it without hanging up."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
+        self.answers_passed: int | None = None
+        self.withheld = 0  # bytes of answers not forwarded
         self.to_server = 0
         self.lock = threading.Lock()
         self.on_upstream: Callable[[int], None] = lambda _n: None
@@ -208,6 +214,7 @@ class TcpRelay:
                              daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        frames = _Frames()
         try:
             while data := src.recv(CHUNK if not upstream else 1024):
                 if upstream:
@@ -215,12 +222,46 @@ class TcpRelay:
                         self.to_server += len(data)
                         total = self.to_server
                     self.on_upstream(total)
+                elif self.answers_passed is not None:
+                    passed = frames.cut(data, self.answers_passed)
+                    with self.lock:
+                        self.withheld += len(data) - len(passed)
+                    data = passed
                 dst.sendall(data)
         except OSError:
             pass
         finally:
             _close(src)
             _close(dst)
+
+
+class _Frames:
+    """Counts length-prefixed frames (SMB over TCP: a 4-byte big-endian length, then that many
+    bytes) across the pieces of one direction of a connection."""
+
+    def __init__(self) -> None:
+        self.complete = 0
+        self._left = 0  # bytes of the current frame still to come
+        self._header = b""
+
+    def cut(self, data: bytes, frames: int) -> bytes:
+        """The part of `data` that belongs to the first `frames` frames."""
+        end = 0
+        while end < len(data) and self.complete < frames:
+            if self._left == 0:
+                need = 4 - len(self._header)
+                self._header += data[end:end + need]
+                end += min(need, len(data) - end)
+                if len(self._header) < 4:
+                    break
+                self._left = int.from_bytes(self._header, "big") & 0xFFFFFF
+                self._header = b""
+            take = min(self._left, len(data) - end)
+            end += take
+            self._left -= take
+            if self._left == 0:
+                self.complete += 1
+        return data[:end]
 
 
 def _close(s: socket.socket) -> None:

@@ -192,8 +192,10 @@ class Scanner:
             top_mtime, top_entries = self._top(top)
             if top_mtime is None:
                 self._folder_gone(partition_key, top)
-            else:
+            elif self._must_list(top, top_mtime):
                 self._visit(top, top_mtime, top_entries)
+            elif not subtree_done(top, self._resume_after):
+                self._report.dirs_skipped += 1
             self._flush()
             if self._writer is not None:
                 self._writer.wait()
@@ -254,11 +256,8 @@ class Scanner:
                               has_pending=d in self._pending_dirs) is not None
 
     def _visit(self, d: str, observed_mtime: float, listed: list[Entry] | None = None) -> None:
-        if subtree_done(d, self._resume_after):
-            return
-        if not self._must_list(d, observed_mtime):
-            self._report.dirs_skipped += 1
-            return
+        """List `d` (or take `listed`, its entries already read) and walk what changed; the
+        caller checked it must be listed (_must_list)."""
         entries = self.nas.list_dir(d) if listed is None else listed
         if entries is None:  # vanished since its parent was listed
             for path in self.store.live_paths_below(d):
